@@ -1,0 +1,1 @@
+"""Model and pipeline configurations (YAML), installed as package data."""

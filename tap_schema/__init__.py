@@ -1,0 +1,1 @@
+"""Declarative TAP_SCHEMA metadata (YAML), installed as package data."""

@@ -1,0 +1,272 @@
+"""The embedded default archive: one DuckDB file.
+
+The service attaches the file read-only and gives each request its own cursor on one shared
+connection, which DuckDB makes safe across threads. Writers (ingest, embed) open it read-write; a
+DuckDB file has one writer process at a time, so serve after writing, or serve from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from vo_ml.archive.backend import INTERNAL_SCHEMA, ML_COLUMNS, Backend, MlColumns, QueryResult
+from vo_ml.archive.tap_schema import Column, Schema, Table, TapSchema, tap_schema_rows
+
+__all__ = ["DuckDBBackend"]
+
+TAP_SCHEMA = "TAP_SCHEMA"
+ROWS_PER_BATCH = 65536
+#: The archive file is attached under this name, so a file called like a schema (miles.duckdb
+#: holding schema miles) never makes ``miles.spectra`` ambiguous.
+CATALOG = "vo_ml_archive"
+
+_INTERNAL_TABLES = f"""
+CREATE SCHEMA IF NOT EXISTS {INTERNAL_SCHEMA};
+CREATE TABLE IF NOT EXISTS {INTERNAL_SCHEMA}.ingested (
+    checksum VARCHAR PRIMARY KEY, path VARCHAR, obs_publisher_did VARCHAR, table_name VARCHAR,
+    ingested_at TIMESTAMP DEFAULT current_timestamp);
+CREATE TABLE IF NOT EXISTS {INTERNAL_SCHEMA}.ingest_report (
+    path VARCHAR, checksum VARCHAR, reason VARCHAR, reported_at TIMESTAMP DEFAULT current_timestamp);
+CREATE TABLE IF NOT EXISTS {INTERNAL_SCHEMA}.models (
+    table_name VARCHAR PRIMARY KEY, model_id VARCHAR, latent_dim INTEGER, card JSON);
+"""
+
+
+class DuckDBBackend(Backend):
+    """An archive in one DuckDB file (or in memory with ``":memory:"``)."""
+
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+        self.path = str(path)
+        if read_only and not Path(self.path).exists():
+            raise FileNotFoundError(
+                f"no archive database at {self.path}: build one with 'vo-ml ingest' or 'vo-ml demo'"
+            )
+        self._connection = duckdb.connect(":memory:")
+        mode = " (READ_ONLY)" if read_only else ""
+        self._connection.execute(f"ATTACH ? AS {CATALOG}{mode}", [self.path])
+        self._connection.execute(f"USE {CATALOG}")
+        if not read_only:
+            self._connection.execute(_INTERNAL_TABLES)
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor of its own for one thread (one request), on the archive catalog."""
+        cursor = self._connection.cursor()
+        cursor.execute(f"USE {CATALOG}")
+        return cursor
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def ensure_table(self, table: Table, columns: Sequence[Column]) -> None:
+        schema, name = table.name.split(".")
+        definitions = ", ".join(f'"{c.name}" {c.sql_type}' for c in columns)
+        self._connection.execute(
+            f'CREATE SCHEMA IF NOT EXISTS "{schema}"; '
+            f'CREATE TABLE IF NOT EXISTS "{schema}"."{name}" ({definitions})'
+        )
+
+    def table_columns(self, table_name: str) -> list[str]:
+        schema, name = table_name.split(".")
+        rows = self._connection.execute(
+            "SELECT lower(column_name) FROM information_schema.columns "
+            "WHERE lower(table_schema) = lower(?) AND lower(table_name) = lower(?) "
+            "ORDER BY ordinal_position",
+            [schema, name],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def insert_rows(self, table: Table, rows: Sequence[dict], ingested: Sequence[tuple]) -> None:
+        if not rows:
+            return
+        names = list(rows[0])
+        quoted = ", ".join(f'"{n}"' for n in names)
+        marks = ", ".join("?" for _ in names)
+        with _transaction(self._connection) as connection:
+            connection.executemany(
+                f"INSERT INTO {_quoted(table.name)} ({quoted}) VALUES ({marks})",
+                [[row[n] for n in names] for row in rows],
+            )
+            connection.executemany(
+                f"INSERT INTO {INTERNAL_SCHEMA}.ingested (path, checksum, obs_publisher_did, "
+                "table_name) VALUES (?, ?, ?, ?)",
+                [[path, checksum, did, table.name] for path, checksum, did in ingested],
+            )
+
+    def ingested_checksums(self) -> set[str]:
+        return {r[0] for r in self._connection.execute(
+            f"SELECT checksum FROM {INTERNAL_SCHEMA}.ingested").fetchall()}
+
+    def record_failures(self, failures: Sequence[tuple[str, str | None, str]]) -> None:
+        if failures:
+            self._connection.executemany(
+                f"INSERT INTO {INTERNAL_SCHEMA}.ingest_report (path, checksum, reason) "
+                "VALUES (?, ?, ?)",
+                [list(f) for f in failures],
+            )
+
+    def failures(self) -> list[tuple[str, str]]:
+        return self._connection.execute(
+            f"SELECT path, reason FROM {INTERNAL_SCHEMA}.ingest_report ORDER BY reported_at, path"
+        ).fetchall()
+
+    def write_ml_columns(self, table: Table, ml: MlColumns) -> None:
+        """Load the values into a scratch table, then swap the columns in one transaction."""
+        values = pa.table({
+            "did": pa.array(list(ml.dids), type=pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.ascontiguousarray(ml.embedding, dtype=np.float32).ravel()),
+                ml.latent_dim),
+            "ml_x": pa.array(ml.map_xy[:, 0].astype(np.float64)),
+            "ml_y": pa.array(ml.map_xy[:, 1].astype(np.float64)),
+            "ml_recon_error": pa.array(ml.recon_error.astype(np.float64)),
+        })
+        target = _quoted(table.name)
+        sized = table.with_values(latent_dim=ml.latent_dim)
+        ml_columns = [c for c in sized.columns if c.name in ML_COLUMNS]
+        with _transaction(self._connection) as connection:
+            connection.register("ml_values", values)
+            existing = set(self.table_columns(table.name))
+            for column in ml_columns:
+                if column.name in existing:
+                    connection.execute(f'ALTER TABLE {target} DROP COLUMN "{column.name}"')
+                connection.execute(f'ALTER TABLE {target} ADD COLUMN "{column.name}" {column.sql_type}')
+            connection.execute(
+                f"UPDATE {target} AS t SET embedding = v.embedding::FLOAT[{ml.latent_dim}], "
+                "ml_x = v.ml_x, ml_y = v.ml_y, ml_recon_error = v.ml_recon_error, ml_model = ? "
+                "FROM ml_values AS v WHERE t.obs_publisher_did = v.did",
+                [ml.model_id],
+            )
+            connection.execute(
+                f"INSERT OR REPLACE INTO {INTERNAL_SCHEMA}.models VALUES (?, ?, ?, ?)",
+                [table.name, ml.model_id, ml.latent_dim, json.dumps(ml.card)],
+            )
+            connection.unregister("ml_values")
+
+    def current_model(self, table_name: str) -> dict | None:
+        row = self._connection.execute(
+            f"SELECT card FROM {INTERNAL_SCHEMA}.models WHERE table_name = ?", [table_name]
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def publish_tap_schema(self, schema: TapSchema) -> TapSchema:
+        published = self._as_published(schema)
+        rows = tap_schema_rows(published)
+        definitions = {t.name.split(".")[1]: t for t in published.schemas[-1].tables}
+        with _transaction(self._connection) as connection:
+            connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{TAP_SCHEMA}"')
+            for name, table in definitions.items():
+                columns = ", ".join(f'"{c.name}" {c.sql_type}' for c in table.columns)
+                connection.execute(f'CREATE OR REPLACE TABLE "{TAP_SCHEMA}"."{name}" ({columns})')
+                if rows[name]:
+                    marks = ", ".join("?" for _ in table.columns)
+                    connection.executemany(
+                        f'INSERT INTO "{TAP_SCHEMA}"."{name}" VALUES ({marks})', rows[name])
+        return published
+
+    def _as_published(self, schema: TapSchema) -> TapSchema:
+        """Keep tables and columns that exist, TAP_SCHEMA last; fill in each table's model."""
+        schemas = []
+        tap = None
+        for s in schema.schemas:
+            if s.name.upper() == TAP_SCHEMA:
+                tap = s
+                continue
+            tables = tuple(self._existing_part(t) for t in s.tables if self.table_columns(t.name))
+            if tables:
+                schemas.append(Schema(s.name, s.description, tables))
+        if tap is None:
+            raise ValueError("the tap_schema files do not describe TAP_SCHEMA itself")
+        return TapSchema([*schemas, tap])
+
+    def _existing_part(self, table: Table) -> Table:
+        existing = set(self.table_columns(table.name))
+        card = self.current_model(table.name) or {}
+        filled = table.with_values(
+            model=card.get("model_id", "(none yet)"), latent_dim=card.get("latent_dim", "*"))
+        return replace(filled, columns=tuple(c for c in filled.columns if c.name.lower() in existing))
+
+    def read_tap_schema(self) -> TapSchema:
+        """The schema as published in the TAP_SCHEMA tables: what the service may expose."""
+        cursor = self.cursor()
+        schema_rows = cursor.execute(
+            f'SELECT schema_name, description FROM "{TAP_SCHEMA}".schemas ORDER BY schema_index'
+        ).fetchall()
+        table_rows = cursor.execute(
+            f'SELECT schema_name, table_name, description, table_type FROM "{TAP_SCHEMA}".tables '
+            "ORDER BY table_index").fetchall()
+        column_rows = cursor.execute(
+            f'SELECT table_name, column_name, datatype, description, arraysize, xtype, unit, ucd, '
+            f'utype, principal, indexed, std FROM "{TAP_SCHEMA}".columns ORDER BY column_index'
+        ).fetchall()
+        columns: dict[str, list[Column]] = {}
+        for row in column_rows:
+            columns.setdefault(row[0], []).append(Column(
+                *row[1:9], principal=bool(row[9]), indexed=bool(row[10]), std=bool(row[11])))
+        return TapSchema([
+            Schema(s_name, s_description, tuple(
+                Table(t_schema, t_name, t_description, tuple(columns.get(t_name, [])), t_type)
+                for t_schema, t_name, t_description, t_type in table_rows if t_schema == s_name))
+            for s_name, s_description in schema_rows
+        ])
+
+    def execute(
+        self, sql: str, parameters: Sequence | None = None, limit: int | None = None
+    ) -> QueryResult:
+        cursor = self.cursor()
+        try:
+            reader = cursor.sql(sql, params=parameters or None).to_arrow_reader(ROWS_PER_BATCH)
+            batches, rows = [], 0
+            for batch in reader:
+                batches.append(batch)
+                rows += batch.num_rows
+                if limit is not None and rows >= limit:
+                    break
+            table = pa.Table.from_batches(batches, schema=reader.schema)
+        finally:
+            cursor.close()
+        if limit is not None:
+            table = table.slice(0, limit)
+        return QueryResult(table.column_names, [_to_masked(c) for c in table.columns])
+
+
+def _to_masked(column: pa.ChunkedArray) -> np.ma.MaskedArray:
+    """One Arrow column as a masked numpy array; fixed-size lists become 2-D."""
+    array = column.combine_chunks()
+    mask = array.is_null().to_numpy(zero_copy_only=False)
+    if pa.types.is_fixed_size_list(array.type):
+        size = array.type.list_size
+        values = np.zeros((len(array), size), dtype=array.type.value_type.to_pandas_dtype())
+        values[~mask] = array.flatten().to_numpy(zero_copy_only=False).reshape(-1, size)
+        return np.ma.MaskedArray(values, mask=np.repeat(mask[:, None], size, axis=1))
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        values = np.array(array.fill_null("").to_pylist(), dtype=str)
+    else:
+        values = array.fill_null(0).to_numpy(zero_copy_only=False) if array.null_count \
+            else array.to_numpy(zero_copy_only=False)
+    return np.ma.MaskedArray(values, mask=mask)
+
+
+class _transaction:
+    """``with _transaction(connection):`` commits on success and rolls back on any error."""
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
+        self.connection = connection
+
+    def __enter__(self) -> duckdb.DuckDBPyConnection:
+        self.connection.execute("BEGIN TRANSACTION")
+        return self.connection
+
+    def __exit__(self, kind: type | None, *_: object) -> None:
+        self.connection.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _quoted(qualified: str) -> str:
+    schema, name = qualified.split(".")
+    return f'"{schema}"."{name}"'

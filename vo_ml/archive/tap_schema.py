@@ -1,0 +1,201 @@
+"""TAP_SCHEMA from the declarative files in ``tap_schema/*.yaml``.
+
+Column metadata is written once, in YAML, and used three ways: to create the archive tables, to fill
+the ``TAP_SCHEMA`` tables clients query (TAP 1.1 section 4), and to label every VOTable FIELD the
+service writes. Keeping one source means the three can never disagree.
+
+A YAML file either declares a reusable group of columns (``group: name``) or a schema with tables,
+whose columns come from ``columns`` and/or ``column_groups``. Text fields may hold ``{placeholders}``
+(the ML columns use ``{model}`` and ``{latent_dim}``) filled from the values given to :func:`load`.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+from vo_ml.resources import load_yaml, packaged
+
+#: SQL type of each VOTable datatype a TAP_SCHEMA column may declare.
+SQL_TYPES = {
+    "boolean": "BOOLEAN",
+    "short": "SMALLINT",
+    "int": "INTEGER",
+    "long": "BIGINT",
+    "float": "FLOAT",
+    "double": "DOUBLE",
+    "char": "VARCHAR",
+    "unicodeChar": "VARCHAR",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One published column, with the metadata TAP_SCHEMA.columns and VOTable FIELDs carry."""
+
+    name: str
+    datatype: str
+    description: str = ""
+    arraysize: str | None = None
+    xtype: str | None = None
+    unit: str | None = None
+    ucd: str | None = None
+    utype: str | None = None
+    principal: bool = False
+    indexed: bool = False
+    std: bool = False
+
+    @property
+    def is_array(self) -> bool:
+        """True for numeric arrays such as ``embedding`` (strings also carry an arraysize)."""
+        return self.arraysize is not None and self.datatype not in ("char", "unicodeChar")
+
+    @property
+    def sql_type(self) -> str:
+        """The column's type in the backend; fixed-size numeric arrays become ``FLOAT[n]``."""
+        base = SQL_TYPES[self.datatype]
+        if not self.is_array:
+            return base
+        size = self.arraysize.rstrip("*")
+        return f"{base}[{size}]" if size.isdigit() else f"{base}[]"
+
+
+@dataclass(frozen=True)
+class Table:
+    """One published table; ``name`` is the qualified name used in ADQL (``miles.spectra``)."""
+
+    schema: str
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    type: str = "table"
+
+    def with_values(self, **values: object) -> Table:
+        """A copy with ``{placeholders}`` in descriptions and arraysizes filled from ``values``."""
+        return replace(self, columns=tuple(
+            replace(c, description=_fill(c.description, values), arraysize=_fill(c.arraysize, values))
+            for c in self.columns
+        ))
+
+    def column(self, name: str) -> Column | None:
+        """The column called ``name``, compared case-insensitively as ADQL regular identifiers are."""
+        lowered = name.lower()
+        return next((c for c in self.columns if c.name.lower() == lowered), None)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str
+    description: str
+    tables: tuple[Table, ...]
+
+
+@dataclass
+class TapSchema:
+    """Every schema, table and column the service publishes, and nothing else."""
+
+    schemas: list[Schema] = field(default_factory=list)
+
+    @property
+    def tables(self) -> dict[str, Table]:
+        """Published tables by lower-cased qualified name."""
+        return {t.name.lower(): t for s in self.schemas for t in s.tables}
+
+    def table(self, name: str) -> Table | None:
+        return self.tables.get(name.lower())
+
+    def with_values(self, **values: object) -> TapSchema:
+        """A copy with ``{placeholders}`` in text fields filled, e.g. after a new model is embedded."""
+        return TapSchema([
+            replace(s, tables=tuple(t.with_values(**values) for t in s.tables)) for s in self.schemas
+        ])
+
+
+def load(
+    directory: str | Path | Traversable | None = None, **values: object
+) -> TapSchema:
+    """Read every YAML file of ``directory`` (by default the packaged ``tap_schema/``).
+
+    Placeholders not given in ``values`` stay as written until :meth:`TapSchema.with_values`.
+    """
+    folder = packaged("tap_schema") if directory is None else directory
+    if isinstance(folder, str):
+        folder = Path(folder)
+    documents = [
+        load_yaml(f) for f in sorted(folder.iterdir(), key=lambda f: f.name)
+        if f.name.endswith((".yaml", ".yml"))
+    ]
+    groups = {d["group"]: [_column(c, d["group"]) for c in d["columns"]] for d in documents if "group" in d}
+    schemas = [_schema(d, groups) for d in documents if "schema" in d]
+    schema = TapSchema(schemas)
+    return schema.with_values(**values) if values else schema
+
+
+def _schema(document: Mapping, groups: Mapping[str, list[Column]]) -> Schema:
+    name = document["schema"]
+    tables = []
+    for t in document.get("tables", []):
+        columns = [_column(c, f"{name}.{t['name']}") for c in t.get("columns", [])]
+        for group in t.get("column_groups", []):
+            if group not in groups:
+                raise ValueError(
+                    f"table {name}.{t['name']} names column group {group!r}, but no tap_schema file "
+                    f"declares it (known: {', '.join(sorted(groups))})"
+                )
+            columns.extend(groups[group])
+        tables.append(Table(name, f"{name}.{t['name']}", t.get("description", ""), tuple(columns),
+                            t.get("type", "table")))
+    return Schema(name, document.get("description", ""), tuple(tables))
+
+
+def _column(spec: Mapping, where: str) -> Column:
+    if spec.get("datatype") not in SQL_TYPES:
+        raise ValueError(
+            f"column {spec.get('name')!r} of {where}: datatype {spec.get('datatype')!r} is not a "
+            f"VOTable datatype ({', '.join(SQL_TYPES)})"
+        )
+    return Column(**{k: (str(v) if k == "arraysize" else v) for k, v in spec.items()})
+
+
+class _KeepMissing(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _fill(text: str | None, values: Mapping[str, object]) -> str | None:
+    if text is None or "{" not in text:
+        return text
+    return string.Formatter().vformat(text, (), _KeepMissing(values))
+
+
+def tap_schema_rows(schema: TapSchema) -> dict[str, list[tuple]]:
+    """The rows of the five TAP_SCHEMA tables, ready to insert."""
+    rows: dict[str, list[tuple]] = {"schemas": [], "tables": [], "columns": [], "keys": [], "key_columns": []}
+    for s_index, s in enumerate(schema.schemas):
+        rows["schemas"].append((s.name, None, s.description, s_index))
+        for t_index, t in enumerate(s.tables):
+            rows["tables"].append((s.name, t.name, t.type, None, t.description, t_index))
+            rows["columns"].extend(_column_row(t, c, i) for i, c in enumerate(t.columns))
+    return rows
+
+
+def _column_row(table: Table, c: Column, index: int) -> tuple:
+    return (table.name, c.name, c.datatype, c.arraysize, c.xtype, None, c.description, c.utype,
+            c.unit, c.ucd, int(c.indexed), int(c.principal), int(c.std), index)
+
+
+def placeholders(columns: Iterable[Column]) -> set[str]:
+    """Names of the ``{placeholders}`` still unfilled in these columns."""
+    found: set[str] = set()
+    for c in columns:
+        for text in (c.description, c.arraysize):
+            if text:
+                found.update(f for _, f, _, _ in string.Formatter().parse(text) if f)
+    return found

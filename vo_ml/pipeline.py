@@ -1,0 +1,193 @@
+"""The steps from spectrum files to a served table, each usable on its own.
+
+``ingest`` reads files into catalogue rows and the spectrum store, ``train`` fits a model on the
+store, ``embed`` writes the model's columns into the table and republishes TAP_SCHEMA. Every step
+skips work already done, so a second run of the demo reuses what the first built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask
+import numpy as np
+from astropy import units as u
+from tqdm.auto import tqdm
+
+from vo_ml.archive import tap_schema
+from vo_ml.archive.backend import ML_COLUMNS, MlColumns
+from vo_ml.archive.duckdb_backend import DuckDBBackend
+from vo_ml.ml.embedding import embed_store
+from vo_ml.ml.training import load_card, train
+from vo_ml.spectra.grid import Grid, to_grid
+from vo_ml.spectra.readers import Spectrum, SpectrumReadError, file_checksum, read_spectrum
+from vo_ml.spectra.store import SpectrumStore
+
+__all__ = ["ArchiveConfig", "IngestSummary", "ingest", "train_model", "embed", "store_path"]
+
+FILES_PER_BATCH = 128
+
+#: Extra catalogue values for one file, e.g. labels from a source catalogue.
+Describer = Callable[[Path, Spectrum], dict]
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    """Where spectra go and how their rows are named, from an archive config such as miles.yaml."""
+
+    table: str
+    collection: str
+    did_prefix: str
+    grid: Grid
+    calib_level: int = 2
+
+    @classmethod
+    def from_dict(cls, config: dict) -> ArchiveConfig:
+        return cls(config["table"], config["collection"], config["did_prefix"],
+                   Grid.from_config(config["grid"]), int(config.get("calib_level", 2)))
+
+
+@dataclass
+class IngestSummary:
+    ingested: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        text = f"{self.ingested} ingested, {self.skipped} already there, {len(self.failed)} failed"
+        return "\n".join([text, *(f"  failed: {path}: {reason}" for path, reason in self.failed)])
+
+
+def store_path(db: Path, table: str) -> Path:
+    """The spectrum store of ``table``, beside the database file."""
+    return Path(db).with_name(f"{Path(db).stem}.{table}.zarr")
+
+
+def ingest(
+    files: Sequence[Path], db: Path, config: ArchiveConfig, describe: Describer | None = None
+) -> IngestSummary:
+    """Read ``files`` into the table and its spectrum store; skip files already ingested.
+
+    A file that cannot be read or put on the grid is recorded with its reason in the
+    ``vo_ml.ingest_report`` table and the run carries on.
+    """
+    table = tap_schema.load().table(config.table)
+    if table is None:
+        raise ValueError(f"table {config.table!r} is not described in any tap_schema/*.yaml file")
+    summary = IngestSummary()
+    backend = DuckDBBackend(db)
+    try:
+        backend.ensure_table(table, [c for c in table.columns if c.name not in ML_COLUMNS])
+        store = SpectrumStore(store_path(db, config.table), config.grid)
+        done = backend.ingested_checksums()
+        known_dids = set(store.dids)
+        with tqdm(total=len(files), desc=f"ingest {config.table}", unit="file") as bar:
+            for start in range(0, len(files), FILES_PER_BATCH):
+                batch = files[start:start + FILES_PER_BATCH]
+                prepared = dask.compute(
+                    *[dask.delayed(_prepare)(f, config, describe, done) for f in batch],
+                    scheduler="threads")
+                _write_batch(prepared, backend, store, table, known_dids, summary)
+                bar.update(len(batch))
+        backend.publish_tap_schema(tap_schema.load())
+    finally:
+        backend.close()
+    return summary
+
+
+def _prepare(path: Path, config: ArchiveConfig, describe: Describer | None, done: set[str]) -> dict:
+    """One file's catalogue row and gridded arrays, or the reason it failed."""
+    checksum = None
+    try:
+        checksum = file_checksum(path)
+        if checksum in done:
+            return {"skipped": True}
+        spectrum = read_spectrum(path)
+        flux, mask = to_grid(spectrum, config.grid)
+    except (SpectrumReadError, ValueError, OSError) as error:
+        reason = error.reason if isinstance(error, SpectrumReadError) else str(error)
+        return {"failed": (str(path), checksum, reason)}
+    row = _catalogue_row(path, spectrum, config)
+    if describe is not None:
+        row.update(describe(path, spectrum))
+    row["obs_publisher_did"] = config.did_prefix + row["obs_id"]
+    return {"row": row, "flux": flux, "mask": mask, "source": (str(path), checksum)}
+
+
+def _catalogue_row(path: Path, spectrum: Spectrum, config: ArchiveConfig) -> dict:
+    wavelength = spectrum.wavelength.to_value(u.m)
+    meta = spectrum.meta
+    return {
+        "obs_id": path.stem, "target_name": meta.target, "s_ra": meta.ra, "s_dec": meta.dec,
+        "em_min": float(wavelength[0]), "em_max": float(wavelength[-1]),
+        "em_res_power": meta.resolving_power, "dataproduct_type": "spectrum",
+        "calib_level": config.calib_level, "obs_collection": config.collection,
+        "access_url": None, "access_format": None,
+    }
+
+
+def _write_batch(prepared: Iterable[dict], backend: DuckDBBackend, store: SpectrumStore,
+                 table: tap_schema.Table, known_dids: set[str], summary: IngestSummary) -> None:
+    """Arrays first, then the rows that make them visible, so a crash never leaves rows without
+    spectra."""
+    good, failures = [], []
+    for item in prepared:
+        if item.get("skipped"):
+            summary.skipped += 1
+        elif "failed" in item:
+            failures.append(item["failed"])
+        elif item["row"]["obs_publisher_did"] in known_dids:
+            failures.append((item["source"][0], item["source"][1],
+                             f"duplicate publisher DID {item['row']['obs_publisher_did']}"))
+        else:
+            known_dids.add(item["row"]["obs_publisher_did"])
+            good.append(item)
+    backend.record_failures(failures)
+    summary.failed.extend((path, reason) for path, _, reason in failures)
+    if not good:
+        return
+    dids = [g["row"]["obs_publisher_did"] for g in good]
+    store.append(dids, np.stack([g["flux"] for g in good]), np.stack([g["mask"] for g in good]))
+    backend.insert_rows(table, [g["row"] for g in good],
+                        [(*g["source"], did) for g, did in zip(good, dids, strict=True)])
+    summary.ingested += len(good)
+
+
+def data_checksum(backend: DuckDBBackend) -> str:
+    """One checksum over every ingested file, naming the data a model was trained on."""
+    return hashlib.sha256("".join(sorted(backend.ingested_checksums())).encode()).hexdigest()
+
+
+def train_model(db: Path, table: str, config: dict, models_dir: Path) -> Path:
+    """Train (or reuse) a model on the table's spectrum store; return its folder."""
+    backend = DuckDBBackend(db)
+    try:
+        store = SpectrumStore(store_path(db, table))
+        targets = dict(backend.execute(
+            f"SELECT obs_publisher_did, target_name FROM {table}").rows())
+        checksum = data_checksum(backend)
+    finally:
+        backend.close()
+    return train(store, config, [targets.get(d) for d in store.dids], checksum, models_dir)
+
+
+def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None) -> bool:
+    """Write the model's ML columns into ``table``; False when they are already this model's."""
+    card = load_card(model_dir)
+    backend = DuckDBBackend(db)
+    try:
+        current = backend.current_model(table)
+        if current and current["model_id"] == card["model_id"]:
+            return False
+        embeddings = embed_store(SpectrumStore(store_path(db, table)), model_dir,
+                                 scheduler=scheduler)
+        backend.write_ml_columns(tap_schema.load().table(table), MlColumns(
+            embeddings.model_id, embeddings.dids, embeddings.latent, embeddings.map_xy,
+            embeddings.recon_error, card))
+        backend.publish_tap_schema(tap_schema.load())
+    finally:
+        backend.close()
+    return True

@@ -1,0 +1,61 @@
+"""The Flask application: IVOA TAP with latent-space similarity in ADQL.
+
+``create_app`` is a factory, as in the Flask tutorial: nothing exists at import time, ``vo-ml
+serve`` and the tests each build their own app. Configuration comes, in order, from the defaults
+below, a TOML file named by ``VO_ML_CONFIG``, environment variables prefixed ``VO_ML_``, and the
+mapping given to the factory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from vo_ml.archive.duckdb_backend import DuckDBBackend
+from vo_ml.archive.tap_schema import TapSchema
+
+__all__ = ["create_app", "archive"]
+
+DEFAULTS = {
+    "ARCHIVE_DB": "vo_ml.duckdb",
+    "TAP_MAXREC_DEFAULT": 20000,
+    "TAP_MAXREC_LIMIT": 1000000,
+    "SERVICE_BASE_URL": None,
+    "SERVICE_TITLE": "vo_ml latent-similarity TAP service",
+}
+
+
+@dataclass
+class Archive:
+    """The open archive and its published TAP_SCHEMA, shared by every request of the app."""
+
+    backend: DuckDBBackend
+    schema: TapSchema
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the service for the archive named by ``ARCHIVE_DB``; fail early if it is missing."""
+    app = Flask(__name__)
+    app.config.from_mapping(DEFAULTS)
+    if os.environ.get("VO_ML_CONFIG"):
+        app.config.from_file(os.environ["VO_ML_CONFIG"], load=tomllib.load, text=False)
+    app.config.from_prefixed_env("VO_ML")
+    if config:
+        app.config.from_mapping(config)
+
+    backend = DuckDBBackend(app.config["ARCHIVE_DB"], read_only=True)
+    app.extensions["vo_ml"] = Archive(backend, backend.read_tap_schema())
+
+    from vo_ml.service import tap, vosi
+
+    app.register_blueprint(tap.bp)
+    app.register_blueprint(vosi.bp)
+    return app
+
+
+def archive() -> Archive:
+    """The archive of the app handling the current request."""
+    return current_app.extensions["vo_ml"]

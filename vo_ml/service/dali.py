@@ -1,0 +1,74 @@
+"""What every DAL protocol here shares (DALI 1.1): parameters, limits and errors.
+
+Kept free of Flask globals, so sync requests, future UWS jobs and unit tests use the same code:
+a request is a :class:`DaliParameters` mapping built from whatever carried it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+__all__ = ["DaliError", "DaliParameters", "parse_maxrec", "VOTABLE_FORMATS"]
+
+#: RESPONSEFORMAT values answered with a VOTable, and the serialisation each one asks for.
+VOTABLE_FORMATS = {
+    "votable": "binary2",
+    "application/x-votable+xml": "binary2",
+    "text/xml": "binary2",
+    "votable/b2": "binary2",
+    "application/x-votable+xml;serialization=binary2": "binary2",
+    "votable/td": "tabledata",
+    "application/x-votable+xml;serialization=tabledata": "tabledata",
+}
+
+
+class DaliError(Exception):
+    """A request the service must refuse, with the HTTP status DALI gives for it.
+
+    ``status`` is 400 for a fault in the request (bad parameter, invalid query) and 500 for a
+    fault of the service; the message goes to the client unchanged, so it must say what to do.
+    """
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class DaliParameters(dict):
+    """Request parameters with case-insensitive names (DALI 1.1 section 3.1).
+
+    Names are upper-cased; values stay as sent. A parameter given twice keeps its first value,
+    except where a protocol allows repeats (``all_values``).
+    """
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        super().__init__()
+        self._all: dict[str, list[str]] = {}
+        for name, value in pairs:
+            key = name.upper()
+            self._all.setdefault(key, []).append(value)
+            self.setdefault(key, value)
+
+    def all_values(self, name: str) -> list[str]:
+        return list(self._all.get(name.upper(), []))
+
+    def required(self, name: str) -> str:
+        value = self.get(name.upper(), "").strip()
+        if not value:
+            raise DaliError(f"missing parameter {name.upper()}: this request needs it")
+        return value
+
+
+def parse_maxrec(parameters: Mapping[str, str], default: int, hard_limit: int) -> int:
+    """MAXREC as an int within the service's limit; absent means the default."""
+    text = parameters.get("MAXREC")
+    if text is None or not text.strip():
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise DaliError(f"MAXREC={text!r} is not an integer: give a row count such as 1000") from None
+    if value < 0:
+        raise DaliError(f"MAXREC={value} is negative: give 0 or more")
+    return min(value, hard_limit)

@@ -1,0 +1,167 @@
+"""VOSI 1.1 endpoints of the TAP service: availability, capabilities and tables.
+
+The documents are built with lxml from the published TAP_SCHEMA and the ADQL function registry,
+so what a client reads here is exactly what a query may use. Schemas: VOSIAvailability 1.0,
+VOSICapabilities 1.0 with TAPRegExt 1.0, VOSITables 1.1 with VODataService 1.1 table types.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, request
+from lxml import etree
+
+from vo_ml import adql
+from vo_ml.archive.tap_schema import Column, Table
+from vo_ml.service import archive
+
+__all__ = ["bp"]
+
+bp = Blueprint("vosi", __name__, url_prefix="/tap")
+
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+NS = {
+    "xsi": XSI,
+    "vosi_av": "http://www.ivoa.net/xml/VOSIAvailability/v1.0",
+    "vosi_cap": "http://www.ivoa.net/xml/VOSICapabilities/v1.0",
+    "vosi_tab": "http://www.ivoa.net/xml/VOSITables/v1.0",
+    "vr": "http://www.ivoa.net/xml/VOResource/v1.0",
+    "vs": "http://www.ivoa.net/xml/VODataService/v1.1",
+    "tr": "http://www.ivoa.net/xml/TAPRegExt/v1.0",
+}
+UDF_FEATURES = "ivo://ivoa.net/std/TAPRegExt#features-udf"
+ADQL_VERSIONS = {"2.0": "ivo://ivoa.net/std/ADQL#v2.0", "2.1": "ivo://ivoa.net/std/ADQL#v2.1"}
+
+
+def _xml_response(root: etree._Element) -> Response:
+    body = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    return Response(body, mimetype="text/xml")
+
+
+def _element(parent: etree._Element, tag: str, text: object = None, **attributes: str) -> etree._Element:
+    element = etree.SubElement(parent, tag, {k: v for k, v in attributes.items() if v is not None})
+    if text is not None:
+        element.text = str(text)
+    return element
+
+
+def _xsi_type(element: etree._Element, value: str) -> etree._Element:
+    element.set(f"{{{XSI}}}type", value)
+    return element
+
+
+def base_url() -> str:
+    """The service's public root URL: configured behind a proxy, else the one asked for."""
+    configured = current_app.config.get("SERVICE_BASE_URL")
+    return (configured or request.host_url).rstrip("/")
+
+
+@bp.route("/availability")
+def availability() -> Response:
+    root = etree.Element(f"{{{NS['vosi_av']}}}availability", nsmap={"vosi": NS["vosi_av"]})
+    _element(root, f"{{{NS['vosi_av']}}}available", "true")
+    _element(root, f"{{{NS['vosi_av']}}}note", "service is accepting queries")
+    return _xml_response(root)
+
+
+@bp.route("/capabilities")
+def capabilities() -> Response:
+    nsmap = {"vosi": NS["vosi_cap"], "vr": NS["vr"], "vs": NS["vs"], "tr": NS["tr"], "xsi": XSI}
+    root = etree.Element(f"{{{NS['vosi_cap']}}}capabilities", nsmap=nsmap)
+    tap_root = f"{base_url()}/tap"
+    _tap_capability(root, tap_root)
+    for name in ("capabilities", "availability", "tables"):
+        capability = _element(root, "capability", standardID=f"ivo://ivoa.net/std/VOSI#{name}")
+        _param_http(capability, f"{tap_root}/{name}", role=None)
+    return _xml_response(root)
+
+
+def _param_http(capability: etree._Element, url: str, role: str | None = "std",
+                version: str | None = None) -> None:
+    interface = _xsi_type(_element(capability, "interface", role=role, version=version),
+                          "vs:ParamHTTP")
+    _element(interface, "accessURL", url, use="base" if role else "full")
+
+
+def _tap_capability(root: etree._Element, tap_root: str) -> None:
+    capability = _xsi_type(_element(root, "capability", standardID="ivo://ivoa.net/std/TAP"),
+                           "tr:TableAccess")
+    _param_http(capability, tap_root, version="1.1")
+    language = _element(capability, "language")
+    _element(language, "name", "ADQL")
+    for version, ivo_id in ADQL_VERSIONS.items():
+        _element(language, "version", version, **{"ivo-id": ivo_id})
+    _element(language, "description",
+             "ADQL with latent-space similarity: ml_distance(embedding, ref) compares spectra")
+    features = _element(language, "languageFeatures", type=UDF_FEATURES)
+    for function in adql.FUNCTIONS.values():
+        feature = _element(features, "feature")
+        _element(feature, "form", function.form)
+        _element(feature, "description", function.description)
+    for mime, alias, ivo_id in (
+        ("application/x-votable+xml", "votable", "ivo://ivoa.net/std/TAPRegExt#output-votable-binary2"),
+        ("application/x-votable+xml;serialization=TABLEDATA", "votable/td",
+         "ivo://ivoa.net/std/TAPRegExt#output-votable-td"),
+    ):
+        output = _element(capability, "outputFormat", **{"ivo-id": ivo_id})
+        _element(output, "mime", mime)
+        _element(output, "alias", alias)
+    limit = _element(capability, "outputLimit")
+    _element(limit, "default", current_app.config["TAP_MAXREC_DEFAULT"], unit="row")
+    _element(limit, "hard", current_app.config["TAP_MAXREC_LIMIT"], unit="row")
+
+
+@bp.route("/tables")
+def tables() -> Response:
+    """The tableset; ``detail=min`` leaves out the columns, as VOSI 1.1 allows for large sets."""
+    with_columns = request.args.get("detail", "max").lower() != "min"
+    root = etree.Element(f"{{{NS['vosi_tab']}}}tableset",
+                         nsmap={"vosi": NS["vosi_tab"], "vs": NS["vs"], "xsi": XSI})
+    for schema in archive().schema.schemas:
+        schema_element = _element(root, "schema")
+        _element(schema_element, "name", schema.name)
+        if schema.description:
+            _element(schema_element, "description", schema.description)
+        for table in schema.tables:
+            schema_element.append(_table_element(table, with_columns))
+    return _xml_response(root)
+
+
+@bp.route("/tables/<name>")
+def one_table(name: str) -> Response:
+    table = archive().schema.table(name)
+    if table is None:
+        return Response(f"no published table {name!r}; /tap/tables lists them\n", status=404,
+                        mimetype="text/plain")
+    root = _table_element(table, True, tag=f"{{{NS['vosi_tab']}}}table")
+    return _xml_response(root)
+
+
+def _table_element(table: Table, with_columns: bool, tag: str = "table") -> etree._Element:
+    nsmap = {"vosi": NS["vosi_tab"], "vs": NS["vs"], "xsi": XSI} if tag != "table" else None
+    element = etree.Element(tag, nsmap=nsmap, type=table.type)
+    _element(element, "name", table.name)
+    if table.description:
+        _element(element, "description", table.description)
+    if with_columns:
+        for column in table.columns:
+            element.append(_column_element(column))
+    return element
+
+
+def _column_element(column: Column) -> etree._Element:
+    element = etree.Element("column")
+    if column.std:
+        element.set("std", "true")
+    _element(element, "name", column.name)
+    for tag, value in (("description", column.description), ("unit", column.unit),
+                       ("ucd", column.ucd), ("utype", column.utype)):
+        if value:
+            _element(element, tag, value)
+    data_type = _element(element, "dataType", column.datatype, arraysize=column.arraysize,
+                         extendedType=column.xtype)
+    _xsi_type(data_type, "vs:VOTableType")
+    if column.indexed:
+        _element(element, "flag", "indexed")
+    if column.principal:
+        _element(element, "flag", "primary")
+    return element

@@ -1,0 +1,76 @@
+"""The chunked array store of preprocessed spectra that training and embedding stream from.
+
+A Zarr group beside the archive database holds, row for row, the publisher DID, the flux on the
+store's grid and the mask. Chunks hold whole spectra, so a batch of rows is one read. The DID array
+is written last on every append: a run killed mid-append leaves longer flux arrays than DIDs, and
+the store counts only rows that have a DID, so a half-written row is never read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from vo_ml.spectra.grid import Grid
+
+__all__ = ["SpectrumStore"]
+
+ROWS_PER_CHUNK = 256
+
+
+class SpectrumStore:
+    """Preprocessed spectra on one grid, appended in batches, read in row chunks."""
+
+    def __init__(self, path: str | Path, grid: Grid | None = None) -> None:
+        self.path = Path(path)
+        if not (self.path / "zarr.json").exists():
+            if grid is None:
+                raise FileNotFoundError(
+                    f"no spectrum store at {self.path}: run 'vo-ml ingest' first to create it"
+                )
+            self._create(grid)
+        self._group = zarr.open_group(str(self.path), mode="a")
+        self.grid = Grid(**self._group.attrs["grid"])
+        if grid is not None and grid != self.grid:
+            raise ValueError(
+                f"spectrum store {self.path} holds spectra on grid {self.grid.as_dict()}, not "
+                f"{grid.as_dict()}: use a new store for a new grid"
+            )
+
+    def _create(self, grid: Grid) -> None:
+        group = zarr.open_group(str(self.path), mode="w")
+        group.attrs["grid"] = grid.as_dict()
+        chunk = (ROWS_PER_CHUNK, grid.pixels)
+        group.create_array("flux", shape=(0, grid.pixels), dtype="f4", chunks=chunk)
+        group.create_array("mask", shape=(0, grid.pixels), dtype="bool", chunks=chunk)
+        group.create_array("did", shape=(0,), dtype=str, chunks=(ROWS_PER_CHUNK * 16,))
+
+    def __len__(self) -> int:
+        return self._group["did"].shape[0]
+
+    @property
+    def flux(self) -> zarr.Array:
+        return self._group["flux"]
+
+    @property
+    def mask(self) -> zarr.Array:
+        return self._group["mask"]
+
+    @property
+    def dids(self) -> np.ndarray:
+        return np.asarray(self._group["did"][:], dtype=object)
+
+    def append(self, dids: list[str], flux: np.ndarray, mask: np.ndarray) -> None:
+        """Add rows; flux and mask first, the DIDs that make them visible last."""
+        rows = len(self)
+        for name, values in (("flux", flux), ("mask", mask)):
+            array = self._group[name]
+            array.resize((rows + len(dids), self.grid.pixels))
+            array[rows:] = values
+        self._group["did"].append(np.asarray(dids, dtype=str))
+
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Flux and mask of rows ``start`` to ``stop``."""
+        return self.flux[start:stop], self.mask[start:stop]
