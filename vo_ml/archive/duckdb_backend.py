@@ -85,13 +85,13 @@ class DuckDBBackend(Backend):
     def insert_rows(self, table: Table, rows: Sequence[dict], ingested: Sequence[tuple]) -> None:
         if not rows:
             return
-        names = list(rows[0])
+        names = list(dict.fromkeys(name for row in rows for name in row))
         quoted = ", ".join(f'"{n}"' for n in names)
         marks = ", ".join("?" for _ in names)
         with _transaction(self._connection) as connection:
             connection.executemany(
                 f"INSERT INTO {_quoted(table.name)} ({quoted}) VALUES ({marks})",
-                [[row[n] for n in names] for row in rows],
+                [[row.get(n) for n in names] for row in rows],
             )
             connection.executemany(
                 f"INSERT INTO {INTERNAL_SCHEMA}.ingested (path, checksum, obs_publisher_did, "
@@ -104,8 +104,13 @@ class DuckDBBackend(Backend):
             f"SELECT checksum FROM {INTERNAL_SCHEMA}.ingested").fetchall()}
 
     def record_failures(self, failures: Sequence[tuple[str, str | None, str]]) -> None:
-        if failures:
-            self._connection.executemany(
+        """Keep one report line per file: the latest reason it failed."""
+        if not failures:
+            return
+        with _transaction(self._connection) as connection:
+            connection.executemany(f"DELETE FROM {INTERNAL_SCHEMA}.ingest_report WHERE path = ?",
+                                   [[path] for path, _, _ in failures])
+            connection.executemany(
                 f"INSERT INTO {INTERNAL_SCHEMA}.ingest_report (path, checksum, reason) "
                 "VALUES (?, ?, ?)",
                 [list(f) for f in failures],

@@ -113,8 +113,8 @@ def miles_labels(table: Path, ids: list[str] | None = None) -> dict[str, MilesSt
     """Parse the fixed-width MILES parameter table into stars keyed by MILES id.
 
     The table prints one id as ``022.`` (HD044691A). When ``ids`` (the ids of the files at hand) is
-    given, a row whose id is not four digits goes to the one file that no other row claims; that
-    is how the MILES team's numbering resolves it (m0221).
+    given, a row whose id is cut short goes to the one unclaimed file whose id starts with the
+    digits printed; that is how the MILES numbering resolves it (m0221).
     """
     stars: dict[str, MilesStar] = {}
     damaged: list[MilesStar] = []
@@ -127,10 +127,13 @@ def miles_labels(table: Path, ids: list[str] | None = None) -> dict[str, MilesSt
         else:
             damaged.append(star)
     if ids is not None:
-        unclaimed = sorted(set(ids) - set(stars))
-        if len(damaged) == len(unclaimed):
-            for star, free_id in zip(damaged, unclaimed, strict=True):
-                stars[free_id] = replace(star, miles_id=free_id)
+        unclaimed = set(ids) - set(stars)
+        for star in damaged:
+            prefix = star.miles_id.rstrip(".")
+            candidates = [i for i in unclaimed if i.startswith(prefix)]
+            if len(candidates) == 1:
+                stars[candidates[0]] = replace(star, miles_id=candidates[0])
+                unclaimed.discard(candidates[0])
     return stars
 
 

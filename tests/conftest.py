@@ -1,0 +1,102 @@
+"""Shared fixtures: a real archive built from the committed MILES spectra, and a real server.
+
+The archive is built once per test session by the same pipeline `vo-ml demo` runs (ingest, train,
+embed), with fewer training epochs; the server is `vo-ml serve` in its own process on a free
+loopback port, stopped by its process id.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DATA = Path(__file__).parent / "data"
+MILES = DATA / "miles"
+HARPS_CUT = DATA / "harps" / "HARPS.2012-03-24T08:37:45.581_s1d_A_cut.fits"
+TABLE = "miles.spectra"
+
+
+def quick_model_config() -> dict:
+    """The packaged dense2d config with a short training run, enough for 91 stars."""
+    from vo_ml.resources import config_file, load_yaml
+
+    config = load_yaml(config_file("dense2d"))
+    config["training"].update(epochs=150, patience=40)
+    return config
+
+
+@pytest.fixture(scope="session")
+def miles_sources(tmp_path_factory) -> Path:
+    """The committed MILES fixtures plus one file that is not FITS, as an operator might have."""
+    folder = tmp_path_factory.mktemp("sources")
+    for item in MILES.iterdir():
+        shutil.copy(item, folder / item.name)
+    (folder / "MILES_res2.50_star_m9999V.fits").write_text("this is not a FITS file\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory, miles_sources) -> dict:
+    """A DuckDB archive of the MILES fixtures with ML columns from a freshly trained model."""
+    from vo_ml.pipeline import ArchiveConfig, embed, ingest, train_model
+    from vo_ml.resources import config_file, load_yaml
+    from vo_ml.spectra.miles import MilesDescriber, miles_files
+
+    workdir = tmp_path_factory.mktemp("archive")
+    db = workdir / "miles.duckdb"
+    config = ArchiveConfig.from_dict(load_yaml(config_file("miles")))
+    files = miles_files(miles_sources)
+    summary = ingest(files, db, config, MilesDescriber(miles_sources))
+    model_dir = train_model(db, TABLE, quick_model_config(), workdir / "models")
+    embedded = embed(db, TABLE, model_dir)
+    return {"db": db, "model_dir": model_dir, "summary": summary, "files": files,
+            "config": config, "embedded": embedded, "workdir": workdir}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tap_url(archive) -> str:
+    """`vo-ml serve` on the archive, in its own process; yields the TAP root URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vo_ml.cli", "serve", "--db", str(archive["db"]),
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/tap"
+    try:
+        _wait_until_up(url, server)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _wait_until_up(url: str, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"vo-ml serve exited early:\n{server.stdout.read()}")
+        try:
+            if requests.get(f"{url}/availability", timeout=2).ok:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise RuntimeError("vo-ml serve did not answer within 60 s")

@@ -1,0 +1,89 @@
+"""Ingest, train and embed on real MILES spectra, into a real DuckDB file."""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import TABLE, quick_model_config
+
+from vo_ml.archive.duckdb_backend import DuckDBBackend
+from vo_ml.pipeline import embed, ingest, store_path, train_model
+from vo_ml.spectra.miles import MilesDescriber
+from vo_ml.spectra.store import SpectrumStore
+
+
+def _query(db, sql, parameters=None):
+    backend = DuckDBBackend(db, read_only=True)
+    try:
+        return backend.execute(sql, parameters).rows()
+    finally:
+        backend.close()
+
+
+def test_every_good_file_becomes_one_row_and_one_stored_spectrum(archive):
+    summary = archive["summary"]
+    good = len(archive["files"]) - 1
+    assert summary.ingested == good
+    rows = _query(archive["db"], f"SELECT count(*), count(DISTINCT obs_publisher_did) FROM {TABLE}")
+    assert rows == [(good, good)]
+    store = SpectrumStore(store_path(archive["db"], TABLE))
+    assert len(store) == good
+    assert sorted(store.dids) == sorted(r[0] for r in _query(
+        archive["db"], f"SELECT obs_publisher_did FROM {TABLE}"))
+
+
+def test_the_bad_file_is_reported_with_its_reason_and_skipped(archive):
+    failed = archive["summary"].failed
+    assert len(failed) == 1
+    path, reason = failed[0]
+    assert path.endswith("m9999V.fits") and "not a FITS file" in reason
+    report = _query(archive["db"], "SELECT path, reason FROM vo_ml.ingest_report")
+    assert report == [(path, reason)]
+
+
+def test_rows_carry_obscore_values_and_catalogue_labels(archive):
+    (row,) = _query(archive["db"], f"""
+        SELECT obs_publisher_did, obs_id, target_name, s_ra, em_min, em_max, em_res_power,
+               dataproduct_type, calib_level, obs_collection, teff, logg, feh
+        FROM {TABLE} WHERE obs_id = 'm0067'""")
+    assert row[:4] == ("ivo://vo-ml.example/miles?m0067", "m0067", "HD010700", None)
+    assert np.isclose(row[4], 3540.5e-10) and np.isclose(row[5], (3540.5 + 0.9 * 4299) * 1e-10)
+    assert 2000 < row[6] < 2300
+    assert row[7:] == ("spectrum", 2, "MILES", 5264.0, 4.36, -0.5)
+
+
+def test_ml_columns_are_written_for_every_row_by_the_trained_model(archive):
+    model_id = archive["model_dir"].name
+    rows = _query(archive["db"], f"""
+        SELECT count(*), count(embedding), count(ml_x), count(ml_recon_error),
+               min(ml_recon_error), max(ml_recon_error), count(DISTINCT ml_model), any_value(ml_model)
+        FROM {TABLE}""")
+    total, embeddings, xs, errors, low, high, models, model = rows[0]
+    assert total == embeddings == xs == errors
+    assert 0 < low < high < 1
+    assert (models, model) == (1, model_id)
+    (column,) = _query(archive["db"], "SELECT arraysize, description FROM TAP_SCHEMA.columns "
+                                      "WHERE column_name = 'embedding'")
+    assert column[0] == "2" and model_id in column[1]
+
+
+def test_latent_neighbours_share_temperatures_far_better_than_chance(archive):
+    rows = _query(archive["db"], f"SELECT teff, embedding FROM {TABLE} WHERE teff IS NOT NULL")
+    teff = np.array([r[0] for r in rows])
+    latent = np.array([r[1] for r in rows])
+    distances = np.linalg.norm(latent[:, None] - latent[None], axis=-1)
+    np.fill_diagonal(distances, np.inf)
+    neighbours = np.argsort(distances, axis=1)[:, :5]
+    neighbour_error = np.median(np.abs(teff[neighbours] - teff[:, None]) / teff[:, None])
+    random_error = np.median(np.abs(teff[None] - teff[:, None]) / teff[:, None])
+    assert neighbour_error < random_error / 3
+
+
+def test_a_second_run_reuses_everything(archive, miles_sources):
+    db = archive["db"]
+    again = ingest(archive["files"], db, archive["config"], MilesDescriber(miles_sources))
+    assert again.ingested == 0 and again.skipped == len(archive["files"]) - 1
+    assert train_model(db, TABLE, quick_model_config(), archive["workdir"] / "models") \
+        == archive["model_dir"]
+    assert archive["embedded"] is True
+    assert embed(db, TABLE, archive["model_dir"]) is False
+    assert _query(db, f"SELECT count(*) FROM {TABLE}")[0][0] == archive["summary"].ingested

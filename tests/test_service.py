@@ -1,0 +1,136 @@
+"""The TAP service over HTTP, with pyvo as the client, on the archive built from MILES fixtures."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import pyvo
+import requests
+from astropy.io.votable import parse
+from conftest import TABLE
+from pyvo.dal import DALAccessError
+
+TAU_CETI = "ivo://vo-ml.example/miles?m0067"
+SIMILAR = (f"SELECT TOP 10 obs_publisher_did, target_name, teff, "
+           f"ml_distance(embedding, '{TAU_CETI}') AS d FROM {TABLE} ORDER BY d")
+
+
+@pytest.fixture(scope="module")
+def service(tap_url):
+    return pyvo.dal.TAPService(tap_url)
+
+
+def test_tap_schema_lists_the_embedding_column_with_its_arraysize(service):
+    rows = service.search(
+        "SELECT table_name, column_name, datatype, arraysize, ucd, description "
+        "FROM TAP_SCHEMA.columns WHERE column_name = 'embedding'").to_table()
+    assert list(rows["table_name"]) == [TABLE]
+    assert rows["datatype"][0] == "float" and rows["arraysize"][0] == "2"
+    assert "dense2d" in rows["description"][0]
+
+
+def test_pyvo_reads_the_tableset(service):
+    tables = service.tables
+    assert TABLE in tables.keys()
+    columns = {c.name: c for c in tables[TABLE].columns}
+    assert columns["embedding"].datatype.arraysize == "2"
+    assert columns["teff"].unit == "K"
+
+
+def test_capabilities_declare_adql_and_ml_distance(service):
+    capability = next(c for c in service.capabilities if c.standardid == "ivo://ivoa.net/std/TAP")
+    language = capability.languages[0]
+    assert language.name == "ADQL"
+    forms = [f.form for features in language.languagefeaturelists for f in features]
+    assert any(form.lower().startswith("ml_distance(") for form in forms)
+
+
+def test_a_star_is_its_own_nearest_neighbour_and_distances_ascend(service):
+    result = service.search(SIMILAR).to_table()
+    assert len(result) == 10
+    assert result["obs_publisher_did"][0] == TAU_CETI
+    assert result["d"][0] == 0
+    assert np.all(np.diff(result["d"]) >= 0)
+
+
+def test_similarity_agrees_with_numpy_on_the_stored_embeddings(service):
+    rows = service.search(f"SELECT obs_publisher_did, embedding FROM {TABLE}").to_table()
+    embeddings = np.array(rows["embedding"], dtype=np.float64)
+    reference = embeddings[list(rows["obs_publisher_did"]).index(TAU_CETI)]
+    expected = np.sort(np.linalg.norm(embeddings - reference, axis=1))[:10]
+    result = service.search(SIMILAR).to_table()
+    assert np.array(result["d"]) == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_similarity_with_a_filter_keeps_only_matching_rows(service):
+    result = service.search(
+        f"SELECT TOP 5 obs_id, teff, ml_distance(embedding, '{TAU_CETI}') AS d FROM {TABLE} "
+        "WHERE teff > 5500 ORDER BY d").to_table()
+    assert len(result) == 5 and np.all(result["teff"] > 5500)
+
+
+def test_result_fields_carry_tap_schema_metadata(tap_url):
+    response = requests.get(f"{tap_url}/sync", params={
+        "LANG": "ADQL", "QUERY": f"SELECT TOP 3 s_ra, teff, embedding FROM {TABLE}"})
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/x-votable+xml")
+    fields = {f.name: f for f in parse(io.BytesIO(response.content)).get_first_table().fields}
+    assert (fields["s_ra"].ucd, str(fields["s_ra"].unit)) == ("pos.eq.ra", "deg")
+    assert str(fields["teff"].unit) == "K"
+    assert fields["embedding"].arraysize == "2" and fields["embedding"].datatype == "float"
+
+
+def test_maxrec_truncation_is_flagged_as_overflow(service):
+    with pytest.warns(pyvo.dal.DALOverflowWarning):
+        result = service.search(f"SELECT obs_id FROM {TABLE}", maxrec=7)
+    assert len(result) == 7
+
+
+def _error_of(service, query):
+    with pytest.raises(DALAccessError) as error:
+        service.search(query)
+    return str(error.value)
+
+
+def test_syntax_error_is_a_dali_error(service, tap_url):
+    assert "syntax" in _error_of(service, "SELEKT obs_id FROM miles.spectra").lower()
+    response = requests.post(f"{tap_url}/sync", data={"LANG": "ADQL", "QUERY": "SELECT FROM"})
+    assert response.status_code == 400
+    status = parse(io.BytesIO(response.content)).resources[0].infos[0]
+    assert (status.name, status.value) == ("QUERY_STATUS", "ERROR")
+
+
+def test_unknown_column_error_names_it(service):
+    assert "teffx" in _error_of(service, f"SELECT teffx FROM {TABLE}")
+
+
+def test_unknown_reference_error_names_the_did(service):
+    message = _error_of(service, f"SELECT TOP 3 ml_distance(embedding, 'ivo://nowhere?x') AS d "
+                                 f"FROM {TABLE} ORDER BY d")
+    assert "ivo://nowhere?x" in message
+
+
+def test_backend_functions_are_unreachable(service):
+    assert "read_csv" in _error_of(service, "SELECT * FROM read_csv('/etc/passwd')")
+    assert "vo_ml" in _error_of(service, "SELECT * FROM vo_ml.ingest_report")
+
+
+@pytest.mark.parametrize(("parameters", "message"), [
+    ({"QUERY": "SELECT 1"}, "LANG"),
+    ({"LANG": "SQL", "QUERY": "SELECT 1"}, "LANG='SQL'"),
+    ({"LANG": "ADQL"}, "QUERY"),
+    ({"LANG": "ADQL", "QUERY": "SELECT 1", "MAXREC": "lots"}, "MAXREC"),
+    ({"LANG": "ADQL", "QUERY": "SELECT 1", "RESPONSEFORMAT": "image/png"}, "RESPONSEFORMAT"),
+])
+def test_bad_parameters_get_a_dali_error_naming_them(tap_url, parameters, message):
+    response = requests.get(f"{tap_url}/sync", params=parameters)
+    assert response.status_code == 400
+    status = parse(io.BytesIO(response.content)).resources[0].infos[0]
+    assert status.value == "ERROR" and message in status.content
+
+
+def test_availability_says_available(tap_url):
+    response = requests.get(f"{tap_url}/availability")
+    assert response.ok and b"<vosi:available>true</vosi:available>" in response.content
