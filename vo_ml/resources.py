@@ -18,8 +18,8 @@ def packaged(kind: str) -> Traversable:
 
 def load_yaml(source: str | Path | Traversable) -> dict:
     """Read one YAML mapping; ``source`` is a path or a packaged file."""
-    text = source.read_text(encoding="utf-8") if hasattr(source, "read_text") else Path(source).read_text(encoding="utf-8")
-    data = yaml.safe_load(text)
+    readable = Path(source) if isinstance(source, str) else source
+    data = yaml.safe_load(readable.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a YAML mapping at the top level")
     return data
