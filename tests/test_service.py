@@ -83,9 +83,10 @@ def test_result_fields_carry_tap_schema_metadata(tap_url):
 
 
 def test_maxrec_truncation_is_flagged_as_overflow(service):
-    with pytest.warns(pyvo.dal.DALOverflowWarning):
-        result = service.search(f"SELECT obs_id FROM {TABLE}", maxrec=7)
-    assert len(result) == 7
+    result = service.search(f"SELECT obs_id FROM {TABLE}", maxrec=7)
+    assert len(result) == 7 and result.status[0] == "OVERFLOW"
+    complete = service.search(f"SELECT obs_id FROM {TABLE}", maxrec=1000)
+    assert len(complete) > 7 and complete.status[0] == "OK"
 
 
 def _error_of(service, query):

@@ -1,1 +1,21 @@
-"""."""
+"""ADQL 2.1 for the archive: translation to backend SQL, checked against the published TAP_SCHEMA.
+
+Queries may call the standard ADQL functions and the service's own, declared in
+:data:`FUNCTIONS` (``ml_distance`` for latent-space similarity); nothing else reaches the backend.
+"""
+
+from vo_ml.adql.errors import AdqlError
+from vo_ml.adql.functions import FUNCTIONS
+from vo_ml.adql.model import OutputColumn, Reference, Translation
+from vo_ml.adql.translation import check, translate, unknown_reference_error
+
+__all__ = [
+    "FUNCTIONS",
+    "AdqlError",
+    "OutputColumn",
+    "Reference",
+    "Translation",
+    "check",
+    "translate",
+    "unknown_reference_error",
+]

@@ -1,0 +1,232 @@
+"""ADQL translation: ADQL in, checked DuckDB SQL out, run on a real in-memory DuckDB archive."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import duckdb
+import pytest
+
+from vo_ml import adql
+from vo_ml.adql.errors import E01, E02, E03, E04, E05, E06, E07, E08, E09
+from vo_ml.archive.tap_schema import load, tap_schema_rows
+
+STARS = [
+    # obs_publisher_did, target_name, teff, logg, feh, embedding
+    ("ivo://test/miles?s0001", "HD 1", 5800.0, 4.4, 0.0, [0.0, 0.0]),
+    ("ivo://test/miles?s0002", "HD 2", 4500.0, 2.1, -0.5, [3.0, 4.0]),
+    ("ivo://test/miles?s0003", "HD 3", 9500.0, 4.0, 0.2, [1.0, 0.0]),
+    ("ivo://test/miles?s0004", "HD 4", 6100.0, 4.2, -1.0, None),
+]
+SELF = STARS[0][0]
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return load(model="test", latent_dim=2)
+
+
+@pytest.fixture(scope="module")
+def db(schema):
+    """miles.spectra and TAP_SCHEMA.columns, created from the published column metadata."""
+    connection = duckdb.connect()
+    for table in (schema.table("miles.spectra"), schema.table("TAP_SCHEMA.columns")):
+        namespace, _, name = table.name.partition(".")
+        connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"')
+        definitions = ", ".join(f'"{c.name}" {c.sql_type}' for c in table.columns)
+        connection.execute(f'CREATE TABLE "{namespace}"."{name}" ({definitions})')
+    names = ("obs_publisher_did", "target_name", "teff", "logg", "feh", "embedding")
+    for star in STARS:
+        connection.execute(
+            f"INSERT INTO miles.spectra ({', '.join(names)}) VALUES (?, ?, ?, ?, ?, ?)", star)
+    for row in tap_schema_rows(schema)["columns"]:
+        connection.execute(
+            f"INSERT INTO TAP_SCHEMA.columns VALUES ({', '.join('?' for _ in row)})", row)
+    yield connection
+    connection.close()
+
+
+def run(db, schema, query):
+    """Translate and execute; return (result labels, rows, translation)."""
+    translation = adql.translate(query, schema)
+    result = db.execute(translation.sql)
+    return [d[0] for d in result.description], result.fetchall(), translation
+
+
+RESULTS = [
+    ("SELECT TOP 2 target_name FROM miles.spectra ORDER BY teff DESC",
+     ["target_name"], [("HD 3",), ("HD 4",)]),
+    ("SELECT target_name FROM miles.spectra ORDER BY teff OFFSET 3",
+     ["target_name"], [("HD 3",)]),
+    ("SELECT DISTINCT logg > 3 AS dwarf FROM miles.spectra ORDER BY dwarf",
+     ["dwarf"], [(False,), (True,)]),
+    ("select TARGET_NAME from MILES.SPECTRA where TEFF < 5000",
+     ["target_name"], [("HD 2",)]),
+    ("SELECT s.target_name AS \"Star\" FROM miles.spectra AS s WHERE s.feh = 0 ORDER BY 1",
+     ["Star"], [("HD 1",)]),
+    ("SELECT COUNT(*), MAX(teff) AS hottest FROM miles.spectra",
+     ["count", "hottest"], [(4, 9500.0)]),
+    ("SELECT logg > 3 AS dwarf, COUNT(*) AS n FROM miles.spectra GROUP BY dwarf HAVING n > 1",
+     ["dwarf", "n"], [(True, 3)]),
+    ("SELECT ROUND(LOG(EXP(2)), 6), LOG10(1000), TRUNCATE(2.789, 1), MOD(7, 4), POWER(2, 3) "
+     "FROM miles.spectra WHERE feh = 0",
+     ["round", "log10", "truncate", "mod", "power"], [(2.0, 3.0, 2.7, 3, 8.0)]),
+    ("SELECT TOP 1 column_name FROM TAP_SCHEMA.columns WHERE column_name = 'teff'",
+     ["column_name"], [("teff",)]),
+    ("SELECT t.target_name FROM (SELECT target_name, teff FROM miles.spectra) AS t "
+     "WHERE t.teff > 9000", ["target_name"], [("HD 3",)]),
+    ("SELECT a.target_name FROM miles.spectra AS a JOIN miles.spectra AS b "
+     "ON a.obs_id = b.obs_id", ["target_name"], []),
+    ("SELECT target_name FROM miles.spectra WHERE teff = (SELECT MAX(teff) FROM miles.spectra)",
+     ["target_name"], [("HD 3",)]),
+    ("SELECT target_name FROM miles.spectra WHERE feh < 0 "
+     "UNION SELECT target_name FROM miles.spectra WHERE logg < 3 ORDER BY target_name",
+     ["target_name"], [("HD 2",), ("HD 4",)]),
+]
+
+
+@pytest.mark.parametrize(("query", "labels", "rows"), RESULTS)
+def test_results_and_labels(db, schema, query, labels, rows):
+    got_labels, got_rows, translation = run(db, schema, query)
+    assert got_labels == labels
+    assert [c.name for c in translation.output_columns] == labels
+    assert [tuple(map(comparable, r)) for r in got_rows] == [tuple(map(comparable, r)) for r in rows]
+
+
+def comparable(value):
+    """Numbers as floats, so integer, decimal and double results compare alike."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return value
+    return pytest.approx(float(value))
+
+
+def test_ml_distance_self_reference_comes_first(db, schema):
+    labels, rows, translation = run(
+        db, schema,
+        f"SELECT TOP 3 obs_publisher_did, ml_distance(embedding, '{SELF}') AS d "
+        "FROM miles.spectra ORDER BY d")
+    assert labels == ["obs_publisher_did", "d"]
+    assert rows[0] == (SELF, 0.0)
+    assert [r[1] for r in rows] == sorted(r[1] for r in rows)
+    assert rows[1][1] == pytest.approx(1.0)
+    assert translation.references == [adql.Reference("miles.spectra", "obs_publisher_did", SELF)]
+    assert translation.output_columns[1].datatype_hint == "double"
+    assert translation.output_columns[0].column.name == "obs_publisher_did"
+
+
+def test_ml_distance_in_order_by_and_via_alias_of_table(db, schema):
+    _, rows, translation = run(
+        db, schema,
+        f"SELECT s.target_name FROM miles.spectra s "
+        f"ORDER BY ml_distance(s.embedding, '{SELF}'), s.target_name")
+    assert [r[0] for r in rows] == ["HD 1", "HD 3", "HD 2", "HD 4"]
+    assert len(translation.references) == 1
+
+
+def test_ml_distance_is_null_without_embedding(db, schema):
+    _, rows, _ = run(db, schema, f"SELECT ml_distance(embedding, '{SELF}') FROM miles.spectra "
+                                 "WHERE target_name = 'HD 4'")
+    assert rows == [(None,)]
+
+
+def test_unknown_reference_is_reported_by_the_caller(db, schema):
+    translation = adql.translate(
+        "SELECT ml_distance(embedding, 'ivo://nowhere') FROM miles.spectra", schema)
+    [reference] = translation.references
+    found = db.execute(f"SELECT 1 FROM {reference.table} WHERE {reference.key_column} = ?",
+                       [reference.value]).fetchall()
+    assert found == []
+    error = adql.unknown_reference_error(reference)
+    assert isinstance(error, E08)
+    assert "ivo://nowhere" in str(error) and "miles.spectra" in str(error)
+
+
+def test_star_output_columns_follow_tap_schema(db, schema):
+    labels, _, translation = run(db, schema, "SELECT * FROM miles.spectra")
+    published = schema.table("miles.spectra").columns
+    assert labels == [c.name for c in published]
+    assert [o.column for o in translation.output_columns] == list(published)
+
+
+def test_aliased_column_keeps_its_metadata(schema):
+    [output] = adql.translate("SELECT teff AS t FROM miles.spectra", schema).output_columns
+    assert output.name == "t"
+    assert output.column.name == "teff"
+
+
+ERRORS = [
+    ("SELECT tef FROM miles.spectra", E04, ["'tef'", "miles.spectra", "did you mean 'teff'"]),
+    ("SELECT s.loggg FROM miles.spectra AS s", E04, ["'loggg'", "'logg'"]),
+    ("SELECT * FROM miles.spectrum", E03, ["'miles.spectrum'", "did you mean 'miles.spectra'"]),
+    ("SELECT * FROM private.secrets", E03, ["'private.secrets'"]),
+    ("SELECT teff FROM miles.spectra a, miles.spectra b", E07, ["'teff'", "a.teff"]),
+    ("SELECT read_csv('x')", E05, ["'read_csv'"]),
+    ("SELECT * FROM read_csv('x')", E05, ["'read_csv'"]),
+    ("SELECT pg_sleep(1) FROM miles.spectra", E05, ["'pg_sleep'"]),
+    ("SELECT current_setting('threads')", E05, ["'current_setting'"]),
+    ("SELECT 1; DROP TABLE x", E02, ["2 statements"]),
+    ("INSERT INTO miles.spectra (teff) VALUES (1)", E02, ["INSERT"]),
+    ("COPY miles.spectra TO 'out.csv'", E02, ["COPY"]),
+    ("PRAGMA version", E02, ["PRAGMA"]),
+    ("ATTACH 'other.db' AS other", E01, []),
+    ("SELECT * FROM 'data.csv'", E03, ["'data.csv'"]),
+    ("SELECT * FROM \"data.csv\"", E03, ["'data.csv'"]),
+    ("SELECT teff INTO copy FROM miles.spectra", E09, ["INTO"]),
+    ("SELECT ml_distance(embedding) FROM miles.spectra", E06, ["2 arguments"]),
+    ("SELECT ml_distance(teff, 'x') FROM miles.spectra", E06, ["'teff'"]),
+    ("SELECT ml_distance(embedding, target_name) FROM miles.spectra", E06, ["string literal"]),
+    ("SELECT ml_distance('x', 'y') FROM miles.spectra", E06, ["embedding column"]),
+    ("SELECT teff FROM miles.spectra WHERE obs_id IN (SELECT nope FROM miles.spectra)",
+     E04, ["'nope'"]),
+    ("SELECT teff FROM miles.spectra WHERE obs_id IN (SELECT x FROM hidden.table1)",
+     E03, ["'hidden.table1'"]),
+]
+
+
+@pytest.mark.parametrize(("query", "error", "fragments"), ERRORS)
+def test_errors(schema, query, error, fragments):
+    with pytest.raises(error) as raised:
+        adql.translate(query, schema)
+    assert raised.value.code == error.code
+    for fragment in fragments:
+        assert fragment in str(raised.value)
+
+
+def test_syntax_error_has_a_position():
+    with pytest.raises(E01) as raised:
+        adql.check("SELECT teff\nFROM miles.spectra WHERE")
+    assert isinstance(raised.value, adql.AdqlError)
+    assert raised.value.line == 2
+    assert raised.value.col is not None
+
+
+@pytest.mark.parametrize(("query", "valid"), [
+    ("SELECT whatever FROM anywhere", True),
+    ("SELECT ml_distance(embedding, 'x') FROM t", True),
+    ("SELECT read_csv('x')", False),
+    ("SELECT 1; SELECT 2", False),
+])
+def test_check_without_schema_only_checks_syntax_and_functions(query, valid):
+    if valid:
+        adql.check(query)
+    else:
+        with pytest.raises(adql.AdqlError):
+            adql.check(query)
+
+
+def test_check_with_schema_checks_names(schema):
+    adql.check("SELECT teff FROM miles.spectra", schema)
+    with pytest.raises(E04):
+        adql.check("SELECT whatever FROM miles.spectra", schema)
+
+
+def test_function_registry_declares_ml_distance():
+    function = adql.FUNCTIONS["ml_distance"]
+    assert function.form == "ml_distance(embedding REAL[], ref VARCHAR) -> DOUBLE"
+    assert "duckdb" in function.generators
+    assert function.description
+
+
+def test_unknown_backend_is_refused(schema):
+    with pytest.raises(ValueError, match="postgres"):
+        adql.translate("SELECT teff FROM miles.spectra", schema, backend="postgres")

@@ -1,0 +1,312 @@
+"""Parsing and checking ADQL trees before any SQL is generated.
+
+Two levels: :func:`parse` checks what needs no database (one SELECT, only declared functions,
+ml_distance argument shapes); :func:`resolve` then checks every table and column of every scope
+against TAP_SCHEMA, rewrites them to their published names and records what the generators and
+the service need (the table behind each ml_distance, the output columns). Checking the tree rather
+than the generated SQL means nothing the user wrote can reach a table the service does not publish.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import OptimizeError, ParseError, TokenError
+from sqlglot.optimizer.scope import Scope, find_all_in_scope, traverse_scope
+
+from vo_ml.adql.dialect import ADQL
+from vo_ml.adql.errors import E01, E02, E03, E04, E05, E06, E07, E09, did_you_mean
+from vo_ml.adql.functions import FUNCTIONS, REFERENCE_KEY, STANDARD_FUNCTIONS, MlDistance
+from vo_ml.adql.model import OutputColumn, Reference
+from vo_ml.archive.tap_schema import Column, Table, TapSchema
+
+#: How sqlglot prints "ran out of tokens" in parse errors.
+_END_OF_QUERY = re.compile(r"<Token token_type: TokenType\.SENTINEL[^>]*>")
+
+#: Nodes that write, configure or bind parameters: never part of a TAP query.
+_FORBIDDEN_NODES = (exp.DML, exp.DDL, exp.Command, exp.Pragma, exp.Into, exp.Placeholder)
+
+
+@dataclass(frozen=True)
+class ResolvedColumn:
+    """A column a scope offers: its label, metadata, and the published table it comes from."""
+
+    name: str
+    column: Column | None = None
+    datatype_hint: str | None = None
+    table: Table | None = None
+
+    def output(self) -> OutputColumn:
+        return OutputColumn(self.name, self.column, self.datatype_hint)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A FROM-clause item as its scope sees it: a published table, or a subquery's outputs."""
+
+    description: str
+    columns: tuple[ResolvedColumn, ...]
+
+    def find(self, identifier: exp.Identifier) -> ResolvedColumn | None:
+        return next((c for c in self.columns if _same(identifier, c.name)), None)
+
+
+def parse(adql: str) -> exp.Query:
+    """The single query of ``adql``, checked for everything that needs no schema."""
+    try:
+        statements = [s for s in sqlglot.parse(adql, read=ADQL) if s is not None]
+    except ParseError as error:
+        first = error.errors[0] if error.errors else {}
+        detail = _END_OF_QUERY.sub("the end of the query", first.get("description") or str(error))
+        raise E01(first.get("line"), first.get("col"), detail=detail) from None
+    except TokenError as error:
+        raise E01(detail=str(error)) from None
+    if len(statements) != 1:
+        raise E02(found=f"{len(statements)} statements" if statements else "an empty query")
+    tree = statements[0]
+    if not isinstance(tree, exp.Query):
+        raise E02(found=tree.key.upper())
+    _check_constructs(tree)
+    _check_functions(tree)
+    _check_ml_distance_shapes(tree)
+    return tree
+
+
+def _position(node: exp.Expr) -> dict[str, int]:
+    """Line and column of the first token of ``node`` that the parser positioned."""
+    for candidate in (node, *node.find_all(exp.Identifier)):
+        if candidate.meta.get("line") is not None:
+            return {"line": candidate.meta["line"], "col": candidate.meta["col"]}
+    return {}
+
+
+def _check_constructs(tree: exp.Query) -> None:
+    for node in tree.find_all(*_FORBIDDEN_NODES):
+        raise E09(**_position(node), construct=f"{node.key.upper()} inside a query")
+    for node in tree.find_all(exp.CTE, exp.Subquery):
+        if not isinstance(node.this, exp.Query):
+            raise E09(**_position(node), construct=f"{node.this.key.upper()} as a subquery")
+
+
+def _check_functions(tree: exp.Query) -> None:
+    """Calls the parser did not map to a declared function are anonymous: reject them by name."""
+    known = sorted(STANDARD_FUNCTIONS | {name.upper() for name in FUNCTIONS})
+    for call in tree.find_all(exp.Anonymous, exp.AnonymousAggFunc):
+        raise E05(**_position(call), function=call.name,
+                  suggestion=did_you_mean(call.name, known))
+
+
+def _check_ml_distance_shapes(tree: exp.Query) -> None:
+    for call in tree.find_all(MlDistance):
+        arguments = call.expressions
+        if len(arguments) != 2:
+            raise E06(**_position(call), function="ml_distance",
+                      detail=f"takes 2 arguments (embedding, ref), got {len(arguments)}")
+        embedding, reference = arguments
+        if not isinstance(embedding, exp.Column) or isinstance(embedding.this, exp.Star):
+            raise E06(**_position(call), function="ml_distance",
+                      detail="the first argument must be an embedding column, e.g. embedding")
+        if not (isinstance(reference, exp.Literal) and reference.is_string):
+            raise E06(**_position(call), function="ml_distance",
+                      detail=f"the second argument must be a string literal: the "
+                             f"{REFERENCE_KEY} of the reference spectrum")
+
+
+def label_outputs(tree: exp.Query) -> None:
+    """Alias every computed select item, so result labels are predictable on every backend.
+
+    Function calls are labelled with the function name as written (``count``, ``ml_distance``),
+    anything else ``col<position>``.
+    """
+    for select in tree.find_all(exp.Select):
+        for position, item in enumerate(select.expressions, start=1):
+            if isinstance(item, (exp.Alias, exp.Column, exp.Star)):
+                continue
+            written = item.meta.get(ADQL.ORIGINAL_NAME_META_KEY)
+            label = written.lower() if written else f"col{position}"
+            item.replace(exp.alias_(item.copy(), label))
+
+
+def resolve(tree: exp.Query, schema: TapSchema) -> tuple[list[OutputColumn], list[Reference]]:
+    """Check tables and columns of every scope; return the outputs and the ml_distance references."""
+    _resolve_tables(tree, schema)
+    try:
+        scopes = traverse_scope(tree)
+    except OptimizeError as error:
+        raise E09(construct=str(error)) from None
+    outputs: dict[int, tuple[ResolvedColumn, ...]] = {}
+    references: list[Reference] = []
+    for scope in scopes:
+        sources = _sources(scope, outputs)
+        _resolve_columns(scope, sources, outputs)
+        references.extend(_resolve_ml_distances(scope))
+        outputs[id(scope.expression)] = _outputs(scope, sources, outputs)
+    return [c.output() for c in outputs[id(tree)]], list(dict.fromkeys(references))
+
+
+def _resolve_tables(tree: exp.Query, schema: TapSchema) -> None:
+    """Replace every table name with its published qualified name; CTE names stay as they are."""
+    cte_names = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    for table in tree.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            raise E09(**_position(table), construct="a function or expression in FROM")
+        if not table.db and table.name.lower() in cte_names:
+            continue
+        published = _published_table(table, schema)
+        schema_name, _, table_name = published.name.partition(".")
+        table.set("catalog", None)
+        table.set("db", exp.to_identifier(schema_name))
+        table.set("this", exp.to_identifier(table_name))
+        table.meta["published"] = published
+
+
+def _published_table(table: exp.Table, schema: TapSchema) -> Table:
+    written = ".".join(part.name for part in table.parts)
+    if table.db and not table.catalog:
+        found = schema.table(f"{table.db}.{table.name}")
+    else:
+        matches = [t for t in schema.tables.values()
+                   if t.name.partition(".")[2].lower() == table.name.lower()]
+        found = matches[0] if len(matches) == 1 and not table.db else None
+    if found is None:
+        raise E03(**_position(table), table=written,
+                  suggestion=did_you_mean(written, [t.name for t in schema.tables.values()]))
+    return found
+
+
+def _sources(scope: Scope, outputs: dict[int, tuple[ResolvedColumn, ...]]) -> dict[str, Source]:
+    """The scope's FROM items by lower-cased alias (or table name), in FROM-clause order."""
+    sources = {}
+    for name, (_, source) in scope.selected_sources.items():
+        if isinstance(source, Scope):
+            sources[name.lower()] = Source(f"subquery {name}", outputs[id(source.expression)])
+        else:
+            sources[name.lower()] = _table_source(source)
+    return sources
+
+
+def _table_source(table_node: exp.Table) -> Source:
+    table: Table = table_node.meta["published"]
+    return Source(table.name, tuple(ResolvedColumn(c.name, c, None, table) for c in table.columns))
+
+
+def _same(identifier: exp.Identifier, name: str) -> bool:
+    """ADQL identifier comparison: delimited identifiers are exact, regular ones ignore case."""
+    return identifier.name == name if identifier.quoted else identifier.name.lower() == name.lower()
+
+
+def _resolve_columns(scope: Scope, sources: dict[str, Source],
+                     outputs: dict[int, tuple[ResolvedColumn, ...]]) -> None:
+    if isinstance(scope.expression, exp.SetOperation):
+        sources = {"": Source("the query's result", outputs[id(scope.set_operation_scopes[0].expression)])}
+    for column in find_all_in_scope(scope.expression, exp.Column):
+        if isinstance(column.this, exp.Star):
+            _qualifier_source(column, scope, sources)
+        elif not _is_alias_reference(column, scope):
+            resolved = _resolve_column(column, scope, sources)
+            column.set("this", exp.to_identifier(resolved.name))
+            column.meta["resolved"] = resolved
+
+
+def _is_alias_reference(column: exp.Column, scope: Scope) -> bool:
+    """True for an unqualified name in ORDER BY, GROUP BY or HAVING naming a select alias."""
+    clause = column.find_ancestor(exp.Order, exp.Group, exp.Having)
+    if column.table or clause is None or clause.parent is not scope.expression:
+        return False
+    return any(_same(column.this, alias) for alias in scope.expression.named_selects)
+
+
+def _resolve_column(column: exp.Column, scope: Scope, sources: dict[str, Source]) -> ResolvedColumn:
+    if column.table:
+        source = _qualifier_source(column, scope, sources)
+        found = source.find(column.this)
+        if found is None:
+            raise E04(**_position(column), column=column.name, where=source.description,
+                      suggestion=did_you_mean(column.name, [c.name for c in source.columns]))
+        return found
+    for candidates in _visible_sources(scope, sources):
+        matches = [(name, s, c) for name, s in candidates.items() if (c := s.find(column.this))]
+        if len(matches) > 1:
+            raise E07(**_position(column), column=column.name,
+                      tables=" and ".join(s.description for _, s, _ in matches),
+                      example=f"{matches[0][0]}.{column.name}")
+        if matches:
+            return matches[0][2]
+    names = [c.name for s in sources.values() for c in s.columns]
+    where = " or ".join(s.description for s in sources.values()) or "a query without FROM"
+    raise E04(**_position(column), column=column.name, where=where,
+              suggestion=did_you_mean(column.name, names))
+
+
+def _visible_sources(scope: Scope, sources: dict[str, Source]) -> list[dict[str, Source]]:
+    """The scope's own sources, then (for correlated subqueries) those of enclosing scopes."""
+    visible = [sources]
+    parent = scope.parent if scope.is_subquery else None
+    while parent is not None:
+        visible.append({name.lower(): _table_source(source)
+                        for name, (_, source) in parent.selected_sources.items()
+                        if not isinstance(source, Scope)})
+        parent = parent.parent if parent.is_subquery else None
+    return visible
+
+
+def _qualifier_source(column: exp.Column, scope: Scope, sources: dict[str, Source]) -> Source:
+    """The FROM item a qualified column (``s.teff``, ``miles.spectra.teff``) names."""
+    qualifier = column.args["table"]
+    for candidates in _visible_sources(scope, sources):
+        for name, source in candidates.items():
+            same_schema = not column.db or source.description.lower() == (
+                f"{column.db}.{column.table}".lower())
+            if _same(qualifier, name) and same_schema:
+                return source
+    written = ".".join(p.name for p in column.parts[:-1])
+    raise E03(**_position(column), table=written,
+              suggestion=did_you_mean(column.table, list(sources)))
+
+
+def _resolve_ml_distances(scope: Scope) -> list[Reference]:
+    """Record the published table behind each ml_distance embedding, for generators and checks."""
+    references = []
+    for call in find_all_in_scope(scope.expression, MlDistance):
+        embedding, reference = call.expressions
+        resolved: ResolvedColumn | None = embedding.meta.get("resolved")
+        if not (resolved and resolved.column and resolved.column.is_array and resolved.table
+                and resolved.table.column(REFERENCE_KEY)):
+            raise E06(**_position(call), function="ml_distance",
+                      detail=f"'{embedding.sql()}' is not an embedding column of a table with "
+                             f"{REFERENCE_KEY}")
+        call.meta["table"] = resolved.table.name
+        call.meta["column"] = resolved.column.name
+        references.append(Reference(resolved.table.name, REFERENCE_KEY, reference.this))
+    return references
+
+
+def _outputs(scope: Scope, sources: dict[str, Source],
+             outputs: dict[int, tuple[ResolvedColumn, ...]]) -> tuple[ResolvedColumn, ...]:
+    """The columns the scope's query returns, with star expanded in FROM-clause order."""
+    query = scope.expression
+    if isinstance(query, exp.SetOperation):
+        return outputs[id(scope.set_operation_scopes[0].expression)]
+    result: list[ResolvedColumn] = []
+    for item in query.selects:
+        if isinstance(item, exp.Star):
+            result.extend(c for s in sources.values() for c in s.columns)
+        elif isinstance(item, exp.Column) and isinstance(item.this, exp.Star):
+            result.extend(_qualifier_source(item, scope, sources).columns)
+        else:
+            result.append(_item_output(item))
+    return tuple(result)
+
+
+def _item_output(item: exp.Expr) -> ResolvedColumn:
+    value = item.unalias()
+    if isinstance(value, MlDistance):
+        return ResolvedColumn(item.alias_or_name, None, "double")
+    resolved = value.meta.get("resolved") if isinstance(value, exp.Column) else None
+    if resolved is None:
+        return ResolvedColumn(item.alias_or_name)
+    return ResolvedColumn(item.alias_or_name, resolved.column, resolved.datatype_hint,
+                          resolved.table)

@@ -1,0 +1,100 @@
+"""The errors an ADQL query can raise, one numbered class per problem (in the astropy.io.votable style).
+
+Each class carries a stable ``code`` so clients and tests can tell problems apart without parsing
+messages, and a ``message_template`` filled from keyword arguments. Numbers are never reused: a
+retired problem keeps its number and a new problem takes the next one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class AdqlError(ValueError):
+    """Base of every ADQL problem; ``line`` and ``col`` are 1-based when the position is known."""
+
+    code = "ADQL-E00"
+    message_template = "{detail}"
+
+    def __init__(self, line: int | None = None, col: int | None = None, **values: object) -> None:
+        self.message = self.message_template.format(**values)
+        self.line = line
+        self.col = col
+        position = f" (line {line}, column {col})" if line is not None else ""
+        super().__init__(f"{self.code}: {self.message}{position}")
+
+
+class E01(AdqlError):
+    """The query is not valid ADQL syntax; the position is where the parser gave up."""
+
+    code = "ADQL-E01"
+    message_template = "syntax error: {detail}"
+
+
+class E02(AdqlError):
+    """The query is not exactly one SELECT: TAP runs queries, never commands or scripts."""
+
+    code = "ADQL-E02"
+    message_template = "expected a single SELECT statement, got {found}"
+
+
+class E03(AdqlError):
+    """A FROM clause names a table the service does not publish in TAP_SCHEMA."""
+
+    code = "ADQL-E03"
+    message_template = "unknown table '{table}'{suggestion}"
+
+
+class E04(AdqlError):
+    """A column is not in any table of its FROM clause (or not in the table it is qualified by)."""
+
+    code = "ADQL-E04"
+    message_template = "unknown column '{column}' in {where}{suggestion}"
+
+
+class E05(AdqlError):
+    """A function is neither a standard ADQL function nor one the service declares (TAPRegExt)."""
+
+    code = "ADQL-E05"
+    message_template = "unknown function '{function}'{suggestion}"
+
+
+class E06(AdqlError):
+    """A declared function got arguments it cannot use (wrong count, kind or type)."""
+
+    code = "ADQL-E06"
+    message_template = "{function}: {detail}"
+
+
+class E07(AdqlError):
+    """An unqualified column name belongs to more than one table of the FROM clause."""
+
+    code = "ADQL-E07"
+    message_template = "ambiguous column '{column}': it is in {tables}; qualify it, e.g. {example}"
+
+
+class E08(AdqlError):
+    """ml_distance was given a reference identifier that names no row of the table."""
+
+    code = "ADQL-E08"
+    message_template = (
+        "ml_distance: no row of {table} has {key_column} '{value}'; "
+        "give the {key_column} of a spectrum in the table"
+    )
+
+
+class E09(AdqlError):
+    """The query uses SQL the ADQL translation does not support (e.g. SELECT INTO)."""
+
+    code = "ADQL-E09"
+    message_template = "unsupported construct: {construct}"
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """A "; did you mean 'x'?" suffix naming the closest candidates, or "" when none is close."""
+    lowered = {c.lower(): c for c in candidates}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(f"'{lowered[c]}'" for c in close) + "?"

@@ -1,0 +1,38 @@
+"""What a translation hands back to the service: the SQL, the references to check, the outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vo_ml.archive.tap_schema import Column
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A row named by value in the query (an ml_distance ``ref``); it must exist before running."""
+
+    table: str
+    key_column: str
+    value: str
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    """One result column: its label exactly as the SQL result names it, and its metadata.
+
+    ``column`` is the published column when the select item is a plain (possibly aliased) column
+    reference; ``datatype_hint`` gives the VOTable datatype of computed values whose type is known.
+    """
+
+    name: str
+    column: Column | None = None
+    datatype_hint: str | None = None
+
+
+@dataclass
+class Translation:
+    """ADQL turned into backend SQL that reads only published tables."""
+
+    sql: str
+    references: list[Reference] = field(default_factory=list)
+    output_columns: list[OutputColumn] = field(default_factory=list)

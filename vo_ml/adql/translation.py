@@ -1,0 +1,39 @@
+"""ADQL in, backend SQL out: parse, check against TAP_SCHEMA, label outputs, generate."""
+
+from __future__ import annotations
+
+from vo_ml.adql.checker import label_outputs, parse, resolve
+from vo_ml.adql.dialect import BACKENDS
+from vo_ml.adql.errors import E08, AdqlError
+from vo_ml.adql.model import Reference, Translation
+from vo_ml.archive.tap_schema import TapSchema
+
+
+def translate(adql: str, schema: TapSchema, backend: str = "duckdb") -> Translation:
+    """The SQL ``backend`` runs for ``adql``; raises :class:`AdqlError` for invalid queries.
+
+    The references are not looked up here (that needs the database): the caller checks each one
+    and reports a missing row with :func:`unknown_reference_error`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"no ADQL generator for backend {backend!r} (known: {', '.join(BACKENDS)})")
+    tree = parse(adql)
+    label_outputs(tree)
+    output_columns, references = resolve(tree, schema)
+    return Translation(tree.sql(dialect=BACKENDS[backend]), references, output_columns)
+
+
+def check(adql: str, schema: TapSchema | None = None) -> None:
+    """Raise :class:`AdqlError` if ``adql`` is invalid.
+
+    Without a schema only syntax, statement kind and function names are checked, so queries can be
+    validated without a database; with one, tables and columns are checked too.
+    """
+    tree = parse(adql)
+    if schema is not None:
+        resolve(tree, schema)
+
+
+def unknown_reference_error(reference: Reference) -> AdqlError:
+    """The error for an ml_distance reference that names no row (found by the caller)."""
+    return E08(table=reference.table, key_column=reference.key_column, value=reference.value)
