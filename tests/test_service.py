@@ -82,6 +82,19 @@ def test_result_fields_carry_tap_schema_metadata(tap_url):
     assert fields["embedding"].arraysize == "2" and fields["embedding"].datatype == "float"
 
 
+@pytest.mark.parametrize(("query", "rows", "columns"), [
+    (f"SELECT TOP 2 * FROM {TABLE}", 2, 21),
+    (f"SELECT COUNT(*) AS n, AVG(teff) FROM {TABLE} WHERE feh > 0", 1, 2),
+    (f"SELECT TOP 1 NULL AS nothing, 1.5 AS x, 'a' AS s FROM {TABLE}", 1, 3),
+    (f"SELECT obs_id FROM {TABLE} WHERE 1 = 0", 0, 1),
+    (f"SELECT TOP 3 a.obs_id, b.obs_id FROM {TABLE} AS a JOIN {TABLE} AS b ON a.obs_id = b.obs_id",
+     3, 2),
+])
+def test_queries_of_every_shape_come_back_as_tables(service, query, rows, columns):
+    result = service.search(query).to_table()
+    assert (len(result), len(result.colnames)) == (rows, columns)
+
+
 def test_maxrec_truncation_is_flagged_as_overflow(service):
     result = service.search(f"SELECT obs_id FROM {TABLE}", maxrec=7)
     assert len(result) == 7 and result.status[0] == "OVERFLOW"

@@ -242,8 +242,18 @@ class DuckDBBackend(Backend):
 
 
 def _to_masked(column: pa.ChunkedArray) -> np.ma.MaskedArray:
-    """One Arrow column as a masked numpy array; fixed-size lists become 2-D."""
+    """One Arrow column as a masked numpy array; fixed-size lists become 2-D.
+
+    Types VOTable has no datatype for are converted: decimals (SQL literals such as 1.5) to
+    double, dates and times to ISO strings.
+    """
     array = column.combine_chunks()
+    if pa.types.is_null(array.type):
+        return np.ma.masked_all(len(array), dtype=np.float64)
+    if pa.types.is_decimal(array.type):
+        array = array.cast(pa.float64())
+    elif pa.types.is_temporal(array.type):
+        array = array.cast(pa.string())
     mask = array.is_null().to_numpy(zero_copy_only=False)
     if pa.types.is_fixed_size_list(array.type):
         size = array.type.list_size
