@@ -144,7 +144,7 @@ class _EpochBar(keras.callbacks.Callback):
 
     def __init__(self, epochs: int, label: str) -> None:
         super().__init__()
-        self.bar = tqdm(total=epochs, desc=f"train {label}", unit="epoch")
+        self.bar = tqdm(total=epochs, desc=f"train {label}", unit="epoch", mininterval=0.5)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
