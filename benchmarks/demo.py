@@ -63,8 +63,8 @@ def latency(db: Path, dids: list[str], queries: int) -> tuple[np.ndarray, np.nda
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "vo_ml.cli", "serve", "--db", str(db),
-                               "--port", str(port)], stdout=subprocess.DEVNULL)
+    server = subprocess.Popen([str(Path(sys.executable).with_name("vo-ml")), "serve", "--db",
+                               str(db), "--port", str(port)], stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/tap"
     try:
         for _ in range(300):

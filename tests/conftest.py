@@ -24,6 +24,9 @@ DATA = Path(__file__).parent / "data"
 MILES = DATA / "miles"
 HARPS_CUT = DATA / "harps" / "HARPS.2012-03-24T08:37:45.581_s1d_A_cut.fits"
 TABLE = "miles.spectra"
+#: The installed console script, run as users run it (``python -m`` from the checkout would
+#: import the source tree instead of the installed package).
+VO_ML = str(Path(sys.executable).with_name("vo-ml"))
 
 
 def quick_model_config() -> dict:
@@ -74,9 +77,8 @@ def tap_url(archive) -> str:
     """`vo-ml serve` on the archive, in its own process; yields the TAP root URL."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "vo_ml.cli", "serve", "--db", str(archive["db"]),
-         "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [VO_ML, "serve", "--db", str(archive["db"]), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=archive["workdir"])
     url = f"http://127.0.0.1:{port}/tap"
     try:
         _wait_until_up(url, server)

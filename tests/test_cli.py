@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
-from conftest import MILES, TABLE
+from conftest import MILES, TABLE, VO_ML
 
 
-def vo_ml(*arguments, cwd=None):
-    return subprocess.run([sys.executable, "-m", "vo_ml.cli", *map(str, arguments)],
-                          capture_output=True, text=True, cwd=cwd, timeout=600)
+def vo_ml(*arguments):
+    return subprocess.run([VO_ML, *map(str, arguments)], capture_output=True, text=True,
+                          cwd=MILES.parent, timeout=600)
 
 
 def test_adql_check_exit_codes():
