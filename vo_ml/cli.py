@@ -222,7 +222,7 @@ def _demo(arguments: argparse.Namespace) -> int:
         timings[name] = time.perf_counter() - started
         return value
 
-    source = arguments.source or step("fetch MILES from PyPI (cached)", fetch_miles)
+    source = arguments.source or step("fetch MILES", fetch_miles)
     raw, config = _archive_config("miles")
     summary = step("ingest", lambda: ingest(miles_files(source), db, config, MilesDescriber(source)))
     print(summary)
