@@ -38,20 +38,13 @@ class DaliError(Exception):
 class DaliParameters(dict):
     """Request parameters with case-insensitive names (DALI 1.1 section 3.1).
 
-    Names are upper-cased; values stay as sent. A parameter given twice keeps its first value,
-    except where a protocol allows repeats (``all_values``).
+    Names are upper-cased; values stay as sent. A parameter given twice keeps its first value.
     """
 
     def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
         super().__init__()
-        self._all: dict[str, list[str]] = {}
         for name, value in pairs:
-            key = name.upper()
-            self._all.setdefault(key, []).append(value)
-            self.setdefault(key, value)
-
-    def all_values(self, name: str) -> list[str]:
-        return list(self._all.get(name.upper(), []))
+            self.setdefault(name.upper(), value)
 
     def required(self, name: str) -> str:
         value = self.get(name.upper(), "").strip()

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, request
 from vo_ml import adql
 from vo_ml.service import archive
 from vo_ml.service.dali import VOTABLE_FORMATS, DaliError, DaliParameters, parse_maxrec
-from vo_ml.service.votable import VOTABLE_MIME, FieldMeta, error_votable, results_votable
+from vo_ml.service.votable import VOTABLE_MIME, error_votable, results_votable
 
 __all__ = ["bp", "run_query", "LANGUAGES"]
 
@@ -69,8 +69,8 @@ def run_query(parameters: Mapping[str, str]) -> bytes:
     overflow = len(result) > maxrec
     if overflow:
         result.columns = [c[:maxrec] for c in result.columns]
-    fields = [FieldMeta(o.name, o.column, o.datatype_hint) for o in translation.output_columns]
-    return results_votable(result, fields, overflow, serialization)
+    columns = [o.column for o in translation.output_columns]
+    return results_votable(result, columns, overflow, serialization)
 
 
 def _serialization(parameters: Mapping[str, str]) -> str:

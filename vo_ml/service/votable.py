@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from astropy.io.votable import from_table
@@ -21,29 +20,24 @@ from vo_ml import __version__
 from vo_ml.archive.backend import QueryResult
 from vo_ml.archive.tap_schema import Column
 
-__all__ = ["FieldMeta", "results_votable", "error_votable", "VOTABLE_MIME"]
+__all__ = ["results_votable", "error_votable", "VOTABLE_MIME"]
 
 VOTABLE_MIME = "application/x-votable+xml"
 VOTABLE_VERSION = "1.4"
 
 
-@dataclass(frozen=True)
-class FieldMeta:
-    """What is known of one output column: its TAP_SCHEMA column, or a datatype hint."""
-
-    name: str
-    column: Column | None = None
-    datatype: str | None = None
-
-
 def results_votable(
     result: QueryResult,
-    fields: Sequence[FieldMeta],
+    columns: Sequence[Column | None],
     overflow: bool,
     serialization: str = "binary2",
     infos: Sequence[tuple[str, str]] = (),
 ) -> bytes:
-    """The result as a VOTable document, with QUERY_STATUS and any extra INFO (name, value)."""
+    """The result as a VOTable document, with QUERY_STATUS and any extra INFO (name, value).
+
+    ``columns`` gives, for each result column in order, the TAP_SCHEMA column it shows, or None
+    for a computed value.
+    """
     table = Table([_plain(c) for c in result.columns], names=_unique(result.names))
     votable = from_table(table)
     votable.version = VOTABLE_VERSION
@@ -53,8 +47,8 @@ def results_votable(
     for name, value in infos:
         resource.infos.append(_info(name, value))
     resource.infos.append(_info("SERVICE", "vo_ml", f"vo_ml {__version__}"))
-    for field, meta in zip(votable.get_first_table().fields, fields, strict=True):
-        _label(field, meta)
+    for field, column in zip(votable.get_first_table().fields, columns, strict=True):
+        _label(field, column)
     if overflow:
         resource.infos.append(_info("QUERY_STATUS", "OVERFLOW",
                                     "the result was truncated at MAXREC rows"))
@@ -92,9 +86,8 @@ def _unique(names: Sequence[str]) -> list[str]:
     return unique
 
 
-def _label(field: object, meta: FieldMeta) -> None:
+def _label(field: object, column: Column | None) -> None:
     """Copy TAP_SCHEMA metadata onto a FIELD; text columns become ``char`` of any length."""
-    column = meta.column
     if field.datatype in ("unicodeChar", "char") and (column is None or column.datatype == "char"):
         field.datatype = "char"
         field.arraysize = "*"

@@ -8,7 +8,7 @@ names the file and says what is wrong, so an ingest run can record it and carry 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +66,6 @@ class Spectrum:
     medium: str = "air"
     frame: str = "topocentric"
     error: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def file_checksum(path: str | Path) -> str:
