@@ -29,9 +29,9 @@ import requests  # noqa: E402
 from vo_ml import adql  # noqa: E402
 from vo_ml.archive.duckdb_backend import DuckDBBackend  # noqa: E402
 from vo_ml.ml.evaluation import FGK, neighbour_label_error, pca_projection  # noqa: E402
-from vo_ml.ml.models import downsample  # noqa: E402
 from vo_ml.pipeline import ArchiveConfig, embed, ingest, store_path, train_model  # noqa: E402
 from vo_ml.resources import config_file, load_yaml  # noqa: E402
+from vo_ml.spectra.grid import downsample  # noqa: E402
 from vo_ml.spectra.miles import MilesDescriber, fetch_miles, miles_files  # noqa: E402
 from vo_ml.spectra.store import SpectrumStore  # noqa: E402
 

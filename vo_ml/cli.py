@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--db", type=Path, required=True)
     ingest.add_argument("--config", default="miles", help="archive config (name or YAML path)")
     ingest.add_argument("--table", help="table to fill (default: the config's)")
+    ingest.add_argument("--batch-size", type=int, default=128,
+                        help="files read in parallel and written together (memory grows with it)")
     ingest.set_defaults(run=_ingest)
 
     train = commands.add_parser("train", help="train a model on an ingested table")
@@ -129,7 +131,7 @@ def _ingest(arguments: argparse.Namespace) -> int:
 
     raw, config = _archive_config(arguments.config, arguments.table)
     summary = ingest(_spectrum_files(arguments.sources), arguments.db, config,
-                     _describer(raw, arguments.sources))
+                     _describer(raw, arguments.sources), arguments.batch_size)
     print(summary)
     return 0
 

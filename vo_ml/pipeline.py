@@ -22,7 +22,7 @@ from vo_ml.archive.backend import ML_COLUMNS, MlColumns
 from vo_ml.archive.duckdb_backend import DuckDBBackend
 from vo_ml.ml.embedding import embed_store
 from vo_ml.ml.training import load_card, train
-from vo_ml.spectra.grid import Grid, to_grid
+from vo_ml.spectra.grid import Grid, Preprocessing
 from vo_ml.spectra.readers import Spectrum, SpectrumReadError, file_checksum, read_spectrum
 from vo_ml.spectra.store import SpectrumStore
 
@@ -41,13 +41,17 @@ class ArchiveConfig:
     table: str
     collection: str
     did_prefix: str
-    grid: Grid
+    preprocessing: Preprocessing
     calib_level: int = 2
 
     @classmethod
     def from_dict(cls, config: dict) -> ArchiveConfig:
         return cls(config["table"], config["collection"], config["did_prefix"],
-                   Grid.from_config(config["grid"]), int(config.get("calib_level", 2)))
+                   Preprocessing.from_config(config), int(config.get("calib_level", 2)))
+
+    @property
+    def grid(self) -> Grid:
+        return self.preprocessing.grid
 
 
 @dataclass
@@ -67,12 +71,16 @@ def store_path(db: Path, table: str) -> Path:
 
 
 def ingest(
-    files: Sequence[Path], db: Path, config: ArchiveConfig, describe: Describer | None = None
+    files: Sequence[Path], db: Path, config: ArchiveConfig, describe: Describer | None = None,
+    files_per_batch: int = FILES_PER_BATCH,
 ) -> IngestSummary:
     """Read ``files`` into the table and its spectrum store; skip files already ingested.
 
     A file that cannot be read or put on the grid is recorded with its reason in the
-    ``vo_ml.ingest_report`` table and the run carries on.
+    ``vo_ml.ingest_report`` table and the run carries on. Files are read in parallel a batch at
+    a time, so memory stays flat however many there are. Each batch is written arrays first,
+    rows second; a run killed anywhere leaves at most a tail of store rows without table rows,
+    which the next run cuts off before it ingests those files again (see :func:`_reconcile`).
     """
     table = tap_schema.load().table(config.table)
     if table is None:
@@ -82,11 +90,12 @@ def ingest(
     try:
         backend.ensure_table(table, [c for c in table.columns if c.name not in ML_COLUMNS])
         store = SpectrumStore(store_path(db, config.table), config.grid)
+        _reconcile(store, backend.ingested_dids(table.name))
         done = backend.ingested_checksums()
         known_dids = set(store.dids)
         with tqdm(total=len(files), desc=f"ingest {config.table}", unit="file") as bar:
-            for start in range(0, len(files), FILES_PER_BATCH):
-                batch = files[start:start + FILES_PER_BATCH]
+            for start in range(0, len(files), files_per_batch):
+                batch = files[start:start + files_per_batch]
                 prepared = dask.compute(
                     *[dask.delayed(_prepare)(f, config, describe, done) for f in batch],
                     scheduler="threads")
@@ -98,6 +107,16 @@ def ingest(
     return summary
 
 
+def _reconcile(store: SpectrumStore, table_dids: set[str]) -> None:
+    """Cut the store back to the rows the table holds: a killed run may have appended arrays
+    whose rows it never inserted. Those are always the last ones, as batches are written in
+    order, and the files they came from are not marked ingested, so they are read again."""
+    dids = store.dids
+    orphans = [i for i, did in enumerate(dids) if did not in table_dids]
+    if orphans:
+        store.truncate(orphans[0])
+
+
 def _prepare(path: Path, config: ArchiveConfig, describe: Describer | None, done: set[str]) -> dict:
     """One file's catalogue row and gridded arrays, or the reason it failed."""
     checksum = None
@@ -106,13 +125,13 @@ def _prepare(path: Path, config: ArchiveConfig, describe: Describer | None, done
         if checksum in done:
             return {"skipped": True}
         spectrum = read_spectrum(path)
-        flux, mask = to_grid(spectrum, config.grid)
+        row = _catalogue_row(path, spectrum, config)
+        if describe is not None:
+            row.update(describe(path, spectrum))
+        flux, mask = config.preprocessing.apply(spectrum)
     except (SpectrumReadError, ValueError, OSError) as error:
         reason = error.reason if isinstance(error, SpectrumReadError) else str(error)
         return {"failed": (str(path), checksum, reason)}
-    row = _catalogue_row(path, spectrum, config)
-    if describe is not None:
-        row.update(describe(path, spectrum))
     row["obs_publisher_did"] = config.did_prefix + row["obs_id"]
     return {"row": row, "flux": flux, "mask": mask, "source": (str(path), checksum)}
 
@@ -125,7 +144,8 @@ def _catalogue_row(path: Path, spectrum: Spectrum, config: ArchiveConfig) -> dic
         "em_min": float(wavelength[0]), "em_max": float(wavelength[-1]),
         "em_res_power": meta.resolving_power, "dataproduct_type": "spectrum",
         "calib_level": config.calib_level, "obs_collection": config.collection,
-        "access_url": None, "access_format": None,
+        "access_url": None, "access_format": None, "instrument_name": meta.instrument,
+        "t_min": meta.mjd, "t_exptime": meta.exptime, "snr": meta.snr,
     }
 
 

@@ -81,6 +81,10 @@ class Backend(ABC):
         """Checksums of every source file already ingested."""
 
     @abstractmethod
+    def ingested_dids(self, table_name: str) -> set[str]:
+        """Publisher DIDs of the rows ingested into ``table_name``."""
+
+    @abstractmethod
     def record_failures(self, failures: Sequence[tuple[str, str | None, str]]) -> None:
         """Record files that could not be ingested: (path, checksum or None, reason)."""
 

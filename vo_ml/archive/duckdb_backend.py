@@ -103,6 +103,11 @@ class DuckDBBackend(Backend):
         return {r[0] for r in self._connection.execute(
             f"SELECT checksum FROM {INTERNAL_SCHEMA}.ingested").fetchall()}
 
+    def ingested_dids(self, table_name: str) -> set[str]:
+        return {r[0] for r in self._connection.execute(
+            f"SELECT obs_publisher_did FROM {INTERNAL_SCHEMA}.ingested WHERE table_name = ?",
+            [table_name]).fetchall()}
+
     def record_failures(self, failures: Sequence[tuple[str, str | None, str]]) -> None:
         """Keep one report line per file: the latest reason it failed."""
         if not failures:

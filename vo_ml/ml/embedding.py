@@ -21,8 +21,8 @@ import dask.array as da
 import numpy as np
 from dask.diagnostics import ProgressBar
 
-from vo_ml.ml.models import downsample
 from vo_ml.ml.training import load_card
+from vo_ml.spectra.grid import downsample
 from vo_ml.spectra.store import SpectrumStore
 
 __all__ = ["Embeddings", "embed_store", "encode"]

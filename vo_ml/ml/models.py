@@ -13,21 +13,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-__all__ = ["build_dense", "masked_mse", "downsample", "FAMILIES"]
-
-
-def downsample(flux: np.ndarray, mask: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
-    """Average ``factor`` neighbouring pixels over the good ones; masked where none is good."""
-    if factor == 1:
-        return flux.astype(np.float32), mask
-    rows, pixels = flux.shape
-    usable = pixels - pixels % factor
-    good = ~mask[:, :usable].reshape(rows, -1, factor)
-    sums = np.where(good, flux[:, :usable].reshape(rows, -1, factor), 0.0).sum(axis=2)
-    counts = good.sum(axis=2)
-    out_mask = counts == 0
-    out_flux = np.where(out_mask, 0.0, sums / np.maximum(counts, 1))
-    return out_flux.astype(np.float32), out_mask
+__all__ = ["build_dense", "masked_mse", "FAMILIES"]
 
 
 @keras.saving.register_keras_serializable(package="vo_ml")

@@ -21,7 +21,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from vo_ml.ml.models import FAMILIES, downsample, masked_mse
+from vo_ml.ml.models import FAMILIES, masked_mse
+from vo_ml.spectra.grid import downsample
 from vo_ml.spectra.store import SpectrumStore
 
 __all__ = ["train", "model_id_for", "load_card", "split_by_star", "CARD_NAME"]

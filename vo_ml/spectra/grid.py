@@ -15,7 +15,8 @@ from astropy import units as u
 
 from vo_ml.spectra.readers import Spectrum
 
-__all__ = ["Grid", "resample", "normalise_median", "to_grid"]
+__all__ = ["Grid", "Preprocessing", "resample", "normalise_median", "normalise_continuum", "to_grid",
+           "downsample", "air_to_vacuum", "vacuum_to_air", "doppler_to_rest", "in_windows"]
 
 
 @dataclass(frozen=True)
@@ -98,23 +99,144 @@ def normalise_median(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return flux / median
 
 
-def to_grid(spectrum: Spectrum, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
-    """The spectrum on ``grid``, median-normalised, as float32 flux and a boolean mask.
+SPEED_OF_LIGHT_KMS = 299792.458
 
-    Wavelengths are converted to the grid's unit; pixels outside the spectrum's range are masked.
+
+def air_to_vacuum(wavelength: np.ndarray) -> np.ndarray:
+    """Vacuum wavelengths (A) from air ones: the IAU standard (Morton 2000), inverted by Piskunov."""
+    s2 = (1e4 / wavelength) ** 2
+    n = 1 + 8.336624212083e-5 + 2.408926869968e-2 / (130.1065924522 - s2) \
+        + 1.599740894897e-4 / (38.92568793293 - s2)
+    return wavelength * n
+
+
+def vacuum_to_air(wavelength: np.ndarray) -> np.ndarray:
+    """Air wavelengths (A) from vacuum ones: the IAU standard (Morton 2000)."""
+    s2 = (1e4 / wavelength) ** 2
+    n = 1 + 8.34254e-5 + 2.406147e-2 / (130 - s2) + 1.5998e-4 / (38.9 - s2)
+    return wavelength / n
+
+
+def doppler_to_rest(wavelength: np.ndarray, velocity_kms: float) -> np.ndarray:
+    """Wavelengths in the frame of a source receding at ``velocity_kms`` (relativistic)."""
+    beta = velocity_kms / SPEED_OF_LIGHT_KMS
+    return wavelength * np.sqrt((1 - beta) / (1 + beta))
+
+
+def in_windows(wavelength: np.ndarray, windows: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """True for wavelengths inside any of the (start, stop) windows."""
+    inside = np.zeros(wavelength.shape, dtype=bool)
+    for start, stop in windows:
+        inside |= (wavelength >= start) & (wavelength <= stop)
+    return inside
+
+
+def normalise_continuum(
+    wavelength: np.ndarray, flux: np.ndarray, mask: np.ndarray, bins: int = 40
+) -> np.ndarray:
+    """Divide by an upper envelope: the 90th percentile of the good pixels in each of ``bins``
+    stretches, interpolated linearly. The percentile rides over absorption lines, so the
+    continuum comes out near 1 whatever the flux calibration."""
+    good = np.flatnonzero(~mask)
+    if good.size < bins:
+        raise ValueError(f"cannot fit a continuum: {good.size} good pixels for {bins} bins")
+    pieces = np.array_split(good, bins)
+    nodes = np.array([np.median(wavelength[p]) for p in pieces])
+    levels = np.array([np.percentile(flux[p], 90) for p in pieces])
+    if not np.all(levels > 0):
+        raise ValueError("cannot fit a continuum: the upper envelope is not positive everywhere")
+    return flux / np.interp(wavelength, nodes, levels)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Every step from an observed spectrum to the store, as an archive config names them.
+
+    ``frame`` is ``"rest"`` (shift by the star's radial velocity, which must then be known),
+    ``"barycentric"`` or ``"as-is"``; ``gaps`` and ``telluric`` are wavelength windows (A, in the
+    grid's medium) masked before resampling, e.g. the HARPS CCD gap; ``normalise`` is
+    ``"median"`` or ``"continuum"``.
     """
-    if spectrum.medium != grid.medium:
-        raise ValueError(
-            f"{spectrum.meta.source}: spectrum is in {spectrum.medium} and the grid in {grid.medium}"
+
+    grid: Grid
+    frame: str = "as-is"
+    gaps: tuple[tuple[float, float], ...] = ()
+    telluric: tuple[tuple[float, float], ...] = ()
+    normalise: str = "median"
+
+    @classmethod
+    def from_config(cls, config: dict) -> Preprocessing:
+        steps = config.get("preprocess", {})
+        preprocessing = cls(
+            Grid.from_config(config["grid"]),
+            steps.get("frame", "as-is"),
+            tuple(tuple(w) for w in steps.get("gaps", ())),
+            tuple(tuple(w) for w in steps.get("telluric", ())),
+            steps.get("normalise", "median"),
         )
-    wavelength = spectrum.wavelength.to_value(u.AA)
-    if np.any(np.diff(wavelength) <= 0):
-        raise ValueError(f"{spectrum.meta.source}: wavelengths are not strictly increasing")
-    flux, mask = resample(wavelength, spectrum.flux, spectrum.mask, grid.edges)
-    if mask.all():
-        raise ValueError(
-            f"{spectrum.meta.source}: no good pixel on the grid {grid.start}-{grid.stop} A "
-            f"(spectrum covers {wavelength[0]:.1f}-{wavelength[-1]:.1f} A)"
-        )
-    flux = normalise_median(flux, mask)
-    return np.where(mask, 0.0, flux).astype(np.float32), mask
+        if preprocessing.frame not in ("rest", "barycentric", "as-is"):
+            raise ValueError(f"preprocess.frame {preprocessing.frame!r}: use rest, barycentric or as-is")
+        if preprocessing.normalise not in ("median", "continuum"):
+            raise ValueError(f"preprocess.normalise {preprocessing.normalise!r}: use median or continuum")
+        return preprocessing
+
+    def apply(
+        self, spectrum: Spectrum, radial_velocity: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The spectrum on the grid, normalised: float32 flux (0 where masked) and the mask."""
+        source = spectrum.meta.source
+        wavelength = self._wavelength_in_frame(spectrum, radial_velocity)
+        if np.any(np.diff(wavelength) <= 0):
+            raise ValueError(f"{source}: wavelengths are not strictly increasing")
+        mask = spectrum.mask | in_windows(wavelength, self.gaps + self.telluric)
+        flux, mask = resample(wavelength, spectrum.flux, mask, self.grid.edges)
+        if mask.all():
+            raise ValueError(
+                f"{source}: no good pixel on the grid {self.grid.start}-{self.grid.stop} A "
+                f"(spectrum covers {wavelength[0]:.1f}-{wavelength[-1]:.1f} A)"
+            )
+        if self.normalise == "continuum":
+            flux = normalise_continuum(self.grid.centres, flux, mask)
+        else:
+            flux = normalise_median(flux, mask)
+        return np.where(mask, 0.0, flux).astype(np.float32), mask
+
+    def _wavelength_in_frame(self, spectrum: Spectrum, radial_velocity: float | None) -> np.ndarray:
+        """Wavelengths in A, in the grid's medium and the configured frame."""
+        wavelength = spectrum.wavelength.to_value(u.AA)
+        if spectrum.medium != self.grid.medium:
+            wavelength = (air_to_vacuum if self.grid.medium == "vacuum" else vacuum_to_air)(wavelength)
+        if self.frame == "rest" and spectrum.frame != "rest":
+            if radial_velocity is None:
+                raise ValueError(
+                    f"{spectrum.meta.source}: the config asks for the rest frame but the star's "
+                    "radial velocity is not known; give it in the catalogue or use frame: as-is")
+            wavelength = doppler_to_rest(wavelength, radial_velocity)
+        elif self.frame == "barycentric" and spectrum.frame == "topocentric":
+            raise ValueError(
+                f"{spectrum.meta.source}: the spectrum is topocentric and no barycentric "
+                "correction is known; use frame: as-is")
+        return wavelength
+
+
+def to_grid(spectrum: Spectrum, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """The spectrum on ``grid`` in its own frame, median-normalised (see :class:`Preprocessing`)."""
+    return Preprocessing(grid).apply(spectrum)
+
+
+def downsample(flux: np.ndarray, mask: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Average ``factor`` neighbouring pixels over the good ones; masked where none is good.
+
+    This is how the dense family sees spectra: the store keeps full resolution, and each model
+    asks for the sampling it needs.
+    """
+    if factor == 1:
+        return flux.astype(np.float32), mask
+    rows, pixels = flux.shape
+    usable = pixels - pixels % factor
+    good = ~mask[:, :usable].reshape(rows, -1, factor)
+    sums = np.where(good, flux[:, :usable].reshape(rows, -1, factor), 0.0).sum(axis=2)
+    counts = good.sum(axis=2)
+    out_mask = counts == 0
+    out_flux = np.where(out_mask, 0.0, sums / np.maximum(counts, 1))
+    return out_flux.astype(np.float32), out_mask

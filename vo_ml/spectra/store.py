@@ -71,6 +71,12 @@ class SpectrumStore:
             array[rows:] = values
         self._group["did"].append(np.asarray(dids, dtype=str))
 
+    def truncate(self, rows: int) -> None:
+        """Drop every row from ``rows`` on: the DIDs first, so no reader sees a row half-gone."""
+        self._group["did"].resize((rows,))
+        for name in ("flux", "mask"):
+            self._group[name].resize((rows, self.grid.pixels))
+
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Flux and mask of rows ``start`` to ``stop``."""
         return self.flux[start:stop], self.mask[start:stop]
