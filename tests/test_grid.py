@@ -69,3 +69,51 @@ def test_log_grid_has_constant_velocity_steps():
     assert ratios == pytest.approx(np.full(4096, ratios[0]))
     with pytest.raises(ValueError, match="spacing"):
         Grid.from_config({"start": 1, "stop": 2, "pixels": 3, "spacing": "cubic"})
+
+
+def test_air_vacuum_conversion_matches_known_lines_and_round_trips():
+    from vo_ml.spectra.grid import air_to_vacuum, vacuum_to_air
+
+    # H-alpha and Na D2: air 6562.80 / 5889.95 A are vacuum 6564.61 / 5891.58 A.
+    assert air_to_vacuum(np.array([6562.80, 5889.95])) == pytest.approx([6564.61, 5891.58], abs=0.01)
+    wavelength = np.linspace(3500.0, 9000.0, 50)
+    assert vacuum_to_air(air_to_vacuum(wavelength)) == pytest.approx(wavelength, abs=1e-6)
+
+
+def test_doppler_shift_to_rest_removes_a_radial_velocity():
+    from vo_ml.spectra.grid import SPEED_OF_LIGHT_KMS, doppler_to_rest
+
+    observed = np.array([5000.0]) * (1 + 30.0 / SPEED_OF_LIGHT_KMS)
+    assert doppler_to_rest(observed, 30.0) == pytest.approx([5000.0], abs=1e-3)
+
+
+def test_continuum_normalisation_puts_the_continuum_at_one_despite_lines():
+    from vo_ml.spectra.grid import normalise_continuum
+
+    wavelength = np.linspace(4000.0, 6000.0, 4000)
+    continuum = 2.0 + 1e-3 * (wavelength - 4000.0)
+    lines = 1 - 0.6 * np.exp(-0.5 * ((wavelength[:, None] - np.arange(4050, 6000, 50)) / 1.5) ** 2)
+    flux = continuum * lines.prod(axis=1)
+    normalised = normalise_continuum(wavelength, flux, np.zeros(flux.size, bool))
+    line_free = lines.prod(axis=1) > 0.999
+    assert np.median(normalised[line_free]) == pytest.approx(1.0, abs=0.01)
+
+
+def test_preprocessing_masks_gaps_and_refuses_an_unknown_rest_frame():
+    from conftest import HARPS_CUT
+
+    from vo_ml.spectra.grid import Preprocessing
+    from vo_ml.spectra.readers import read_spectrum
+
+    spectrum = read_spectrum(HARPS_CUT)
+    config = {"grid": {"start": 3800, "stop": 3950, "pixels": 1500, "spacing": "log"},
+              "preprocess": {"gaps": [[3850.0, 3860.0]], "normalise": "continuum"}}
+    flux, mask = Preprocessing.from_config(config).apply(spectrum)
+    centres = Preprocessing.from_config(config).grid.centres
+    assert mask[(centres > 3851) & (centres < 3859)].all()
+    assert not mask[(centres > 3870) & (centres < 3940)].all()
+    assert np.all(flux[mask] == 0)
+    config["preprocess"]["frame"] = "rest"
+    with pytest.raises(ValueError, match="radial velocity is not known"):
+        Preprocessing.from_config(config).apply(spectrum)
+    assert Preprocessing.from_config(config).apply(spectrum, radial_velocity=-21.6)[1].size == 1500

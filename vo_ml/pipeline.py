@@ -20,8 +20,6 @@ from tqdm.auto import tqdm
 from vo_ml.archive import tap_schema
 from vo_ml.archive.backend import ML_COLUMNS, MlColumns
 from vo_ml.archive.duckdb_backend import DuckDBBackend
-from vo_ml.ml.embedding import embed_store
-from vo_ml.ml.training import load_card, train
 from vo_ml.spectra.grid import Grid, Preprocessing
 from vo_ml.spectra.readers import Spectrum, SpectrumReadError, file_checksum, read_spectrum
 from vo_ml.spectra.store import SpectrumStore
@@ -183,6 +181,8 @@ def data_checksum(backend: DuckDBBackend) -> str:
 
 def train_model(db: Path, table: str, config: dict, models_dir: Path) -> Path:
     """Train (or reuse) a model on the table's spectrum store; return its folder."""
+    from vo_ml.ml.training import train  # TensorFlow loads only for the steps that need it
+
     backend = DuckDBBackend(db)
     try:
         store = SpectrumStore(store_path(db, table))
@@ -196,6 +196,9 @@ def train_model(db: Path, table: str, config: dict, models_dir: Path) -> Path:
 
 def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None) -> bool:
     """Write the model's ML columns into ``table``; False when they are already this model's."""
+    from vo_ml.ml.embedding import embed_store
+    from vo_ml.ml.training import load_card
+
     card = load_card(model_dir)
     backend = DuckDBBackend(db)
     try:

@@ -3,10 +3,15 @@
 The format is recognised from the file's content, never from its name: archives rename files, and a
 wrong guess would silently give wrong wavelengths. Every failure is a :class:`SpectrumReadError` that
 names the file and says what is wrong, so an ingest run can record it and carry on.
+
+This module holds the record, the dispatch and the 1-D WCS image reader (MILES, HARPS s1d); the
+other formats live in :mod:`~vo_ml.spectra.sdp` (ESO Phase 3 spectra and other FITS tables),
+:mod:`~vo_ml.spectra.lamost` and :mod:`~vo_ml.spectra.votable_dm` (IVOA Spectrum DM VOTables).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +20,13 @@ import numpy as np
 from astropy import units as u
 from astropy.io import fits
 
-__all__ = ["Spectrum", "SpectrumMeta", "SpectrumReadError", "read_spectrum", "file_checksum"]
+__all__ = [
+    "Spectrum", "SpectrumMeta", "SpectrumReadError", "read_spectrum", "file_checksum",
+    "checked_spectrum", "wavelength_unit", "frame_from_reference", "header_text", "header_number",
+]
 
 FITS_MAGIC = b"SIMPLE  ="
+GZIP_MAGIC = b"\x1f\x8b"
 
 #: Wavelength units that 1-D FITS files write in CUNIT1 or, in ESO pipelines, in CTYPE1.
 _WAVELENGTH_UNITS = {
@@ -78,29 +87,131 @@ def file_checksum(path: str | Path) -> str:
 
 
 def read_spectrum(path: str | Path) -> Spectrum:
-    """Read ``path`` as a spectrum, recognising the format from its first bytes."""
+    """Read ``path`` as a spectrum, recognising FITS (plain or gzipped) or VOTable from its first bytes."""
+    from vo_ml.spectra.votable_dm import read_votable_spectrum
+
     path = Path(path)
+    head = _first_bytes(path)
+    if head.startswith(FITS_MAGIC):
+        return _read_fits(path)
+    if head.lstrip().startswith((b"<?xml", b"<VOTABLE")):
+        return read_votable_spectrum(path)
+    raise SpectrumReadError(
+        path, "not a FITS file (it does not start with SIMPLE =) nor a VOTable (it does not start with <)"
+    )
+
+
+def _first_bytes(path: Path, n: int = 64) -> bytes:
+    """The first bytes of the content, looking inside gzip: archives serve ``.fits.gz`` as often as not."""
     try:
         with open(path, "rb") as f:
-            head = f.read(len(FITS_MAGIC))
-    except OSError as error:
-        raise SpectrumReadError(path, f"cannot open file: {error.strerror}") from error
-    if head != FITS_MAGIC:
-        raise SpectrumReadError(path, "not a FITS file (it does not start with SIMPLE =)")
-    return _read_fits(path)
+            head = f.read(n)
+        if head.startswith(GZIP_MAGIC):
+            with gzip.open(path, "rb") as f:
+                head = f.read(n)
+    except (OSError, EOFError) as error:
+        raise SpectrumReadError(path, f"cannot open file: {error}") from error
+    return head
 
 
 def _read_fits(path: Path) -> Spectrum:
+    """Try each FITS layout in turn; the first whose structure matches reads the file."""
+    from vo_ml.spectra.lamost import is_lamost, read_lamost
+    from vo_ml.spectra.sdp import find_spectrum_table, read_table_spectrum
+
     try:
         with fits.open(path, memmap=False) as hdus:
             primary = hdus[0]
-            if primary.data is not None and primary.header.get("NAXIS") == 1:
+            if primary.header.get("NAXIS") == 1 and primary.data is not None:
                 return _read_wcs_image(path, primary.header, np.asarray(primary.data))
-    except (OSError, ValueError, TypeError) as error:
+            if is_lamost(primary.header):
+                return read_lamost(path, hdus)
+            table = find_spectrum_table(hdus)
+            if table is not None:
+                return read_table_spectrum(path, primary.header, table)
+            _refuse_multi_spectrum_image(path, hdus)
+    except SpectrumReadError:
+        raise
+    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError) as error:
         raise SpectrumReadError(path, f"unreadable FITS: {error}") from error
     raise SpectrumReadError(
-        path, "no 1-D spectrum found: the primary HDU is not a 1-D image with a wavelength axis"
+        path, "no 1-D spectrum found: no 1-D image with a wavelength axis, no table with a wavelength column"
     )
+
+
+def _refuse_multi_spectrum_image(path: Path, hdus: fits.HDUList) -> None:
+    """Files that stack many spectra (MaNGA test sets, IFU cubes) need a choice this reader cannot make."""
+    for index, hdu in enumerate(hdus):
+        if isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU) and hdu.header.get("NAXIS", 0) >= 2:
+            shape = hdu.data.shape
+            name = hdu.name or f"#{index}"
+            count = int(np.prod(shape[:-1]))
+            raise SpectrumReadError(
+                path, f"holds {count} spectra (HDU {name} has shape {shape}): not a single 1-D spectrum, "
+                "split it into one file per spectrum first"
+            )
+
+
+def checked_spectrum(
+    path: Path,
+    wavelength: u.Quantity,
+    flux: np.ndarray,
+    bad: np.ndarray,
+    meta: SpectrumMeta,
+    medium: str,
+    frame: str,
+    error: np.ndarray | None = None,
+) -> Spectrum:
+    """The record, after the checks every format needs: finite, increasing wavelengths and some flux.
+
+    ``bad`` is the format's own quality mask; non-finite flux is added to it, and masked flux is set
+    to NaN so that no reader lets a flagged value through by accident.
+    """
+    _check_wavelengths(path, wavelength.value)
+    flux = np.asarray(flux, dtype=np.float64)
+    if not np.isfinite(flux).any():
+        raise SpectrumReadError(path, "flux is NaN or infinite everywhere")
+    mask = np.asarray(bad, dtype=bool) | ~np.isfinite(flux)
+    return Spectrum(
+        wavelength=wavelength,
+        flux=np.where(mask, np.nan, flux),
+        mask=mask,
+        meta=meta,
+        medium=medium,
+        frame=frame,
+        error=None if error is None else np.asarray(error, dtype=np.float64),
+    )
+
+
+def _check_wavelengths(path: Path, values: np.ndarray) -> None:
+    if values.size < 2:
+        raise SpectrumReadError(path, f"no wavelength axis: only {values.size} sample(s)")
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise SpectrumReadError(path, f"wavelength is NaN or infinite at {bad} pixels")
+    steps = np.diff(values)
+    if not (steps > 0).all():
+        first = int(np.argmax(steps <= 0)) + 1
+        raise SpectrumReadError(
+            path, f"wavelengths are not monotonic: pixel {first} ({values[first]:g}) "
+            f"does not follow {values[first - 1]:g}"
+        )
+
+
+def wavelength_unit(path: Path, text: str | None) -> u.Unit:
+    """The unit a table column or VOTable field declares, which must be a length."""
+    word = (text or "").strip()
+    if not word:
+        raise SpectrumReadError(path, "unknown wavelength unit: the wavelength column declares none")
+    if word.lower() in _WAVELENGTH_UNITS:
+        return _WAVELENGTH_UNITS[word.lower()]
+    try:
+        unit = u.Unit(word)
+    except ValueError as error:
+        raise SpectrumReadError(path, f"unknown wavelength unit {word!r}") from error
+    if not unit.is_equivalent(u.m):
+        raise SpectrumReadError(path, f"unknown wavelength unit {word!r}: not a length")
+    return unit
 
 
 def _read_wcs_image(path: Path, header: fits.Header, data: np.ndarray) -> Spectrum:
@@ -156,20 +267,35 @@ def _frame(header: fits.Header) -> str:
         return "barycentric"
     if "MJD-OBS" not in header and "DATE-OBS" not in header:
         return "rest"
-    return str(header.get("SPECSYS", "topocentric")).lower()
+    return frame_from_reference(header.get("SPECSYS")) or "topocentric"
+
+
+#: FITS WCS ``SPECSYS`` values and IVOA ``RefPos`` values, mapped to the record's three frames.
+#: Heliocentric and barycentric differ by under 15 m/s, far below the resolution of these spectra.
+_FRAMES = {
+    "source": "rest", "rest": "rest",
+    "barycent": "barycentric", "barycenter": "barycentric", "barycentric": "barycentric",
+    "heliocen": "barycentric", "heliocenter": "barycentric", "heliocentric": "barycentric",
+    "topocent": "topocentric", "topocenter": "topocentric", "topocentric": "topocentric",
+}
+
+
+def frame_from_reference(value: object) -> str | None:
+    """The frame a ``SPECSYS`` card or a Spectrum DM ``RefPos`` names, or None when it names none we know."""
+    return _FRAMES.get(str(value).strip().lower()) if value is not None else None
 
 
 def _fits_meta(path: Path, header: fits.Header, wavelength: u.Quantity) -> SpectrumMeta:
     return SpectrumMeta(
         source=str(path),
         checksum=file_checksum(path),
-        target=_text(header.get("OBJECT")),
-        ra=_number(header.get("RA")),
-        dec=_number(header.get("DEC")),
-        mjd=_number(header.get("MJD-OBS")),
-        exptime=_number(header.get("EXPTIME")),
-        snr=_number(header.get("SNR", header.get("HIERARCH ESO DRS SPE EXT SN50"))),
-        instrument=_text(header.get("INSTRUME")),
+        target=header_text(header.get("OBJECT")),
+        ra=header_number(header.get("RA")),
+        dec=header_number(header.get("DEC")),
+        mjd=header_number(header.get("MJD-OBS")),
+        exptime=header_number(header.get("EXPTIME")),
+        snr=header_number(header.get("SNR", header.get("HIERARCH ESO DRS SPE EXT SN50"))),
+        instrument=header_text(header.get("INSTRUME")),
         resolving_power=_resolving_power(header, wavelength),
     )
 
@@ -177,20 +303,22 @@ def _fits_meta(path: Path, header: fits.Header, wavelength: u.Quantity) -> Spect
 def _resolving_power(header: fits.Header, wavelength: u.Quantity) -> float | None:
     """From SPEC_RES, or from a FWHM in Angstrom at the middle of the range (MILES: 2.5 A)."""
     if "SPEC_RES" in header:
-        return _number(header["SPEC_RES"])
-    fwhm = _number(header.get("FWHM"))
+        return header_number(header["SPEC_RES"])
+    fwhm = header_number(header.get("FWHM"))
     if not fwhm:
         return None
     centre = wavelength[wavelength.size // 2].to_value(u.AA)
     return round(centre / fwhm, 1)
 
 
-def _text(value: object) -> str | None:
+def header_text(value: object) -> str | None:
+    """A header string, or None when it is blank, so empty cards do not become empty names."""
     text = str(value).strip() if value is not None else ""
     return text or None
 
 
-def _number(value: object) -> float | None:
+def header_number(value: object) -> float | None:
+    """A header value as a finite float, or None: headers write numbers as strings and NaN as text."""
     try:
         number = float(value)
     except (TypeError, ValueError):
