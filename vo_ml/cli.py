@@ -53,7 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--table", help="table to fill (default: the config's)")
     ingest.add_argument("--batch-size", type=int, default=128,
                         help="files read in parallel and written together (memory grows with it)")
+    ingest.add_argument("--workers", type=int, default=2, help="processes reading files")
     ingest.set_defaults(run=_ingest)
+
+    synth = commands.add_parser("synth", help="write labelled synthetic HARPS-like SDP spectra")
+    synth.add_argument("--n", type=int, required=True, help="how many spectra")
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--seed", type=int, default=1)
+    synth.add_argument("--workers", type=int, default=2)
+    synth.set_defaults(run=_synth)
 
     train = commands.add_parser("train", help="train a model on an ingested table")
     train.add_argument("--db", type=Path, required=True)
@@ -113,17 +121,21 @@ def _spectrum_files(sources: Sequence[Path]) -> list[Path]:
 
 
 def _describer(config: dict, sources: Sequence[Path]) -> Callable | None:
-    if config.get("catalogue") != "miles":
+    """The catalogue the archive config names: ``miles`` (the MILES table) or ``csv``
+    (a labels.csv beside the files, as ``vo-ml synth`` writes)."""
+    catalogue = config.get("catalogue")
+    if catalogue is None:
         return None
+    from vo_ml.spectra.labels import CsvDescriber
     from vo_ml.spectra.miles import PARAMETER_TABLE, MilesDescriber
 
+    table, describer = {"miles": (PARAMETER_TABLE, MilesDescriber),
+                        "csv": ("labels.csv", lambda folder: CsvDescriber(folder / "labels.csv"))}[catalogue]
     for source in sources:
         folder = source if source.is_dir() else source.parent
-        if (folder / PARAMETER_TABLE).is_file():
-            return MilesDescriber(folder)
-    raise FileNotFoundError(
-        f"the archive config takes labels from the MILES table, but no source folder holds "
-        f"{PARAMETER_TABLE}")
+        if (folder / table).is_file():
+            return describer(folder)
+    raise FileNotFoundError(f"the archive config takes labels from {table}, but no source folder holds it")
 
 
 def _ingest(arguments: argparse.Namespace) -> int:
@@ -131,8 +143,16 @@ def _ingest(arguments: argparse.Namespace) -> int:
 
     raw, config = _archive_config(arguments.config, arguments.table)
     summary = ingest(_spectrum_files(arguments.sources), arguments.db, config,
-                     _describer(raw, arguments.sources), arguments.batch_size)
+                     _describer(raw, arguments.sources), arguments.batch_size, arguments.workers)
     print(summary)
+    return 0
+
+
+def _synth(arguments: argparse.Namespace) -> int:
+    from vo_ml.spectra.synthetic import generate_archive
+
+    labels = generate_archive(arguments.out, arguments.n, arguments.seed, arguments.workers)
+    print(f"{arguments.n} spectra in {arguments.out}, labels in {labels}")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from vo_ml.archive import tap_schema
 from vo_ml.archive.backend import ML_COLUMNS, MlColumns
 from vo_ml.archive.duckdb_backend import DuckDBBackend
 from vo_ml.spectra.grid import Grid, Preprocessing
+from vo_ml.spectra.labels import RADIAL_VELOCITY
 from vo_ml.spectra.readers import Spectrum, SpectrumReadError, file_checksum, read_spectrum
 from vo_ml.spectra.store import SpectrumStore
 
@@ -70,7 +72,7 @@ def store_path(db: Path, table: str) -> Path:
 
 def ingest(
     files: Sequence[Path], db: Path, config: ArchiveConfig, describe: Describer | None = None,
-    files_per_batch: int = FILES_PER_BATCH,
+    files_per_batch: int = FILES_PER_BATCH, workers: int = 2,
 ) -> IngestSummary:
     """Read ``files`` into the table and its spectrum store; skip files already ingested.
 
@@ -79,6 +81,8 @@ def ingest(
     a time, so memory stays flat however many there are. Each batch is written arrays first,
     rows second; a run killed anywhere leaves at most a tail of store rows without table rows,
     which the next run cuts off before it ingests those files again (see :func:`_reconcile`).
+    Reading and preprocessing run in ``workers`` processes: FITS parsing holds the GIL, so
+    threads would not scale.
     """
     table = tap_schema.load().table(config.table)
     if table is None:
@@ -91,12 +95,13 @@ def ingest(
         _reconcile(store, backend.ingested_dids(table.name))
         done = backend.ingested_checksums()
         known_dids = set(store.dids)
-        with tqdm(total=len(files), desc=f"ingest {config.table}", unit="file") as bar:
+        with (tqdm(total=len(files), desc=f"ingest {config.table}", unit="file") as bar,
+              ProcessPoolExecutor(workers) as pool):
             for start in range(0, len(files), files_per_batch):
                 batch = files[start:start + files_per_batch]
                 prepared = dask.compute(
                     *[dask.delayed(_prepare)(f, config, describe, done) for f in batch],
-                    scheduler="threads")
+                    scheduler="processes", pool=pool)
                 _write_batch(prepared, backend, store, table, known_dids, summary)
                 bar.update(len(batch))
         backend.publish_tap_schema(tap_schema.load())
@@ -126,7 +131,7 @@ def _prepare(path: Path, config: ArchiveConfig, describe: Describer | None, done
         row = _catalogue_row(path, spectrum, config)
         if describe is not None:
             row.update(describe(path, spectrum))
-        flux, mask = config.preprocessing.apply(spectrum)
+        flux, mask = config.preprocessing.apply(spectrum, row.pop(RADIAL_VELOCITY, None))
     except (SpectrumReadError, ValueError, OSError) as error:
         reason = error.reason if isinstance(error, SpectrumReadError) else str(error)
         return {"failed": (str(path), checksum, reason)}

@@ -17,7 +17,14 @@ from vo_ml.spectra.grid import Grid
 
 __all__ = ["SpectrumStore"]
 
-ROWS_PER_CHUNK = 256
+#: A chunk holds whole spectra and about this many bytes of flux: small enough that appending a
+#: batch rewrites little, large enough that training reads few files.
+CHUNK_BYTES = 8 << 20
+
+
+def rows_per_chunk(pixels: int) -> int:
+    """Spectra per chunk for spectra of ``pixels`` float32 values."""
+    return max(1, min(1024, CHUNK_BYTES // (4 * pixels)))
 
 
 class SpectrumStore:
@@ -42,10 +49,11 @@ class SpectrumStore:
     def _create(self, grid: Grid) -> None:
         group = zarr.open_group(str(self.path), mode="w")
         group.attrs["grid"] = grid.as_dict()
-        chunk = (ROWS_PER_CHUNK, grid.pixels)
-        group.create_array("flux", shape=(0, grid.pixels), dtype="f4", chunks=chunk)
+        chunk = (rows_per_chunk(grid.pixels), grid.pixels)
+        # Normalised flux is noise-like and barely compresses: storing it raw keeps ingest fast.
+        group.create_array("flux", shape=(0, grid.pixels), dtype="f4", chunks=chunk, compressors=None)
         group.create_array("mask", shape=(0, grid.pixels), dtype="bool", chunks=chunk)
-        group.create_array("did", shape=(0,), dtype=str, chunks=(ROWS_PER_CHUNK * 16,))
+        group.create_array("did", shape=(0,), dtype=str, chunks=(4096,))
 
     def __len__(self) -> int:
         return self._group["did"].shape[0]
