@@ -23,7 +23,8 @@ from vo_ml.archive.backend import ML_COLUMNS, MlColumns
 from vo_ml.archive.duckdb_backend import DuckDBBackend
 from vo_ml.spectra.grid import Grid, Preprocessing
 from vo_ml.spectra.labels import RADIAL_VELOCITY
-from vo_ml.spectra.readers import Spectrum, SpectrumReadError, file_checksum, read_spectrum
+from vo_ml.spectra.readers import read_spectrum
+from vo_ml.spectra.record import Spectrum, SpectrumReadError, file_checksum
 from vo_ml.spectra.store import SpectrumStore
 
 __all__ = ["ArchiveConfig", "IngestSummary", "ingest", "train_model", "embed", "store_path"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy import units as u
 
-from vo_ml.spectra.readers import Spectrum
+from vo_ml.spectra.record import Spectrum
 
 __all__ = ["Grid", "Preprocessing", "resample", "normalise_median", "normalise_continuum", "to_grid",
            "downsample", "air_to_vacuum", "vacuum_to_air", "doppler_to_rest", "in_windows"]

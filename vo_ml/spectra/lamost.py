@@ -33,7 +33,7 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.time import Time
 
-from vo_ml.spectra.readers import (
+from vo_ml.spectra.record import (
     Spectrum,
     SpectrumMeta,
     SpectrumReadError,

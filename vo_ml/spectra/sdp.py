@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from vo_ml.spectra.readers import (
+from vo_ml.spectra.record import (
     Spectrum,
     SpectrumMeta,
     SpectrumReadError,

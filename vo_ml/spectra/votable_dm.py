@@ -21,7 +21,7 @@ from astropy import units as u
 from astropy.io.votable import parse
 from astropy.io.votable.tree import Field, Param, TableElement, VOTableFile
 
-from vo_ml.spectra.readers import (
+from vo_ml.spectra.record import (
     Spectrum,
     SpectrumMeta,
     SpectrumReadError,

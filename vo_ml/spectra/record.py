@@ -1,0 +1,168 @@
+"""The common spectrum record every reader returns, and the checks and header helpers they share.
+
+It sits apart from the readers so that each format module can import it while
+:mod:`vo_ml.spectra.readers` imports the format modules: imports flow one way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+
+__all__ = [
+    "Spectrum", "SpectrumMeta", "SpectrumReadError", "file_checksum", "checked_spectrum",
+    "wavelength_unit", "frame_from_reference", "header_text", "header_number", "WAVELENGTH_UNITS",
+]
+
+#: Wavelength units that 1-D FITS files write in CUNIT1 or, in ESO pipelines, in CTYPE1.
+WAVELENGTH_UNITS = {
+    "angstrom": u.AA, "angstroms": u.AA, "a": u.AA, "aa": u.AA,
+    "nm": u.nm, "nanometer": u.nm, "um": u.um, "micron": u.um, "m": u.m,
+}
+
+
+#: FITS WCS ``SPECSYS`` values and IVOA ``RefPos`` values, mapped to the record's three frames.
+#: Heliocentric and barycentric differ by under 15 m/s, far below the resolution of these spectra.
+_FRAMES = {
+    "source": "rest", "rest": "rest",
+    "barycent": "barycentric", "barycenter": "barycentric", "barycentric": "barycentric",
+    "heliocen": "barycentric", "heliocenter": "barycentric", "heliocentric": "barycentric",
+    "topocent": "topocentric", "topocenter": "topocentric", "topocentric": "topocentric",
+}
+
+
+class SpectrumReadError(ValueError):
+    """A file that cannot be read as a spectrum; ``reason`` is short enough for a report table."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass
+class SpectrumMeta:
+    """What the file tells about the observation; ``None`` where it does not say."""
+
+    source: str
+    checksum: str
+    target: str | None = None
+    ra: float | None = None
+    dec: float | None = None
+    mjd: float | None = None
+    exptime: float | None = None
+    snr: float | None = None
+    instrument: str | None = None
+    resolving_power: float | None = None
+
+
+@dataclass
+class Spectrum:
+    """One observed 1-D spectrum.
+
+    ``mask`` is True where a pixel must not be used. ``medium`` is ``"air"`` or ``"vacuum"``;
+    ``frame`` is ``"rest"``, ``"barycentric"`` or ``"topocentric"``.
+    """
+
+    wavelength: u.Quantity
+    flux: np.ndarray
+    mask: np.ndarray
+    meta: SpectrumMeta
+    medium: str = "air"
+    frame: str = "topocentric"
+    error: np.ndarray | None = None
+
+
+def file_checksum(path: str | Path) -> str:
+    """SHA-256 of the file, so re-ingesting an unchanged file can be skipped."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checked_spectrum(
+    path: Path,
+    wavelength: u.Quantity,
+    flux: np.ndarray,
+    bad: np.ndarray,
+    meta: SpectrumMeta,
+    medium: str,
+    frame: str,
+    error: np.ndarray | None = None,
+) -> Spectrum:
+    """The record, after the checks every format needs: finite, increasing wavelengths and some flux.
+
+    ``bad`` is the format's own quality mask; non-finite flux is added to it, and masked flux is set
+    to NaN so that no reader lets a flagged value through by accident.
+    """
+    _check_wavelengths(path, wavelength.value)
+    flux = np.asarray(flux, dtype=np.float64)
+    if not np.isfinite(flux).any():
+        raise SpectrumReadError(path, "flux is NaN or infinite everywhere")
+    mask = np.asarray(bad, dtype=bool) | ~np.isfinite(flux)
+    return Spectrum(
+        wavelength=wavelength,
+        flux=np.where(mask, np.nan, flux),
+        mask=mask,
+        meta=meta,
+        medium=medium,
+        frame=frame,
+        error=None if error is None else np.asarray(error, dtype=np.float64),
+    )
+
+
+def _check_wavelengths(path: Path, values: np.ndarray) -> None:
+    if values.size < 2:
+        raise SpectrumReadError(path, f"no wavelength axis: only {values.size} sample(s)")
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise SpectrumReadError(path, f"wavelength is NaN or infinite at {bad} pixels")
+    steps = np.diff(values)
+    if not (steps > 0).all():
+        first = int(np.argmax(steps <= 0)) + 1
+        raise SpectrumReadError(
+            path, f"wavelengths are not monotonic: pixel {first} ({values[first]:g}) "
+            f"does not follow {values[first - 1]:g}"
+        )
+
+
+def wavelength_unit(path: Path, text: str | None) -> u.Unit:
+    """The unit a table column or VOTable field declares, which must be a length."""
+    word = (text or "").strip()
+    if not word:
+        raise SpectrumReadError(path, "unknown wavelength unit: the wavelength column declares none")
+    if word.lower() in WAVELENGTH_UNITS:
+        return WAVELENGTH_UNITS[word.lower()]
+    try:
+        unit = u.Unit(word)
+    except ValueError as error:
+        raise SpectrumReadError(path, f"unknown wavelength unit {word!r}") from error
+    if not unit.is_equivalent(u.m):
+        raise SpectrumReadError(path, f"unknown wavelength unit {word!r}: not a length")
+    return unit
+
+
+def frame_from_reference(value: object) -> str | None:
+    """The frame a ``SPECSYS`` card or a Spectrum DM ``RefPos`` names, or None when it names none we know."""
+    return _FRAMES.get(str(value).strip().lower()) if value is not None else None
+
+
+def header_text(value: object) -> str | None:
+    """A header string, or None when it is blank, so empty cards do not become empty names."""
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def header_number(value: object) -> float | None:
+    """A header value as a finite float, or None: headers write numbers as strings and NaN as text."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
