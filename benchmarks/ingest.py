@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -48,19 +47,23 @@ def _timed(action) -> float:
     return time.perf_counter() - started
 
 
+#: Runs one command and prints the peak RSS (kB) of the largest process below it, so each ingest
+#: is measured on its own.
+_PEAK_RSS = ("import resource, subprocess, sys; "
+             "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, "
+             "stderr=subprocess.DEVNULL); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
 def _ingest(sources: Path, config: str, workers: int, scratch: Path) -> tuple[float, float]:
     """Wall time and peak RSS (MB, largest single process) of `vo-ml ingest` on ``sources``."""
     db = scratch / f"bench-{time.monotonic_ns()}.duckdb"
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    subprocess.run([VO_ML, "ingest", str(sources), "--db", str(db), "--config", config,
-                    "--workers", str(workers), "--batch-size", "16"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak <= before:
-        peak = float("nan")
-    return wall, peak / 1024
+    peak_kb = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, VO_ML, "ingest", str(sources), "--db", str(db),
+         "--config", config, "--workers", str(workers), "--batch-size", "64"],
+        check=True, capture_output=True, text=True).stdout
+    return time.perf_counter() - started, int(peak_kb) / 1024
 
 
 def _subset(files: list[Path], folder: Path, labels: Path | None) -> Path:

@@ -11,9 +11,11 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import dask
+import dask.bag
 import numpy as np
 from astropy import units as u
 from tqdm.auto import tqdm
@@ -82,8 +84,9 @@ def ingest(
     a time, so memory stays flat however many there are. Each batch is written arrays first,
     rows second; a run killed anywhere leaves at most a tail of store rows without table rows,
     which the next run cuts off before it ingests those files again (see :func:`_reconcile`).
-    Reading and preprocessing run in ``workers`` processes: FITS parsing holds the GIL, so
-    threads would not scale.
+    Reading and preprocessing run as a Dask bag over ``workers`` processes (FITS parsing holds
+    the GIL, so threads would not scale), one partition per worker, so the configuration, the
+    catalogue and the set of done checksums travel to a worker once per batch, not once per file.
     """
     table = tap_schema.load().table(config.table)
     if table is None:
@@ -100,8 +103,8 @@ def ingest(
               ProcessPoolExecutor(workers) as pool):
             for start in range(0, len(files), files_per_batch):
                 batch = files[start:start + files_per_batch]
-                prepared = dask.compute(
-                    *[dask.delayed(_prepare)(f, config, describe, done) for f in batch],
+                prepare = partial(_prepare, config=config, describe=describe, done=done)
+                prepared = dask.bag.from_sequence(batch, npartitions=workers).map(prepare).compute(
                     scheduler="processes", pool=pool)
                 _write_batch(prepared, backend, store, table, known_dids, summary)
                 bar.update(len(batch))
