@@ -252,3 +252,23 @@ def test_a_fits_file_without_any_wavelength_axis_is_refused(tmp_path):
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([column])]).writeto(path)
     with pytest.raises(SpectrumReadError, match="no 1-D spectrum found"):
         read_spectrum(path)
+
+
+def test_the_same_star_through_two_formats_gives_the_same_normalised_spectrum():
+    """X-shooter (SDP table, R ~ 10,000) and MILES (WCS image, 2.5 A FWHM) of one star agree once
+    both go through the same preprocessing at MILES resolution; without the common resolution
+    they do not."""
+    from vo_ml.spectra.grid import Preprocessing
+
+    grid = {"start": 4000, "stop": 5500, "pixels": 3000, "spacing": "log"}
+    common = Preprocessing.from_config({"grid": grid, "preprocess": {"normalise": "continuum", "fwhm": 2.5}})
+    xsl, xsl_mask = common.apply(read_spectrum(XSL_ROWS))
+    miles, miles_mask = common.apply(read_spectrum(MILES_SAME_STAR))
+    good = ~(xsl_mask | miles_mask)
+    assert good.mean() > 0.99
+    rms = np.sqrt(np.mean((xsl[good] - miles[good]) ** 2))
+    assert rms < 0.02
+    assert np.corrcoef(xsl[good], miles[good])[0, 1] > 0.98
+    native = Preprocessing.from_config({"grid": grid, "preprocess": {"normalise": "continuum"}})
+    unsmoothed, _ = native.apply(read_spectrum(XSL_ROWS))
+    assert np.sqrt(np.mean((unsmoothed[good] - miles[good]) ** 2)) > 4 * rms

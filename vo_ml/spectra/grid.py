@@ -16,7 +16,7 @@ from astropy import units as u
 from vo_ml.spectra.record import Spectrum
 
 __all__ = ["Grid", "Preprocessing", "resample", "normalise_median", "normalise_continuum", "to_grid",
-           "downsample", "air_to_vacuum", "vacuum_to_air", "doppler_to_rest", "in_windows"]
+           "downsample", "smooth_to_fwhm", "air_to_vacuum", "vacuum_to_air", "doppler_to_rest", "in_windows"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,30 @@ def normalise_continuum(
     return flux / np.interp(wavelength, nodes, levels)
 
 
+def smooth_to_fwhm(
+    wavelength: np.ndarray, flux: np.ndarray, mask: np.ndarray, fwhm: float, resolving_power: float
+) -> np.ndarray:
+    """Degrade a spectrum of ``resolving_power`` to a Gaussian line spread of ``fwhm`` A.
+
+    Spectra from instruments of different resolution only compare once they share one. The
+    kernel (sized at the middle of the range) is applied by normalised convolution, so masked
+    pixels neither contribute nor leave holes in their neighbours.
+    """
+    centre = wavelength[wavelength.size // 2]
+    own = centre / resolving_power
+    if own >= fwhm:
+        return flux
+    step = np.median(np.diff(wavelength))
+    sigma = np.sqrt(fwhm**2 - own**2) / (2 * np.sqrt(2 * np.log(2))) / step
+    offsets = np.arange(-int(np.ceil(4 * sigma)), int(np.ceil(4 * sigma)) + 1)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    good = (~mask).astype(np.float64)
+    weighted = np.convolve(np.where(mask, 0.0, flux) * good, kernel, mode="same")
+    weights = np.convolve(good, kernel, mode="same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weights > 0, weighted / weights, np.nan)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """Every step from an observed spectrum to the store, as an archive config names them.
@@ -155,7 +179,8 @@ class Preprocessing:
     ``frame`` is ``"rest"`` (shift by the star's radial velocity, which must then be known),
     ``"barycentric"`` or ``"as-is"``; ``gaps`` and ``telluric`` are wavelength windows (A, in the
     grid's medium) masked before resampling, e.g. the HARPS CCD gap; ``normalise`` is
-    ``"median"`` or ``"continuum"``.
+    ``"median"`` or ``"continuum"``; ``fwhm`` (A), when given, degrades every spectrum of higher
+    resolution to that line spread first, so archives of several instruments compare.
     """
 
     grid: Grid
@@ -163,6 +188,7 @@ class Preprocessing:
     gaps: tuple[tuple[float, float], ...] = ()
     telluric: tuple[tuple[float, float], ...] = ()
     normalise: str = "median"
+    fwhm: float | None = None
 
     @classmethod
     def from_config(cls, config: dict) -> Preprocessing:
@@ -173,6 +199,7 @@ class Preprocessing:
             tuple(tuple(w) for w in steps.get("gaps", ())),
             tuple(tuple(w) for w in steps.get("telluric", ())),
             steps.get("normalise", "median"),
+            float(steps["fwhm"]) if steps.get("fwhm") else None,
         )
         if preprocessing.frame not in ("rest", "barycentric", "as-is"):
             raise ValueError(f"preprocess.frame {preprocessing.frame!r}: use rest, barycentric or as-is")
@@ -189,7 +216,13 @@ class Preprocessing:
         if np.any(np.diff(wavelength) <= 0):
             raise ValueError(f"{source}: wavelengths are not strictly increasing")
         mask = spectrum.mask | in_windows(wavelength, self.gaps + self.telluric)
-        flux, mask = resample(wavelength, spectrum.flux, mask, self.grid.edges)
+        flux = spectrum.flux
+        if self.fwhm is not None:
+            if not spectrum.meta.resolving_power:
+                raise ValueError(f"{source}: the config asks for a common resolution, but the file "
+                                 "gives no resolving power (SPEC_RES)")
+            flux = smooth_to_fwhm(wavelength, flux, mask, self.fwhm, spectrum.meta.resolving_power)
+        flux, mask = resample(wavelength, flux, mask, self.grid.edges)
         if mask.all():
             raise ValueError(
                 f"{source}: no good pixel on the grid {self.grid.start}-{self.grid.stop} A "
