@@ -48,3 +48,16 @@ def test_ingest_of_a_missing_source_is_one_clear_line(tmp_path):
 def test_serve_refuses_a_missing_database(tmp_path):
     result = vo_ml("serve", "--db", tmp_path / "missing.duckdb", "--port", "1")
     assert result.returncode == 2 and "vo-ml ingest" in result.stderr
+
+
+def test_ingest_from_an_ssa_service_downloads_caches_and_ingests(tap_url, tmp_path):
+    service = tap_url.removesuffix("/tap") + "/ssa?TARGETNAME=HD010700"
+    db = tmp_path / "remote.duckdb"
+    first = vo_ml("ingest", service, "--db", db, "--config", "miles")
+    assert first.returncode == 0, first.stderr
+    assert "1 ingested, 0 already there, 0 failed" in first.stdout
+    cached = list((tmp_path / "ssa_cache").iterdir())
+    assert len(cached) == 1
+    again = vo_ml("ingest", service, "--db", db, "--config", "miles")
+    assert "0 ingested, 1 already there" in again.stdout
+    assert [p.stat().st_mtime for p in (tmp_path / "ssa_cache").iterdir()] == [cached[0].stat().st_mtime]

@@ -47,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     ingest = commands.add_parser("ingest", help="read spectrum files into a TAP table")
-    ingest.add_argument("sources", nargs="+", type=Path, help="files or folders of spectra")
+    ingest.add_argument("sources", nargs="+",
+                        help="files or folders of spectra, or SSA service URLs whose query "
+                             "parameters (POS, SIZE, BAND, TIME, TARGETNAME, MAXREC) select spectra")
     ingest.add_argument("--db", type=Path, required=True)
     ingest.add_argument("--config", default="miles", help="archive config (name or YAML path)")
     ingest.add_argument("--table", help="table to fill (default: the config's)")
@@ -109,7 +111,7 @@ def _archive_config(name: str, table: str | None = None) -> object:
 
 def _spectrum_files(sources: Sequence[Path]) -> list[Path]:
     files: list[Path] = []
-    for source in sources:
+    for source in map(Path, sources):
         if source.is_dir():
             files.extend(sorted(p for p in source.rglob("*") if p.is_file() and not
                                 p.name.endswith((".txt", ".db", ".md", ".csv"))))
@@ -124,7 +126,7 @@ def _describer(config: dict, sources: Sequence[Path]) -> Callable | None:
     """The catalogue the archive config names: ``miles`` (the MILES table) or ``csv``
     (a labels.csv beside the files, as ``vo-ml synth`` writes)."""
     catalogue = config.get("catalogue")
-    if catalogue is None:
+    if catalogue is None or not sources:
         return None
     from vo_ml.spectra.labels import CsvDescriber
     from vo_ml.spectra.miles import PARAMETER_TABLE, MilesDescriber
@@ -142,10 +144,36 @@ def _ingest(arguments: argparse.Namespace) -> int:
     from vo_ml.pipeline import ingest
 
     raw, config = _archive_config(arguments.config, arguments.table)
-    summary = ingest(_spectrum_files(arguments.sources), arguments.db, config,
-                     _describer(raw, arguments.sources), arguments.batch_size, arguments.workers)
+    services = [s for s in arguments.sources if s.startswith(("http://", "https://"))]
+    local = [Path(s) for s in arguments.sources if s not in services]
+    downloaded, failures = _fetch_from_ssa(services, arguments.db.parent / "ssa_cache")
+    summary = ingest(_spectrum_files(local) + downloaded, arguments.db, config,
+                     _describer(raw, local), arguments.batch_size, arguments.workers, failures)
     print(summary)
     return 0
+
+
+def _fetch_from_ssa(services: Sequence[str], cache: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Download (or find in ``cache``) every spectrum each SSA query URL selects."""
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+    from vo_ml.spectra.ssa import fetch_ssa
+
+    paths: list[Path] = []
+    failures: list[tuple[str, str]] = []
+    for service in services:
+        parts = urlsplit(service)
+        query = {k.upper(): v for k, v in parse_qsl(parts.query)}
+        pos = tuple(float(v) for v in query["POS"].split(";")[0].split(",")) if "POS" in query else None
+        band = tuple(float(v) for v in query["BAND"].split("/")) if "BAND" in query else None
+        time_range = tuple(query["TIME"].split("/")) if "TIME" in query else None
+        found, failed = fetch_ssa(
+            urlunsplit(parts._replace(query="")), cache, pos=pos,
+            size=float(query["SIZE"]) if "SIZE" in query else None, band=band, time=time_range,
+            target=query.get("TARGETNAME"), maxrec=int(query["MAXREC"]) if "MAXREC" in query else None)
+        paths.extend(found)
+        failures.extend(failed)
+    return paths, failures
 
 
 def _synth(arguments: argparse.Namespace) -> int:

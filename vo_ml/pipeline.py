@@ -8,6 +8,7 @@ skips work already done, so a second run of the demo reuses what the first built
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -76,17 +77,20 @@ def store_path(db: Path, table: str) -> Path:
 def ingest(
     files: Sequence[Path], db: Path, config: ArchiveConfig, describe: Describer | None = None,
     files_per_batch: int = FILES_PER_BATCH, workers: int = 2,
+    fetch_failures: Sequence[tuple[str, str]] = (),
 ) -> IngestSummary:
     """Read ``files`` into the table and its spectrum store; skip files already ingested.
 
     A file that cannot be read or put on the grid is recorded with its reason in the
-    ``vo_ml.ingest_report`` table and the run carries on. Files are read in parallel a batch at
+    ``vo_ml.ingest_report`` table and the run carries on, as is each (source, reason) in
+    ``fetch_failures``: spectra a remote service could not deliver. Files are read in parallel a batch at
     a time, so memory stays flat however many there are. Each batch is written arrays first,
     rows second; a run killed anywhere leaves at most a tail of store rows without table rows,
     which the next run cuts off before it ingests those files again (see :func:`_reconcile`).
     Reading and preprocessing run as a Dask bag over ``workers`` processes (FITS parsing holds
     the GIL, so threads would not scale), one partition per worker, so the configuration, the
     catalogue and the set of done checksums travel to a worker once per batch, not once per file.
+    Workers are spawned, not forked: a fork after TensorFlow has started its threads can hang.
     """
     table = tap_schema.load().table(config.table)
     if table is None:
@@ -97,10 +101,12 @@ def ingest(
         backend.ensure_table(table, [c for c in table.columns if c.name not in ML_COLUMNS])
         store = SpectrumStore(store_path(db, config.table), config.grid)
         _reconcile(store, backend.ingested_dids(table.name))
+        backend.record_failures([(source, None, reason) for source, reason in fetch_failures])
+        summary.failed.extend(fetch_failures)
         done = backend.ingested_checksums()
         known_dids = set(store.dids)
         with (tqdm(total=len(files), desc=f"ingest {config.table}", unit="file") as bar,
-              ProcessPoolExecutor(workers) as pool):
+              ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool):
             for start in range(0, len(files), files_per_batch):
                 batch = files[start:start + files_per_batch]
                 prepare = partial(_prepare, config=config, describe=describe, done=done)
@@ -140,7 +146,7 @@ def _prepare(path: Path, config: ArchiveConfig, describe: Describer | None, done
         reason = error.reason if isinstance(error, SpectrumReadError) else str(error)
         return {"failed": (str(path), checksum, reason)}
     row["obs_publisher_did"] = config.did_prefix + row["obs_id"]
-    return {"row": row, "flux": flux, "mask": mask, "source": (str(path), checksum)}
+    return {"row": row, "flux": flux, "mask": mask, "source": (str(Path(path).resolve()), checksum)}
 
 
 def _catalogue_row(path: Path, spectrum: Spectrum, config: ArchiveConfig) -> dict:

@@ -108,6 +108,19 @@ class DuckDBBackend(Backend):
             f"SELECT obs_publisher_did FROM {INTERNAL_SCHEMA}.ingested WHERE table_name = ?",
             [table_name]).fetchall()}
 
+    def ingested_source(self, did: str) -> tuple[str, str] | None:
+        """(path, table name) of the file a publisher DID was ingested from, or None if unknown.
+
+        The service serves original files only through this lookup, so no request can name a path.
+        """
+        cursor = self.cursor()
+        try:
+            return cursor.execute(
+                f"SELECT path, table_name FROM {INTERNAL_SCHEMA}.ingested WHERE obs_publisher_did = ? "
+                "LIMIT 1", [did]).fetchone()
+        finally:
+            cursor.close()
+
     def record_failures(self, failures: Sequence[tuple[str, str | None, str]]) -> None:
         """Keep one report line per file: the latest reason it failed."""
         if not failures:

@@ -12,12 +12,12 @@ import os
 import tomllib
 from dataclasses import dataclass
 
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 
 from vo_ml.archive.duckdb_backend import DuckDBBackend
 from vo_ml.archive.tap_schema import TapSchema
 
-__all__ = ["create_app", "archive"]
+__all__ = ["create_app", "archive", "base_url"]
 
 DEFAULTS = {
     "ARCHIVE_DB": "vo_ml.duckdb",
@@ -25,6 +25,8 @@ DEFAULTS = {
     "TAP_MAXREC_LIMIT": 1000000,
     "SERVICE_BASE_URL": None,
     "SERVICE_TITLE": "vo_ml latent-similarity TAP service",
+    #: The table SSA searches; None means the first published table with ObsCore columns.
+    "SSA_TABLE": None,
 }
 
 
@@ -49,13 +51,20 @@ def create_app(config: dict | None = None) -> Flask:
     backend = DuckDBBackend(app.config["ARCHIVE_DB"], read_only=True)
     app.extensions["vo_ml"] = Archive(backend, backend.read_tap_schema())
 
-    from vo_ml.service import tap, vosi
+    from vo_ml.service import ssa, tap, vosi
 
     app.register_blueprint(tap.bp)
     app.register_blueprint(vosi.bp)
+    app.register_blueprint(ssa.bp)
     return app
 
 
 def archive() -> Archive:
     """The archive of the app handling the current request."""
     return current_app.extensions["vo_ml"]
+
+
+def base_url() -> str:
+    """The service's public root URL: configured behind a proxy, else the one asked for."""
+    configured = current_app.config.get("SERVICE_BASE_URL")
+    return (configured or request.host_url).rstrip("/")

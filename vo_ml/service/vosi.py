@@ -12,7 +12,7 @@ from lxml import etree
 
 from vo_ml import adql
 from vo_ml.archive.tap_schema import Column, Table
-from vo_ml.service import archive
+from vo_ml.service import archive, base_url
 
 __all__ = ["bp"]
 
@@ -47,12 +47,6 @@ def _element(parent: etree._Element, tag: str, text: object = None, **attributes
 def _xsi_type(element: etree._Element, value: str) -> etree._Element:
     element.set(f"{{{XSI}}}type", value)
     return element
-
-
-def base_url() -> str:
-    """The service's public root URL: configured behind a proxy, else the one asked for."""
-    configured = current_app.config.get("SERVICE_BASE_URL")
-    return (configured or request.host_url).rstrip("/")
 
 
 @bp.route("/availability")

@@ -1,0 +1,366 @@
+"""IVOA SSA 1.1 simple spectral access: ``/ssa`` finds spectra, ``/ssa/data`` hands out their files.
+
+SSA shares the DALI layer with TAP (parameters, MAXREC, error documents, VOTable writer) and reads
+the same published table, so a spectrum found by ADQL is found by SSA too. User values are parsed
+into astropy objects at the boundary (SkyCoord, Quantity, Time), which rejects nonsense with a
+message naming the parameter, and reach SQL only as bound parameters.
+
+The files served are the originals recorded in ``vo_ml.ingested`` at ingest: a request names a
+publisher DID, never a path, so nothing outside the archive's own sources can be read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from astropy import units as u
+from astropy.coordinates import Angle, SkyCoord
+from astropy.time import Time
+from flask import Blueprint, Response, current_app, request, send_file
+
+from vo_ml.archive.backend import INTERNAL_SCHEMA
+from vo_ml.archive.tap_schema import Column, Table
+from vo_ml.service import archive, base_url
+from vo_ml.service.dali import VOTABLE_FORMATS, DaliError, DaliParameters, parse_maxrec
+from vo_ml.service.votable import VOTABLE_MIME, error_votable, results_votable
+
+__all__ = ["bp", "run_query", "FILE_FORMATS"]
+
+bp = Blueprint("ssa", __name__, url_prefix="/ssa")
+log = logging.getLogger(__name__)
+
+#: SIZE when POS comes alone: the diameter of the search cone (SSA 1.1 section 8.5.2).
+DEFAULT_SIZE = Angle(0.1, u.deg)
+FITS_MIME = "application/fits"
+UNKNOWN_MIME = "application/octet-stream"
+#: The MIME type of a source file, from the end of its name; /ssa/data serves it as that type.
+FILE_FORMATS = ((".fits", FITS_MIME), (".fit", FITS_MIME), (".fts", FITS_MIME),
+                (".xml", VOTABLE_MIME), (".vot", VOTABLE_MIME))
+#: FORMAT values and the file formats each one admits; None admits every format. The files are
+#: served as ingested, so "native" is all of them and "compliant" the Spectrum DM VOTables.
+FORMAT_CHOICES: dict[str, tuple[str, ...] | None] = {
+    "all": None, "native": None, "metadata": (),
+    "compliant": (VOTABLE_MIME,), "votable": (VOTABLE_MIME,), VOTABLE_MIME: (VOTABLE_MIME,),
+    "fits": (FITS_MIME,), FITS_MIME: (FITS_MIME,),
+}
+#: Columns a table needs to be searched by SSA: the ObsCore ones every spectrum table carries.
+REQUIRED_COLUMNS = ("obs_publisher_did", "obs_id", "obs_collection", "target_name", "s_ra", "s_dec",
+                    "em_min", "em_max", "em_res_power", "t_min", "t_exptime", "instrument_name",
+                    "dataproduct_type")
+SECONDS_PER_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class SsaQuery:
+    """One queryData request, parsed: each constraint is None when the request does not set it."""
+
+    cone: tuple[SkyCoord, Angle] | None = None
+    band: tuple[u.Quantity | None, u.Quantity | None] | None = None
+    time: tuple[Time | None, Time | None] | None = None
+    target: str | None = None
+    formats: tuple[str, ...] | None = None
+
+
+@bp.route("", methods=["GET", "POST"])
+def query_data() -> Response:
+    parameters = DaliParameters([*request.args.items(multi=True), *request.form.items(multi=True)])
+    try:
+        body = run_query(parameters)
+    except DaliError as error:
+        return _error_response(error)
+    except Exception:
+        log.exception("SSA query failed")
+        return _error_response(DaliError(
+            "internal error while running the query; the service log has the details", 500))
+    return Response(body, mimetype=VOTABLE_MIME)
+
+
+@bp.route("/data")
+def data() -> Response:
+    """The original file of the spectrum whose publisher DID is ``ID``."""
+    parameters = DaliParameters(request.args.items(multi=True))
+    try:
+        path = _source_file(parameters.required("ID"))
+    except DaliError as error:
+        return _error_response(error)
+    return send_file(path, mimetype=file_format(str(path)), download_name=path.name, conditional=True)
+
+
+def _error_response(error: DaliError) -> Response:
+    return Response(error_votable(error.message), status=error.status, mimetype=VOTABLE_MIME)
+
+
+def file_format(path: str) -> str:
+    """The MIME type a source file is served as, from its name."""
+    lowered = path.lower()
+    return next((mime for suffix, mime in FILE_FORMATS if lowered.endswith(suffix)), UNKNOWN_MIME)
+
+
+def _source_file(did: str) -> Path:
+    """The ingested file of a DID in a published table; 404 if unknown, 410 if it has gone."""
+    state = archive()
+    source = state.backend.ingested_source(did)
+    if source is None or state.schema.table(source[1]) is None:
+        raise DaliError(f"ID={did!r} is not the publisher DID of any spectrum here: "
+                        "take the ID from an SSA or TAP result", 404)
+    path = Path(source[0])
+    if not path.is_file():
+        raise DaliError(f"the file of ID={did!r} has been moved or deleted since it was ingested; "
+                        "the archive operator must restore it", 410)
+    return path
+
+
+def run_query(parameters: Mapping[str, str]) -> bytes:
+    """Answer one SSA request given its DALI parameters with a VOTable document."""
+    request_type = parameters.required("REQUEST")
+    if request_type.lower() != "querydata":
+        raise DaliError(f"REQUEST={request_type!r} is not supported: use REQUEST=queryData")
+    serialization = _serialization(parameters)
+    maxrec = parse_maxrec(parameters, int(current_app.config["TAP_MAXREC_DEFAULT"]),
+                          int(current_app.config["TAP_MAXREC_LIMIT"]))
+    query = parse_query(parameters)
+    table = ssa_table()
+    conditions, values = query_conditions(query)
+    sql, sql_values = _select(table, conditions)
+    result = archive().backend.execute(sql, [*sql_values, *values], limit=maxrec + 1)
+    overflow = len(result) > maxrec
+    result.columns = [c[:maxrec] for c in result.columns]
+    return results_votable(result, [column for _, column in RESULT_COLUMNS], overflow, serialization,
+                           infos=[("SSA_TABLE", table.name)])
+
+
+def _serialization(parameters: Mapping[str, str]) -> str:
+    requested = parameters.get("RESPONSEFORMAT") or "votable"
+    key = requested.replace(" ", "").lower()
+    if key not in VOTABLE_FORMATS:
+        raise DaliError(f"RESPONSEFORMAT={requested!r} is not supported: use one of "
+                        f"{', '.join(sorted(VOTABLE_FORMATS))}")
+    return VOTABLE_FORMATS[key]
+
+
+def ssa_table() -> Table:
+    """``SSA_TABLE`` if configured, else the first published table with the ObsCore columns."""
+    tables = archive().schema.tables
+    configured = current_app.config.get("SSA_TABLE")
+    candidates = [tables.get(configured.lower())] if configured else list(tables.values())
+    for table in candidates:
+        if table is not None and all(table.column(name) for name in REQUIRED_COLUMNS):
+            return table
+    wanted = f"table {configured!r}" if configured else "any published table"
+    raise DaliError(f"SSA is not available: {wanted} lacks the ObsCore columns "
+                    f"{', '.join(REQUIRED_COLUMNS)}", 500)
+
+
+def parse_query(parameters: Mapping[str, str]) -> SsaQuery:
+    """The constraints of a queryData request as astropy objects; DaliError names a bad one."""
+    def given(name: str) -> str | None:
+        return parameters.get(name, "").strip() or None
+
+    pos, size, band, time = given("POS"), given("SIZE"), given("BAND"), given("TIME")
+    return SsaQuery(
+        cone=(parse_pos(pos), parse_size(size) if size else DEFAULT_SIZE) if pos else None,
+        band=parse_band(band) if band else None,
+        time=parse_time(time) if time else None,
+        target=given("TARGETNAME"),
+        formats=parse_format(given("FORMAT") or "all"),
+    )
+
+
+def parse_pos(text: str) -> SkyCoord:
+    """``ra,dec`` in degrees, optionally followed by ``;ICRS``, the only frame served."""
+    position, _, frame = text.partition(";")
+    if frame and frame.strip().upper() != "ICRS":
+        raise DaliError(f"POS={text!r} uses frame {frame.strip()!r}: only ICRS is served")
+    try:
+        ra, dec = (float(v) for v in position.split(","))
+        return SkyCoord(ra * u.deg, dec * u.deg, frame="icrs")
+    except ValueError:
+        raise DaliError(f"POS={text!r} is not 'ra,dec' in degrees (ICRS), e.g. POS=219.9,-60.8") from None
+
+
+def parse_size(text: str) -> Angle:
+    """The diameter of the search cone in degrees."""
+    try:
+        size = float(text)
+    except ValueError:
+        size = math.nan
+    if not 0 < size <= 180:
+        raise DaliError(f"SIZE={text!r} is not a cone diameter in degrees between 0 and 180")
+    return Angle(size, u.deg)
+
+
+def parse_band(text: str) -> tuple[u.Quantity | None, u.Quantity | None]:
+    """``lo/hi`` wavelengths in metres, either end open; one value asks for spectra covering it."""
+    low, slash, high = text.partition("/")
+    try:
+        bounds = [_metres(low), _metres(high)] if slash else [_metres(low)] * 2
+    except ValueError:
+        raise DaliError(f"BAND={text!r} is not 'lo/hi' wavelengths in metres, e.g. BAND=4e-7/5e-7 "
+                        "(either end may be left open)") from None
+    if bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
+        raise DaliError(f"BAND={text!r} starts after it ends: give the shorter wavelength first")
+    return bounds[0], bounds[1]
+
+
+def _metres(text: str) -> u.Quantity | None:
+    if not text.strip():
+        return None
+    value = float(text)
+    if not value > 0 or math.isinf(value):
+        raise ValueError(text)
+    return value * u.m
+
+
+def parse_time(text: str) -> tuple[Time | None, Time | None]:
+    """``start/end`` as MJD or ISO 8601 (UTC), either end open; one value asks for that instant."""
+    start, slash, end = text.partition("/")
+    try:
+        bounds = [_time(start), _time(end)] if slash else [_time(start)] * 2
+    except ValueError:
+        raise DaliError(f"TIME={text!r} is not 'start/end' as MJD or ISO 8601, e.g. "
+                        "TIME=56000/56100 or TIME=2012-03-01/2012-04-01") from None
+    if bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
+        raise DaliError(f"TIME={text!r} starts after it ends: give the earlier time first")
+    return bounds[0], bounds[1]
+
+
+def _time(text: str) -> Time | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return Time(float(text), format="mjd", scale="utc")
+    except ValueError:
+        return Time(text, format="isot" if "T" in text else "iso", scale="utc")
+
+
+def parse_format(text: str) -> tuple[str, ...] | None:
+    """The file formats a comma-separated FORMAT admits; None for all, () for metadata only."""
+    admitted: set[str] = set()
+    for choice in (c.strip().lower() for c in text.split(",")):
+        if choice not in FORMAT_CHOICES:
+            raise DaliError(f"FORMAT={text!r} is not supported: use one of "
+                            f"{', '.join(FORMAT_CHOICES)}")
+        formats = FORMAT_CHOICES[choice]
+        if formats is None:
+            return None
+        admitted.update(formats)
+    return tuple(sorted(admitted))
+
+
+def query_conditions(query: SsaQuery) -> tuple[list[str], list]:
+    """SQL conditions on the table (alias ``t``) and the values bound to them, in order."""
+    conditions: list[str] = []
+    values: list = []
+    if query.cone:
+        centre, size = query.cone
+        conditions.append(
+            "degrees(2 * asin(sqrt(least(1.0, power(sin(radians(t.s_dec - ?) / 2), 2) + cos(radians(t.s_dec))"
+            " * cos(radians(?)) * power(sin(radians(t.s_ra - ?) / 2), 2))))) <= ?")
+        values += [centre.dec.deg, centre.dec.deg, centre.ra.deg, size.deg / 2]
+    if query.band:
+        _overlap(conditions, values, "t.em_min", "t.em_max",
+                 [None if b is None else b.to_value(u.m) for b in query.band])
+    if query.time:
+        _overlap(conditions, values, "t.t_min",
+                 f"t.t_min + coalesce(t.t_exptime, 0) / {SECONDS_PER_DAY}",
+                 [None if b is None else b.mjd for b in query.time])
+    if query.target:
+        conditions.append("replace(lower(t.target_name), ' ', '') = ?")
+        values.append(query.target.lower().replace(" ", ""))
+    if query.formats == ():
+        conditions.append("FALSE")
+    elif query.formats:
+        conditions.append(f"{FORMAT_SQL} IN ({', '.join('?' for _ in query.formats)})")
+        values += [*_format_values(), *query.formats]
+    return conditions, values
+
+
+def _overlap(conditions: list[str], values: list, start: str, stop: str,
+             bounds: Sequence[float | None]) -> None:
+    """Rows whose [start, stop] interval overlaps the requested one; an open end is no limit."""
+    low, high = bounds
+    if low is not None:
+        conditions.append(f"{stop} >= ?")
+        values.append(low)
+    if high is not None:
+        conditions.append(f"{start} <= ?")
+        values.append(high)
+
+
+#: The MIME type of the ingested file ``i.path``, as in :func:`file_format`; its values are bound.
+FORMAT_SQL = ("CASE " + " ".join("WHEN lower(i.path) LIKE ? THEN ?" for _ in FILE_FORMATS)
+              + " ELSE ? END")
+
+
+def _format_values() -> list[str]:
+    return [*(v for suffix, mime in FILE_FORMATS for v in (f"%{suffix}", mime)), UNKNOWN_MIME]
+
+
+T_MID = f"t.t_min + coalesce(t.t_exptime, 0) / {2 * SECONDS_PER_DAY}"
+
+#: What each result column is, in SQL on the table ``t`` joined to its files ``i``, and as a FIELD
+#: labelled with the SSA 1.1 utype and UCD that pyvo's SSARecord reads.
+RESULT_COLUMNS: tuple[tuple[str, Column], ...] = (
+    ("concat_ws(' ', t.obs_collection, t.target_name, t.obs_id)",
+     Column("title", "char", "Title of the spectrum: collection, target and observation",
+            ucd="meta.title;meta.dataset", utype="ssa:DataID.Title")),
+    ("t.obs_publisher_did",
+     Column("publisher_did", "char", "IVOA publisher dataset identifier; the ID of /ssa/data",
+            ucd="meta.ref.ivoid", utype="ssa:Curation.PublisherDID")),
+    ("? || '/ssa/data?ID=' || url_encode(t.obs_publisher_did)",
+     Column("access_url", "char", "URL of the spectrum file, as it was ingested",
+            ucd="meta.ref.url", utype="ssa:Access.Reference")),
+    (FORMAT_SQL,
+     Column("access_format", "char", "MIME type of the file at access_url",
+            ucd="meta.code.mime", utype="ssa:Access.Format")),
+    ("t.target_name",
+     Column("target_name", "char", "Name of the observed target", ucd="meta.id;src",
+            utype="ssa:Target.Name")),
+    ("CASE WHEN t.s_ra IS NULL OR t.s_dec IS NULL THEN NULL ELSE [t.s_ra, t.s_dec]::DOUBLE[2] END",
+     Column("target_pos", "double", "ICRS position of the target (RA, Dec)", arraysize="2",
+            unit="deg", ucd="pos.eq;meta.main", utype="ssa:Target.Pos")),
+    ("t.em_min",
+     Column("em_min", "double", "Shortest wavelength covered", unit="m", ucd="em.wl;stat.min",
+            utype="ssa:Char.SpectralAxis.Coverage.Bounds.Start")),
+    ("t.em_max",
+     Column("em_max", "double", "Longest wavelength covered", unit="m", ucd="em.wl;stat.max",
+            utype="ssa:Char.SpectralAxis.Coverage.Bounds.Stop")),
+    ("t.em_res_power",
+     Column("em_res_power", "double", "Resolving power lambda/delta-lambda", ucd="spect.resolution",
+            utype="ssa:Char.SpectralAxis.ResPower")),
+    (T_MID,
+     Column("t_mid", "double", "Middle of the exposure, as MJD", unit="d", ucd="time.epoch",
+            utype="ssa:Char.TimeAxis.Coverage.Location.Value")),
+    (f"strftime(TIMESTAMP '1858-11-17' + to_microseconds(CAST(({T_MID}) * 86400e6 AS BIGINT)), "
+     "'%Y-%m-%d %H:%M:%S')",
+     Column("date_obs", "char", "Middle of the exposure, as ISO 8601 UTC", ucd="time.epoch",
+            utype="ssa:DataID.Date")),
+    ("t.t_exptime",
+     Column("t_exptime", "double", "Exposure time", unit="s", ucd="time.duration;obs.exposure",
+            utype="ssa:Char.TimeAxis.Coverage.Bounds.Extent")),
+    ("t.instrument_name",
+     Column("instrument_name", "char", "Instrument that took the spectrum", ucd="meta.id;instr",
+            utype="ssa:DataID.Instrument")),
+    ("t.obs_collection",
+     Column("obs_collection", "char", "Data collection of the spectrum", ucd="meta.id",
+            utype="ssa:DataID.Collection")),
+    ("t.dataproduct_type",
+     Column("dataproduct_type", "char", "Type of the dataset", ucd="meta.code.class",
+            utype="ssa:Dataset.Type")),
+)
+
+
+def _select(table: Table, conditions: Sequence[str]) -> tuple[str, list]:
+    """The query for ``table`` and the values its select list binds (before the conditions')."""
+    schema, name = table.name.split(".")
+    select = ", ".join(f'{sql} AS "{column.name}"' for sql, column in RESULT_COLUMNS)
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    sql = (f'SELECT {select} FROM "{schema}"."{name}" AS t '
+           f"LEFT JOIN {INTERNAL_SCHEMA}.ingested AS i ON i.obs_publisher_did = t.obs_publisher_did "
+           f"AND i.table_name = ? {where} ORDER BY t.obs_publisher_did")
+    return sql, [base_url(), *_format_values(), table.name]
