@@ -7,6 +7,7 @@ loopback port, stopped by its process id.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -72,23 +73,36 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def tap_url(archive) -> str:
-    """`vo-ml serve` on the archive, in its own process; yields the TAP root URL."""
+@contextlib.contextmanager
+def serving(db: Path):
+    """`vo-ml serve` on ``db`` in its own process on a free loopback port; yields the root URL.
+
+    Stopped by its process id when the block ends."""
     port = free_port()
     server = subprocess.Popen(
-        [VO_ML, "serve", "--db", str(archive["db"]), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=archive["workdir"])
-    url = f"http://127.0.0.1:{port}/tap"
+        [VO_ML, "serve", "--db", str(db), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(db).parent)
+    root = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(url, server)
-        yield url
+        _wait_until_up(f"{root}/tap", server)
+        yield root
     finally:
         server.terminate()
         try:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@pytest.fixture(scope="session")
+def tap_url(archive, tmp_path_factory) -> str:
+    """The TAP root URL of `vo-ml serve` on a copy of the session's archive.
+
+    A copy, because a served DuckDB file is locked against the writers other tests run."""
+    served = tmp_path_factory.mktemp("served") / "miles.duckdb"
+    shutil.copy(archive["db"], served)
+    with serving(served) as root:
+        yield f"{root}/tap"
 
 
 def _wait_until_up(url: str, server: subprocess.Popen) -> None:

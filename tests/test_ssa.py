@@ -20,10 +20,11 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.io.votable import parse
 from astropy.time import Time
-from conftest import HARPS_CUT, MILES, VO_ML, _wait_until_up, free_port
+from conftest import HARPS_CUT, MILES, VO_ML, serving
 from pyvo.dal import DALOverflowWarning, DALQueryError, SSAService
 
-from vo_ml.spectra.readers import file_checksum, read_spectrum
+from vo_ml.spectra.readers import read_spectrum
+from vo_ml.spectra.record import file_checksum
 from vo_ml.spectra.ssa import fetch_ssa
 
 HARPS_POS = SkyCoord(219.875072, -60.8301, unit="deg")
@@ -75,19 +76,8 @@ def _harps_copy(path: Path, target: str, position: tuple[float, float], days: fl
 @pytest.fixture(scope="module")
 def harps_url(harps_archive) -> str:
     """`vo-ml serve` on the HARPS archive; yields its SSA URL."""
-    port = free_port()
-    server = subprocess.Popen(
-        [VO_ML, "serve", "--db", str(harps_archive), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=harps_archive.parent)
-    try:
-        _wait_until_up(f"http://127.0.0.1:{port}/tap", server)
-        yield f"http://127.0.0.1:{port}/ssa"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with serving(harps_archive) as root:
+        yield f"{root}/ssa"
 
 
 def _dids(results) -> list[str]:

@@ -6,9 +6,9 @@ a request is a :class:`DaliParameters` mapping built from whatever carried it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["DaliError", "DaliParameters", "parse_maxrec", "VOTABLE_FORMATS"]
+__all__ = ["DaliError", "DaliParameters", "parse_maxrec", "parse_serialization", "VOTABLE_FORMATS"]
 
 #: RESPONSEFORMAT values answered with a VOTable, and the serialisation each one asks for.
 VOTABLE_FORMATS = {
@@ -65,3 +65,13 @@ def parse_maxrec(parameters: Mapping[str, str], default: int, hard_limit: int) -
     if value < 0:
         raise DaliError(f"MAXREC={value} is negative: give 0 or more")
     return min(value, hard_limit)
+
+
+def parse_serialization(parameters: Mapping[str, str], names: Sequence[str] = ("RESPONSEFORMAT",)) -> str:
+    """The VOTable serialization the first of ``names`` given asks for (BINARY2 by default)."""
+    requested = next((parameters[n] for n in names if parameters.get(n)), "votable")
+    key = requested.replace(" ", "").lower()
+    if key not in VOTABLE_FORMATS:
+        raise DaliError(f"{names[0]}={requested!r} is not supported: use one of "
+                        f"{', '.join(sorted(VOTABLE_FORMATS))}")
+    return VOTABLE_FORMATS[key]

@@ -11,7 +11,6 @@ publisher DID, never a path, so nothing outside the archive's own sources can be
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,18 +19,18 @@ from pathlib import Path
 from astropy import units as u
 from astropy.coordinates import Angle, SkyCoord
 from astropy.time import Time
-from flask import Blueprint, Response, current_app, request, send_file
+from flask import Blueprint, Response, current_app, send_file
 
 from vo_ml.archive.backend import INTERNAL_SCHEMA
 from vo_ml.archive.tap_schema import Column, Table
 from vo_ml.service import archive, base_url
-from vo_ml.service.dali import VOTABLE_FORMATS, DaliError, DaliParameters, parse_maxrec
-from vo_ml.service.votable import VOTABLE_MIME, error_votable, results_votable
+from vo_ml.service.dal import answer, dali_error_response, maxrec_of, request_parameters, run_limited
+from vo_ml.service.dali import DaliError, parse_serialization
+from vo_ml.service.votable import VOTABLE_MIME, results_votable
 
 __all__ = ["bp", "run_query", "FILE_FORMATS"]
 
 bp = Blueprint("ssa", __name__, url_prefix="/ssa")
-log = logging.getLogger(__name__)
 
 #: SIZE when POS comes alone: the diameter of the search cone (SSA 1.1 section 8.5.2).
 DEFAULT_SIZE = Angle(0.1, u.deg)
@@ -67,31 +66,17 @@ class SsaQuery:
 
 @bp.route("", methods=["GET", "POST"])
 def query_data() -> Response:
-    parameters = DaliParameters([*request.args.items(multi=True), *request.form.items(multi=True)])
-    try:
-        body = run_query(parameters)
-    except DaliError as error:
-        return _error_response(error)
-    except Exception:
-        log.exception("SSA query failed")
-        return _error_response(DaliError(
-            "internal error while running the query; the service log has the details", 500))
-    return Response(body, mimetype=VOTABLE_MIME)
+    return answer(run_query)
 
 
 @bp.route("/data")
 def data() -> Response:
     """The original file of the spectrum whose publisher DID is ``ID``."""
-    parameters = DaliParameters(request.args.items(multi=True))
     try:
-        path = _source_file(parameters.required("ID"))
+        path = _source_file(request_parameters().required("ID"))
     except DaliError as error:
-        return _error_response(error)
+        return dali_error_response(error)
     return send_file(path, mimetype=file_format(str(path)), download_name=path.name, conditional=True)
-
-
-def _error_response(error: DaliError) -> Response:
-    return Response(error_votable(error.message), status=error.status, mimetype=VOTABLE_MIME)
 
 
 def file_format(path: str) -> str:
@@ -119,27 +104,15 @@ def run_query(parameters: Mapping[str, str]) -> bytes:
     request_type = parameters.required("REQUEST")
     if request_type.lower() != "querydata":
         raise DaliError(f"REQUEST={request_type!r} is not supported: use REQUEST=queryData")
-    serialization = _serialization(parameters)
-    maxrec = parse_maxrec(parameters, int(current_app.config["TAP_MAXREC_DEFAULT"]),
-                          int(current_app.config["TAP_MAXREC_LIMIT"]))
+    serialization = parse_serialization(parameters)
+    maxrec = maxrec_of(parameters)
     query = parse_query(parameters)
     table = ssa_table()
     conditions, values = query_conditions(query)
     sql, sql_values = _select(table, conditions)
-    result = archive().backend.execute(sql, [*sql_values, *values], limit=maxrec + 1)
-    overflow = len(result) > maxrec
-    result.columns = [c[:maxrec] for c in result.columns]
+    result, overflow = run_limited(sql, [*sql_values, *values], maxrec)
     return results_votable(result, [column for _, column in RESULT_COLUMNS], overflow, serialization,
                            infos=[("SSA_TABLE", table.name)])
-
-
-def _serialization(parameters: Mapping[str, str]) -> str:
-    requested = parameters.get("RESPONSEFORMAT") or "votable"
-    key = requested.replace(" ", "").lower()
-    if key not in VOTABLE_FORMATS:
-        raise DaliError(f"RESPONSEFORMAT={requested!r} is not supported: use one of "
-                        f"{', '.join(sorted(VOTABLE_FORMATS))}")
-    return VOTABLE_FORMATS[key]
 
 
 def ssa_table() -> Table:

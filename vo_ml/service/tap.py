@@ -8,20 +8,19 @@ document with the HTTP status DALI gives, never a traceback.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response
 
 from vo_ml import adql
 from vo_ml.service import archive
-from vo_ml.service.dali import VOTABLE_FORMATS, DaliError, DaliParameters, parse_maxrec
-from vo_ml.service.votable import VOTABLE_MIME, error_votable, results_votable
+from vo_ml.service.dal import answer, maxrec_of, run_limited
+from vo_ml.service.dali import DaliError, parse_serialization
+from vo_ml.service.votable import results_votable
 
 __all__ = ["bp", "run_query", "LANGUAGES"]
 
 bp = Blueprint("tap", __name__, url_prefix="/tap")
-log = logging.getLogger(__name__)
 
 #: LANG values accepted for ADQL (TAP 1.1 section 2.3.1).
 LANGUAGES = ("ADQL", "ADQL-2.0", "ADQL-2.1")
@@ -29,21 +28,7 @@ LANGUAGES = ("ADQL", "ADQL-2.0", "ADQL-2.1")
 
 @bp.route("/sync", methods=["GET", "POST"])
 def sync() -> Response:
-    parameters = DaliParameters([*request.args.items(multi=True),
-                                 *request.form.items(multi=True)])
-    try:
-        body = run_query(parameters)
-    except DaliError as error:
-        return dali_error_response(error)
-    except Exception:
-        log.exception("sync query failed")
-        return dali_error_response(DaliError(
-            "internal error while running the query; the service log has the details", 500))
-    return Response(body, mimetype=VOTABLE_MIME)
-
-
-def dali_error_response(error: DaliError) -> Response:
-    return Response(error_votable(error.message), status=error.status, mimetype=VOTABLE_MIME)
+    return answer(run_query)
 
 
 def run_query(parameters: Mapping[str, str]) -> bytes:
@@ -55,9 +40,8 @@ def run_query(parameters: Mapping[str, str]) -> bytes:
     if language.upper() not in LANGUAGES:
         raise DaliError(f"LANG={language!r} is not supported: use one of {', '.join(LANGUAGES)}")
     query = parameters.required("QUERY")
-    serialization = _serialization(parameters)
-    config = _limits()
-    maxrec = parse_maxrec(parameters, *config)
+    serialization = parse_serialization(parameters, ("RESPONSEFORMAT", "FORMAT"))
+    maxrec = maxrec_of(parameters)
 
     state = archive()
     try:
@@ -65,26 +49,9 @@ def run_query(parameters: Mapping[str, str]) -> bytes:
         _check_references(translation.references)
     except adql.AdqlError as error:
         raise DaliError(str(error)) from None
-    result = state.backend.execute(translation.sql, limit=maxrec + 1)
-    overflow = len(result) > maxrec
-    if overflow:
-        result.columns = [c[:maxrec] for c in result.columns]
+    result, overflow = run_limited(translation.sql, [], maxrec)
     columns = [o.column for o in translation.output_columns]
     return results_votable(result, columns, overflow, serialization)
-
-
-def _serialization(parameters: Mapping[str, str]) -> str:
-    requested = parameters.get("RESPONSEFORMAT") or parameters.get("FORMAT") or "votable"
-    key = requested.replace(" ", "").lower()
-    if key not in VOTABLE_FORMATS:
-        raise DaliError(
-            f"RESPONSEFORMAT={requested!r} is not supported: use one of "
-            f"{', '.join(sorted(VOTABLE_FORMATS))}")
-    return VOTABLE_FORMATS[key]
-
-
-def _limits() -> tuple[int, int]:
-    return int(current_app.config["TAP_MAXREC_DEFAULT"]), int(current_app.config["TAP_MAXREC_LIMIT"])
 
 
 def _check_references(references: list) -> None:

@@ -28,7 +28,7 @@ from vo_ml.spectra.record import (
     file_checksum,
     frame_from_reference,
     header_number,
-    header_text,
+    meta_from_header,
 )
 from vo_ml.spectra.sdp import find_spectrum_table, read_table_spectrum
 from vo_ml.spectra.votable_dm import read_votable_spectrum
@@ -112,7 +112,7 @@ def _read_wcs_image(path: Path, header: fits.Header, data: np.ndarray) -> Spectr
         wavelength=wavelength,
         flux=np.where(mask, np.nan, flux),
         mask=mask,
-        meta=_fits_meta(path, header, wavelength),
+        meta=meta_from_header(path, header, _resolving_power(header, wavelength)),
         medium=_medium(header),
         frame=_frame(header),
     )
@@ -156,21 +156,6 @@ def _frame(header: fits.Header) -> str:
         return "rest"
     return frame_from_reference(header.get("SPECSYS")) or "topocentric"
 
-
-
-def _fits_meta(path: Path, header: fits.Header, wavelength: u.Quantity) -> SpectrumMeta:
-    return SpectrumMeta(
-        source=str(path),
-        checksum=file_checksum(path),
-        target=header_text(header.get("OBJECT")),
-        ra=header_number(header.get("RA")),
-        dec=header_number(header.get("DEC")),
-        mjd=header_number(header.get("MJD-OBS")),
-        exptime=header_number(header.get("EXPTIME")),
-        snr=header_number(header.get("SNR", header.get("HIERARCH ESO DRS SPE EXT SN50"))),
-        instrument=header_text(header.get("INSTRUME")),
-        resolving_power=_resolving_power(header, wavelength),
-    )
 
 
 def _resolving_power(header: fits.Header, wavelength: u.Quantity) -> float | None:

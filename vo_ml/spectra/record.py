@@ -16,6 +16,7 @@ from astropy import units as u
 __all__ = [
     "Spectrum", "SpectrumMeta", "SpectrumReadError", "file_checksum", "checked_spectrum",
     "wavelength_unit", "frame_from_reference", "header_text", "header_number", "WAVELENGTH_UNITS",
+    "meta_from_header",
 ]
 
 #: Wavelength units that 1-D FITS files write in CUNIT1 or, in ESO pipelines, in CTYPE1.
@@ -166,3 +167,22 @@ def header_number(value: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if np.isfinite(number) else None
+
+
+def meta_from_header(path: Path, header: object, resolving_power: float | None) -> SpectrumMeta:
+    """The metadata ESO-style headers give (primary and extension cards merged by the caller).
+
+    S/N is the Phase 3 ``SNR`` card, or for HARPS DRS files the order-50 value near 550 nm.
+    """
+    return SpectrumMeta(
+        source=str(path),
+        checksum=file_checksum(path),
+        target=header_text(header.get("OBJECT")),
+        ra=header_number(header.get("RA")),
+        dec=header_number(header.get("DEC")),
+        mjd=header_number(header.get("MJD-OBS")),
+        exptime=header_number(header.get("EXPTIME")),
+        snr=header_number(header.get("SNR", header.get("HIERARCH ESO DRS SPE EXT SN50"))),
+        instrument=header_text(header.get("INSTRUME")),
+        resolving_power=resolving_power,
+    )

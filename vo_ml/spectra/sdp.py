@@ -26,13 +26,11 @@ from astropy.io import fits
 
 from vo_ml.spectra.record import (
     Spectrum,
-    SpectrumMeta,
     SpectrumReadError,
     checked_spectrum,
-    file_checksum,
     frame_from_reference,
     header_number,
-    header_text,
+    meta_from_header,
     wavelength_unit,
 )
 from vo_ml.spectra.votable_dm import column_role
@@ -79,7 +77,7 @@ def read_table_spectrum(path: Path, primary: fits.Header, hdu: fits.BinTableHDU)
         wavelength=wavelength,
         flux=_values(path, hdu, roles["flux"]),
         bad=quality != 0,
-        meta=_meta(path, header),
+        meta=meta_from_header(path, header, header_number(header.get("SPEC_RES"))),
         medium="vacuum" if header.get("VACUUM") is True else "air",
         frame=frame_from_reference(header.get("SPECSYS")) or "topocentric",
         error=error,
@@ -99,18 +97,3 @@ def _values(path: Path, hdu: fits.BinTableHDU, name: str) -> np.ndarray:
 
 def _merged(primary: fits.Header, extension: fits.Header) -> dict[str, object]:
     return dict(primary.items()) | dict(extension.items())
-
-
-def _meta(path: Path, header: dict[str, object]) -> SpectrumMeta:
-    return SpectrumMeta(
-        source=str(path),
-        checksum=file_checksum(path),
-        target=header_text(header.get("OBJECT")),
-        ra=header_number(header.get("RA")),
-        dec=header_number(header.get("DEC")),
-        mjd=header_number(header.get("MJD-OBS")),
-        exptime=header_number(header.get("EXPTIME")),
-        snr=header_number(header.get("SNR")),
-        instrument=header_text(header.get("INSTRUME")),
-        resolving_power=header_number(header.get("SPEC_RES")),
-    )
