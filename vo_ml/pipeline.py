@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import sys
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import dask
-import dask.bag
 import numpy as np
 from astropy import units as u
 from tqdm.auto import tqdm
@@ -87,10 +86,10 @@ def ingest(
     a time, so memory stays flat however many there are. Each batch is written arrays first,
     rows second; a run killed anywhere leaves at most a tail of store rows without table rows,
     which the next run cuts off before it ingests those files again (see :func:`_reconcile`).
-    Reading and preprocessing run as a Dask bag over ``workers`` processes (FITS parsing holds
-    the GIL, so threads would not scale), one partition per worker, so the configuration, the
-    catalogue and the set of done checksums travel to a worker once per batch, not once per file.
-    Workers are spawned, not forked: a fork after TensorFlow has started its threads can hang.
+    Reading and preprocessing run as Dask tasks in ``workers`` processes (FITS parsing holds
+    the GIL, so threads would not scale), one task per worker and batch, so the configuration,
+    the catalogue and the set of done checksums travel to a worker once per batch, not per file.
+    The next batch is read while this one is written, so at most two batches are in memory.
     """
     table = tap_schema.load().table(config.table)
     if table is None:
@@ -105,19 +104,48 @@ def ingest(
         summary.failed.extend(fetch_failures)
         done = backend.ingested_checksums()
         known_dids = set(store.dids)
+        batches = [files[i:i + files_per_batch] for i in range(0, len(files), files_per_batch)]
         with (tqdm(total=len(files), desc=f"ingest {config.table}", unit="file") as bar,
-              ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool):
-            for start in range(0, len(files), files_per_batch):
-                batch = files[start:start + files_per_batch]
-                prepare = partial(_prepare, config=config, describe=describe, done=done)
-                prepared = dask.bag.from_sequence(batch, npartitions=workers).map(prepare).compute(
-                    scheduler="processes", pool=pool)
+              ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool,
+              ThreadPoolExecutor(1) as reader):
+            def prepare(batch: Sequence[Path]) -> Future:
+                return reader.submit(_prepare_in_parallel, batch, pool, workers, config, describe, done)
+
+            pending = prepare(batches[0]) if batches else None
+            for index, batch in enumerate(batches):
+                prepared = pending.result()
+                if index + 1 < len(batches):
+                    pending = prepare(batches[index + 1])
                 _write_batch(prepared, backend, store, table, known_dids, summary)
                 bar.update(len(batch))
         backend.publish_tap_schema(tap_schema.load())
     finally:
         backend.close()
     return summary
+
+
+def _prepare_in_parallel(batch: Sequence[Path], pool: ProcessPoolExecutor, workers: int,
+                         config: ArchiveConfig, describe: Describer | None, done: set[str]) -> list[dict]:
+    """One Dask task per worker, each preparing a contiguous share of the batch, in file order.
+
+    ``chunksize=1`` makes Dask hand each task to its own process; by default it groups tasks
+    and a batch would run in one process only.
+    """
+    shares = [list(s) for s in np.array_split(np.asarray(batch, dtype=object), workers) if len(s)]
+    tasks = [dask.delayed(_prepare_share)(share, config, describe, done) for share in shares]
+    results = dask.compute(*tasks, scheduler="processes", pool=pool, chunksize=1)
+    return [item for share in results for item in share]
+
+
+def _prepare_share(files: Sequence[Path], config: ArchiveConfig, describe: Describer | None,
+                   done: set[str]) -> list[dict]:
+    return [_prepare(f, config, describe, done) for f in files]
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Fork workers, which is fast and works from any script, unless TensorFlow is loaded: a fork
+    after it has started its threads can hang, so then they are spawned."""
+    return multiprocessing.get_context("spawn" if "tensorflow" in sys.modules else "fork")
 
 
 def _reconcile(store: SpectrumStore, table_dids: set[str]) -> None:
