@@ -6,6 +6,7 @@ It sits apart from the readers so that each format module can import it while
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,17 @@ class Spectrum:
 
 
 def file_checksum(path: str | Path) -> str:
-    """SHA-256 of the file, so re-ingesting an unchanged file can be skipped."""
+    """SHA-256 of the file, so re-ingesting an unchanged file can be skipped.
+
+    Remembered per (path, size, modification time): ingest asks before reading a file and the
+    reader asks again for the record, and a changed file gets a new checksum.
+    """
+    status = Path(path).stat()
+    return _checksum(str(path), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _checksum(path: str, size: int, modified_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
