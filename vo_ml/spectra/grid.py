@@ -8,6 +8,7 @@ good pixels removes the arbitrary flux scale of archive spectra, which carries n
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,14 +41,14 @@ class Grid:
             raise ValueError(f"grid {config}: need 0 < start < stop and at least 2 pixels")
         return grid
 
-    @property
+    @functools.cached_property
     def edges(self) -> np.ndarray:
-        """The pixels+1 pixel boundaries, in Angstrom."""
+        """The pixels+1 pixel boundaries, in Angstrom (computed once per grid)."""
         if self.spacing == "log":
             return np.geomspace(self.start, self.stop, self.pixels + 1)
         return np.linspace(self.start, self.stop, self.pixels + 1)
 
-    @property
+    @functools.cached_property
     def centres(self) -> np.ndarray:
         edges = self.edges
         return 0.5 * (edges[:-1] + edges[1:])
@@ -135,14 +136,15 @@ def normalise_continuum(
     wavelength: np.ndarray, flux: np.ndarray, mask: np.ndarray, bins: int = 40
 ) -> np.ndarray:
     """Divide by an upper envelope: the 90th percentile of the good pixels in each of ``bins``
-    stretches, interpolated linearly. The percentile rides over absorption lines, so the
-    continuum comes out near 1 whatever the flux calibration."""
+    equal stretches (the last few good pixels, fewer than ``bins``, only follow the last node),
+    interpolated linearly. The percentile rides over absorption lines, so the continuum comes
+    out near 1 whatever the flux calibration."""
     good = np.flatnonzero(~mask)
     if good.size < bins:
         raise ValueError(f"cannot fit a continuum: {good.size} good pixels for {bins} bins")
-    pieces = np.array_split(good, bins)
-    nodes = np.array([np.median(wavelength[p]) for p in pieces])
-    levels = np.array([np.percentile(flux[p], 90) for p in pieces])
+    pieces = good[: good.size // bins * bins].reshape(bins, -1)
+    nodes = wavelength[pieces[:, pieces.shape[1] // 2]]
+    levels = np.percentile(flux[pieces], 90, axis=1)
     if not np.all(levels > 0):
         raise ValueError("cannot fit a continuum: the upper envelope is not positive everywhere")
     return flux / np.interp(wavelength, nodes, levels)
