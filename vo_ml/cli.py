@@ -15,6 +15,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import duckdb  # noqa: E402
+import yaml  # noqa: E402
+from pyvo.dal import DALAccessError  # noqa: E402
+
 __all__ = ["main"]
 
 DEMO_TABLE = "miles.spectra"
@@ -25,8 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     try:
         return arguments.run(arguments)
-    except (OSError, ValueError, RuntimeError) as error:
-        print(f"vo-ml {arguments.command}: {error}", file=sys.stderr)
+    except (OSError, ValueError, RuntimeError, KeyError, yaml.YAMLError, duckdb.Error,
+            DALAccessError) as error:
+        what = f"missing key {error}" if isinstance(error, KeyError) else error
+        print(f"vo-ml {arguments.command}: {what}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -109,17 +115,28 @@ def _archive_config(name: str, table: str | None = None) -> object:
     return config, ArchiveConfig.from_dict(config)
 
 
+#: Files in a source folder that are never spectra: catalogues, notes, and what vo-ml itself
+#: writes (databases, their write-ahead logs, unfinished downloads).
+_NOT_SPECTRA = (".txt", ".db", ".md", ".csv", ".duckdb", ".wal", ".part", ".json")
+
+
 def _spectrum_files(sources: Sequence[Path]) -> list[Path]:
     files: list[Path] = []
     for source in map(Path, sources):
         if source.is_dir():
-            files.extend(sorted(p for p in source.rglob("*") if p.is_file() and not
-                                p.name.endswith((".txt", ".db", ".md", ".csv"))))
+            files.extend(sorted(p for p in source.rglob("*") if p.is_file() and _may_be_spectrum(p, source)))
         elif source.exists():
             files.append(source)
         else:
             raise FileNotFoundError(f"{source}: no such file or folder")
     return files
+
+
+def _may_be_spectrum(path: Path, root: Path) -> bool:
+    """False for hidden files, Zarr stores and the file kinds in ``_NOT_SPECTRA``."""
+    parts = path.relative_to(root).parts
+    return not (any(p.startswith(".") or p.endswith(".zarr") for p in parts)
+                or path.name.endswith(_NOT_SPECTRA))
 
 
 def _describer(config: dict, sources: Sequence[Path]) -> Callable | None:

@@ -98,11 +98,12 @@ def ingest(
     backend = DuckDBBackend(db)
     try:
         backend.ensure_table(table, [c for c in table.columns if c.name not in ML_COLUMNS])
+        backend.publish_tap_schema(tap_schema.load())
         store = SpectrumStore(store_path(db, config.table), config.grid)
         _reconcile(store, backend.ingested_dids(table.name))
         backend.record_failures([(source, None, reason) for source, reason in fetch_failures])
         summary.failed.extend(fetch_failures)
-        done = backend.ingested_checksums()
+        done = backend.ingested_checksums(table.name)
         known_dids = set(store.dids)
         batches = [files[i:i + files_per_batch] for i in range(0, len(files), files_per_batch)]
         with (tqdm(total=len(files), desc=f"ingest {config.table}", unit="file") as bar,
@@ -116,7 +117,7 @@ def ingest(
                 prepared = pending.result()
                 if index + 1 < len(batches):
                     pending = prepare(batches[index + 1])
-                _write_batch(prepared, backend, store, table, known_dids, summary)
+                _write_batch(prepared, backend, store, table, known_dids, done, summary)
                 bar.update(len(batch))
         backend.publish_tap_schema(tap_schema.load())
     finally:
@@ -191,12 +192,13 @@ def _catalogue_row(path: Path, spectrum: Spectrum, config: ArchiveConfig) -> dic
 
 
 def _write_batch(prepared: Iterable[dict], backend: DuckDBBackend, store: SpectrumStore,
-                 table: tap_schema.Table, known_dids: set[str], summary: IngestSummary) -> None:
+                 table: tap_schema.Table, known_dids: set[str], done: set[str],
+                 summary: IngestSummary) -> None:
     """Arrays first, then the rows that make them visible, so a crash never leaves rows without
-    spectra."""
+    spectra. A file whose bytes were already ingested in this run (a copy) counts as skipped."""
     good, failures = [], []
     for item in prepared:
-        if item.get("skipped"):
+        if item.get("skipped") or item.get("source", ("", None))[1] in done:
             summary.skipped += 1
         elif "failed" in item:
             failures.append(item["failed"])
@@ -205,6 +207,7 @@ def _write_batch(prepared: Iterable[dict], backend: DuckDBBackend, store: Spectr
                              f"duplicate publisher DID {item['row']['obs_publisher_did']}"))
         else:
             known_dids.add(item["row"]["obs_publisher_did"])
+            done.add(item["source"][1])
             good.append(item)
     backend.record_failures(failures)
     summary.failed.extend((path, reason) for path, _, reason in failures)
@@ -217,9 +220,9 @@ def _write_batch(prepared: Iterable[dict], backend: DuckDBBackend, store: Spectr
     summary.ingested += len(good)
 
 
-def data_checksum(backend: DuckDBBackend) -> str:
-    """One checksum over every ingested file, naming the data a model was trained on."""
-    return hashlib.sha256("".join(sorted(backend.ingested_checksums())).encode()).hexdigest()
+def data_checksum(backend: DuckDBBackend, table: str) -> str:
+    """One checksum over every file ingested into ``table``, naming the data a model was trained on."""
+    return hashlib.sha256("".join(sorted(backend.ingested_checksums(table))).encode()).hexdigest()
 
 
 def train_model(db: Path, table: str, config: dict, models_dir: Path) -> Path:
@@ -231,14 +234,19 @@ def train_model(db: Path, table: str, config: dict, models_dir: Path) -> Path:
         store = SpectrumStore(store_path(db, table))
         targets = dict(backend.execute(
             f"SELECT obs_publisher_did, target_name FROM {table}").rows())
-        checksum = data_checksum(backend)
+        checksum = data_checksum(backend, table)
     finally:
         backend.close()
     return train(store, config, [targets.get(d) for d in store.dids], checksum, models_dir)
 
 
+def _rows_without_embedding(backend: DuckDBBackend, table: str) -> int:
+    """Rows ingested since the last embedding, which a re-run must fill in."""
+    return backend.execute(f"SELECT count(*) - count(embedding) FROM {table}").rows()[0][0]
+
+
 def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None) -> bool:
-    """Write the model's ML columns into ``table``; False when they are already this model's."""
+    """Write the model's ML columns into ``table``; False when every row already has this model's."""
     from vo_ml.ml.embedding import embed_store
     from vo_ml.ml.training import load_card
 
@@ -246,7 +254,8 @@ def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None) -
     backend = DuckDBBackend(db)
     try:
         current = backend.current_model(table)
-        if current and current["model_id"] == card["model_id"]:
+        if current and current["model_id"] == card["model_id"] and not _rows_without_embedding(
+                backend, table):
             return False
         embeddings = embed_store(SpectrumStore(store_path(db, table)), model_dir,
                                  scheduler=scheduler)

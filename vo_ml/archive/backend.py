@@ -15,12 +15,17 @@ import numpy as np
 
 from vo_ml.archive.tap_schema import Column, Table, TapSchema
 
-__all__ = ["Backend", "QueryResult", "MlColumns", "INTERNAL_SCHEMA", "ML_COLUMNS"]
+__all__ = ["Backend", "QueryResult", "QueryError", "MlColumns", "INTERNAL_SCHEMA", "ML_COLUMNS"]
 
 INTERNAL_SCHEMA = "vo_ml"
 
 #: The columns `vo-ml embed` writes; they come and go together, whole, with each model.
 ML_COLUMNS = ("embedding", "ml_x", "ml_y", "ml_recon_error", "ml_model")
+
+
+class QueryError(ValueError):
+    """The database refused a query it was given (a type mismatch, a division by zero...): the
+    query's fault, not the service's, so clients get the database's own message."""
 
 
 @dataclass
@@ -77,8 +82,8 @@ class Backend(ABC):
         """Insert catalogue rows and record their source files (path, checksum, DID) together."""
 
     @abstractmethod
-    def ingested_checksums(self) -> set[str]:
-        """Checksums of every source file already ingested."""
+    def ingested_checksums(self, table_name: str) -> set[str]:
+        """Checksums of every source file already ingested into ``table_name``."""
 
     @abstractmethod
     def ingested_dids(self, table_name: str) -> set[str]:

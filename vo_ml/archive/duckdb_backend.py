@@ -16,7 +16,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from vo_ml.archive.backend import INTERNAL_SCHEMA, ML_COLUMNS, Backend, MlColumns, QueryResult
+from vo_ml.archive.backend import INTERNAL_SCHEMA, ML_COLUMNS, Backend, MlColumns, QueryError, QueryResult
 from vo_ml.archive.tap_schema import Column, Schema, Table, TapSchema, tap_schema_rows
 
 __all__ = ["DuckDBBackend"]
@@ -30,8 +30,8 @@ CATALOG = "vo_ml_archive"
 _INTERNAL_TABLES = f"""
 CREATE SCHEMA IF NOT EXISTS {INTERNAL_SCHEMA};
 CREATE TABLE IF NOT EXISTS {INTERNAL_SCHEMA}.ingested (
-    checksum VARCHAR PRIMARY KEY, path VARCHAR, obs_publisher_did VARCHAR, table_name VARCHAR,
-    ingested_at TIMESTAMP DEFAULT current_timestamp);
+    checksum VARCHAR, path VARCHAR, obs_publisher_did VARCHAR, table_name VARCHAR,
+    ingested_at TIMESTAMP DEFAULT current_timestamp, PRIMARY KEY (checksum, table_name));
 CREATE TABLE IF NOT EXISTS {INTERNAL_SCHEMA}.ingest_report (
     path VARCHAR, checksum VARCHAR, reason VARCHAR, reported_at TIMESTAMP DEFAULT current_timestamp);
 CREATE TABLE IF NOT EXISTS {INTERNAL_SCHEMA}.models (
@@ -99,9 +99,10 @@ class DuckDBBackend(Backend):
                 [[path, checksum, did, table.name] for path, checksum, did in ingested],
             )
 
-    def ingested_checksums(self) -> set[str]:
+    def ingested_checksums(self, table_name: str) -> set[str]:
         return {r[0] for r in self._connection.execute(
-            f"SELECT checksum FROM {INTERNAL_SCHEMA}.ingested").fetchall()}
+            f"SELECT checksum FROM {INTERNAL_SCHEMA}.ingested WHERE table_name = ?",
+            [table_name]).fetchall()}
 
     def ingested_dids(self, table_name: str) -> set[str]:
         return {r[0] for r in self._connection.execute(
@@ -244,19 +245,32 @@ class DuckDBBackend(Backend):
     ) -> QueryResult:
         cursor = self.cursor()
         try:
-            reader = cursor.sql(sql, params=parameters or None).to_arrow_reader(ROWS_PER_BATCH)
-            batches, rows = [], 0
-            for batch in reader:
-                batches.append(batch)
-                rows += batch.num_rows
-                if limit is not None and rows >= limit:
-                    break
-            table = pa.Table.from_batches(batches, schema=reader.schema)
+            table = _fetch(cursor, sql, parameters, limit)
+        except _QUERY_FAULTS as error:
+            raise QueryError(str(error).splitlines()[0]) from None
         finally:
             cursor.close()
-        if limit is not None:
-            table = table.slice(0, limit)
         return QueryResult(table.column_names, [_to_masked(c) for c in table.columns])
+
+
+#: DuckDB's refusals of a query itself, as opposed to faults of the database or the service.
+_QUERY_FAULTS = (duckdb.BinderException, duckdb.ConversionException, duckdb.InvalidInputException,
+                 duckdb.OutOfRangeException, duckdb.NotImplementedException, duckdb.ParserException,
+                 duckdb.CatalogException)
+
+
+def _fetch(cursor: duckdb.DuckDBPyConnection, sql: str, parameters: Sequence | None,
+           limit: int | None) -> pa.Table:
+    """The query's rows as Arrow, reading no further than ``limit`` rows."""
+    reader = cursor.sql(sql, params=parameters or None).to_arrow_reader(ROWS_PER_BATCH)
+    batches, rows = [], 0
+    for batch in reader:
+        batches.append(batch)
+        rows += batch.num_rows
+        if limit is not None and rows >= limit:
+            break
+    table = pa.Table.from_batches(batches, schema=reader.schema)
+    return table.slice(0, limit) if limit is not None else table
 
 
 def _to_masked(column: pa.ChunkedArray) -> np.ma.MaskedArray:

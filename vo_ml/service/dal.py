@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from flask import Response, current_app, request
 
-from vo_ml.archive.backend import QueryResult
+from vo_ml.archive.backend import QueryError, QueryResult
 from vo_ml.service import archive
 from vo_ml.service.dali import DaliError, DaliParameters, parse_maxrec
 from vo_ml.service.votable import VOTABLE_MIME, error_votable
@@ -52,7 +52,10 @@ def maxrec_of(parameters: Mapping[str, str]) -> int:
 
 def run_limited(sql: str, values: Sequence, maxrec: int) -> tuple[QueryResult, bool]:
     """At most ``maxrec`` rows of the query, and whether there were more (OVERFLOW)."""
-    result = archive().backend.execute(sql, values, limit=maxrec + 1)
+    try:
+        result = archive().backend.execute(sql, values, limit=maxrec + 1)
+    except QueryError as error:
+        raise DaliError(f"the database refused the query: {error}") from None
     overflow = len(result) > maxrec
     result.columns = [c[:maxrec] for c in result.columns]
     return result, overflow

@@ -36,7 +36,9 @@ def results_votable(
     """The result as a VOTable document, with QUERY_STATUS and any extra INFO (name, value).
 
     ``columns`` gives, for each result column in order, the TAP_SCHEMA column it shows, or None
-    for a computed value.
+    for a computed value; if the backend returned another number of columns (a ``SELECT *``
+    over ``JOIN ... USING`` merges the join columns), the fields go out without TAP_SCHEMA
+    metadata rather than with the wrong one.
     """
     table = Table([_plain(c) for c in result.columns], names=_unique(result.names))
     votable = from_table(table)
@@ -47,7 +49,10 @@ def results_votable(
     for name, value in infos:
         resource.infos.append(_info(name, value))
     resource.infos.append(_info("SERVICE", "vo_ml", f"vo_ml {__version__}"))
-    for field, column in zip(votable.get_first_table().fields, columns, strict=True):
+    fields = votable.get_first_table().fields
+    if len(columns) != len(fields):
+        columns = [None] * len(fields)
+    for field, column in zip(fields, columns, strict=True):
         _label(field, column)
     if overflow:
         resource.infos.append(_info("QUERY_STATUS", "OVERFLOW",

@@ -214,10 +214,12 @@ class Preprocessing:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The spectrum on the grid, normalised: float32 flux (0 where masked) and the mask."""
         source = spectrum.meta.source
-        wavelength = self._wavelength_in_frame(spectrum, radial_velocity)
+        observed = self._wavelength_in_medium(spectrum)
+        # Detector gaps and telluric bands sit at fixed observed wavelengths.
+        mask = spectrum.mask | in_windows(observed, self.gaps + self.telluric)
+        wavelength = self._in_frame(spectrum, observed, radial_velocity)
         if np.any(np.diff(wavelength) <= 0):
             raise ValueError(f"{source}: wavelengths are not strictly increasing")
-        mask = spectrum.mask | in_windows(wavelength, self.gaps + self.telluric)
         flux = spectrum.flux
         if self.fwhm is not None:
             if not spectrum.meta.resolving_power:
@@ -236,18 +238,23 @@ class Preprocessing:
             flux = normalise_median(flux, mask)
         return np.where(mask, 0.0, flux).astype(np.float32), mask
 
-    def _wavelength_in_frame(self, spectrum: Spectrum, radial_velocity: float | None) -> np.ndarray:
-        """Wavelengths in A, in the grid's medium and the configured frame."""
+    def _wavelength_in_medium(self, spectrum: Spectrum) -> np.ndarray:
+        """Wavelengths in A, in the grid's medium."""
         wavelength = spectrum.wavelength.to_value(u.AA)
         if spectrum.medium != self.grid.medium:
             wavelength = (air_to_vacuum if self.grid.medium == "vacuum" else vacuum_to_air)(wavelength)
+        return wavelength
+
+    def _in_frame(self, spectrum: Spectrum, wavelength: np.ndarray,
+                  radial_velocity: float | None) -> np.ndarray:
+        """Wavelengths moved to the configured frame."""
         if self.frame == "rest" and spectrum.frame != "rest":
             if radial_velocity is None:
                 raise ValueError(
                     f"{spectrum.meta.source}: the config asks for the rest frame but the star's "
                     "radial velocity is not known; give it in the catalogue or use frame: as-is")
-            wavelength = doppler_to_rest(wavelength, radial_velocity)
-        elif self.frame == "barycentric" and spectrum.frame == "topocentric":
+            return doppler_to_rest(wavelength, radial_velocity)
+        if self.frame == "barycentric" and spectrum.frame == "topocentric":
             raise ValueError(
                 f"{spectrum.meta.source}: the spectrum is topocentric and no barycentric "
                 "correction is known; use frame: as-is")
