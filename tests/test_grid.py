@@ -111,9 +111,29 @@ def test_preprocessing_masks_gaps_and_refuses_an_unknown_rest_frame():
     flux, mask = Preprocessing.from_config(config).apply(spectrum)
     centres = Preprocessing.from_config(config).grid.centres
     assert mask[(centres > 3851) & (centres < 3859)].all()
-    assert not mask[(centres > 3870) & (centres < 3940)].all()
+    assert not mask[(centres > 3870) & (centres < 3940)].any()
     assert np.all(flux[mask] == 0)
     config["preprocess"]["frame"] = "rest"
     with pytest.raises(ValueError, match="radial velocity is not known"):
         Preprocessing.from_config(config).apply(spectrum)
     assert Preprocessing.from_config(config).apply(spectrum, radial_velocity=-21.6)[1].size == 1500
+
+
+def test_gaps_are_masked_where_they_are_observed_not_where_they_move_to():
+    """A detector gap sits at fixed observed wavelengths: a 300 km/s star's rest-frame spectrum
+    must be masked 5 A blueward of the window, not at the window itself."""
+    from astropy import units as u
+
+    from vo_ml.spectra.grid import Preprocessing
+    from vo_ml.spectra.record import Spectrum, SpectrumMeta
+
+    wavelength = np.linspace(4900.0, 5100.0, 20001)
+    spectrum = Spectrum(wavelength * u.AA, np.ones(wavelength.size), np.zeros(wavelength.size, bool),
+                        SpectrumMeta("synthetic", "0"), frame="barycentric")
+    config = {"grid": {"start": 4910, "stop": 5090, "pixels": 1800, "spacing": "linear"},
+              "preprocess": {"frame": "rest", "gaps": [[5000.0, 5010.0]]}}
+    preprocessing = Preprocessing.from_config(config)
+    _, mask = preprocessing.apply(spectrum, radial_velocity=300.0)
+    centres = preprocessing.grid.centres
+    assert mask[(centres > 4996) & (centres < 5004)].all()
+    assert not mask[(centres > 5007) & (centres < 5015)].any()

@@ -87,3 +87,36 @@ def test_a_second_run_reuses_everything(archive, miles_sources):
     assert archive["embedded"] is True
     assert embed(db, TABLE, archive["model_dir"]) is False
     assert _query(db, f"SELECT count(*) FROM {TABLE}")[0][0] == archive["summary"].ingested
+
+
+def test_copies_of_a_file_are_skipped_and_a_second_table_still_gets_them(tmp_path, archive):
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    original = archive["files"][0]
+    for name in ("MILES_res2.50_star_m0001V.fits", "copy_of_m0001.fits"):
+        (sources / name).write_bytes(original.read_bytes())
+    db = tmp_path / "copies.duckdb"
+    files = sorted(sources.iterdir())
+    summary = ingest(files, db, archive["config"], files_per_batch=1, workers=1)
+    assert (summary.ingested, summary.skipped, summary.failed) == (1, 1, [])
+    again = ingest(files, db, archive["config"], workers=1)
+    assert (again.ingested, again.skipped) == (0, 2)
+    harps = type(archive["config"])(**{**archive["config"].__dict__, "table": "harps.spectra",
+                                       "did_prefix": "ivo://vo-ml.example/harps?"})
+    other = ingest(files, db, harps, workers=1)
+    assert (other.ingested, other.skipped) == (1, 1)
+
+
+def test_an_archive_is_servable_as_soon_as_ingest_has_started(tmp_path, archive):
+    """TAP_SCHEMA is published before the first batch, so even an ingest of nothing but bad
+    files (or one killed in its first batch) leaves a database the service can open."""
+    bad = tmp_path / "bad.fits"
+    bad.write_text("not FITS")
+    db = tmp_path / "early.duckdb"
+    summary = ingest([bad], db, archive["config"], workers=1)
+    assert summary.ingested == 0 and len(summary.failed) == 1
+    backend = DuckDBBackend(db, read_only=True)
+    try:
+        assert backend.read_tap_schema().table(TABLE) is not None
+    finally:
+        backend.close()

@@ -148,3 +148,20 @@ def test_bad_parameters_get_a_dali_error_naming_them(tap_url, parameters, messag
 def test_availability_says_available(tap_url):
     response = requests.get(f"{tap_url}/availability")
     assert response.ok and b"<vosi:available>true</vosi:available>" in response.content
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    (f"SELECT CAST(target_name AS INTEGER) FROM {TABLE}", "refused"),
+    (f"SELECT TOP 1 MOD(7, 0) FROM {TABLE}", "refused"),
+])
+def test_queries_the_database_refuses_are_dali_errors_with_status_400(tap_url, query, message):
+    response = requests.get(f"{tap_url}/sync", params={"LANG": "ADQL", "QUERY": query})
+    assert response.status_code == 400
+    status = parse(io.BytesIO(response.content)).resources[0].infos[0]
+    assert status.value == "ERROR" and message in status.content
+
+
+def test_select_star_over_join_using_still_answers(service):
+    result = service.search(
+        f"SELECT TOP 2 * FROM {TABLE} AS a JOIN {TABLE} AS b USING (obs_id)").to_table()
+    assert len(result) == 2 and "obs_id" in result.colnames
