@@ -230,3 +230,19 @@ def test_function_registry_declares_ml_distance():
 def test_unknown_backend_is_refused(schema):
     with pytest.raises(ValueError, match="postgres"):
         adql.translate("SELECT teff FROM miles.spectra", schema, backend="postgres")
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT * FROM UNNEST([1, 2])",
+    "SELECT * FROM (VALUES (1), (2)) AS v(a)",
+    "SELECT * EXCLUDE (teff) FROM miles.spectra",
+    "SELECT {'a': 1} AS s FROM miles.spectra",
+    "SELECT embedding[1] FROM miles.spectra",
+    "SELECT teff FROM miles.spectra QUALIFY 1 = 1",
+    "SELECT COUNT(*) FILTER (WHERE teff > 1) FROM miles.spectra",
+    "SELECT teff FROM miles.spectra GROUP BY ALL",
+    "SELECT * FROM miles.spectra PIVOT (COUNT(*) FOR teff IN (1))",
+])
+def test_backend_syntax_that_is_not_adql_never_reaches_the_database(query):
+    with pytest.raises(E09, match="not ADQL"):
+        adql.translate(query, load(model="test", latent_dim=2))

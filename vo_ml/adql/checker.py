@@ -29,6 +29,12 @@ _END_OF_QUERY = re.compile(r"<Token token_type: TokenType\.SENTINEL[^>]*>")
 #: Nodes that write, configure or bind parameters: never part of a TAP query.
 _FORBIDDEN_NODES = (exp.DML, exp.DDL, exp.Command, exp.Pragma, exp.Into, exp.Placeholder)
 
+#: Syntax sqlglot reads but ADQL does not have: backend extensions (table functions, literal
+#: arrays and structs, subscripts, pivots...) that would reach the database unchecked.
+_NOT_ADQL_NODES = (exp.Unnest, exp.Values, exp.Pivot, exp.Struct, exp.Array, exp.Bracket,
+                   exp.Qualify, exp.Filter, exp.SimilarTo, exp.Lambda, exp.PropertyEQ, exp.Slice,
+                   exp.Explode)
+
 
 @dataclass(frozen=True)
 class ResolvedColumn:
@@ -86,6 +92,14 @@ def _position(node: exp.Expr) -> dict[str, int]:
 def _check_constructs(tree: exp.Query) -> None:
     for node in tree.find_all(*_FORBIDDEN_NODES):
         raise E09(**_position(node), construct=f"{node.key.upper()} inside a query")
+    for node in tree.find_all(*_NOT_ADQL_NODES):
+        raise E09(**_position(node), construct=f"{node.key.upper()}, which is not ADQL")
+    for star in tree.find_all(exp.Star):
+        if any(star.args.get(k) for k in ("except", "except_", "replace", "rename")):
+            raise E09(**_position(star), construct="SELECT * EXCLUDE/REPLACE, which is not ADQL")
+    for group in tree.find_all(exp.Group):
+        if group.args.get("all"):
+            raise E09(**_position(group), construct="GROUP BY ALL, which is not ADQL")
     for node in tree.find_all(exp.CTE, exp.Subquery):
         if not isinstance(node.this, exp.Query):
             raise E09(**_position(node), construct=f"{node.this.key.upper()} as a subquery")
