@@ -149,6 +149,7 @@ def test_maxrec_cuts_the_result_and_says_so(ssa_url):
 
 @pytest.mark.parametrize(("parameters", "named"), [
     ({"REQUEST": "queryData", "POS": "abc"}, "POS='abc' is not 'ra,dec' in degrees"),
+    ({"REQUEST": "queryData", "POS": "nan,nan"}, "POS='nan,nan' is not 'ra,dec' in degrees"),
     ({"REQUEST": "queryData", "POS": "10,20;GALACTIC"}, "POS='10,20;GALACTIC'"),
     ({"REQUEST": "queryData", "POS": "10,95"}, "POS='10,95'"),
     ({"REQUEST": "queryData", "POS": "10,20", "SIZE": "-1"}, "SIZE='-1'"),

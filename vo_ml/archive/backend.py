@@ -94,10 +94,6 @@ class Backend(ABC):
         """Record files that could not be ingested: (path, checksum or None, reason)."""
 
     @abstractmethod
-    def failures(self) -> list[tuple[str, str]]:
-        """(path, reason) of every file in the ingest report."""
-
-    @abstractmethod
     def write_ml_columns(self, table: Table, ml: MlColumns) -> None:
         """Replace the ML columns of ``table`` with the given model's values, in one transaction."""
 

@@ -7,8 +7,9 @@ DuckDB file has one writer process at a time, so serve after writing, or serve f
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,8 +51,12 @@ class DuckDBBackend(Backend):
             )
         self._connection = duckdb.connect(":memory:")
         mode = " (READ_ONLY)" if read_only else ""
-        self._connection.execute(f"ATTACH ? AS {CATALOG}{mode}", [self.path])
-        self._connection.execute(f"USE {CATALOG}")
+        try:
+            self._connection.execute(f"ATTACH ? AS {CATALOG}{mode}", [self.path])
+            self._connection.execute(f"USE {CATALOG}")
+        except duckdb.Error:
+            self._connection.close()
+            raise
         if not read_only:
             self._connection.execute(_INTERNAL_TABLES)
 
@@ -135,11 +140,6 @@ class DuckDBBackend(Backend):
                 [list(f) for f in failures],
             )
 
-    def failures(self) -> list[tuple[str, str]]:
-        return self._connection.execute(
-            f"SELECT path, reason FROM {INTERNAL_SCHEMA}.ingest_report ORDER BY reported_at, path"
-        ).fetchall()
-
     def write_ml_columns(self, table: Table, ml: MlColumns) -> None:
         """Load the values into a scratch table, then swap the columns in one transaction."""
         values = pa.table({
@@ -154,8 +154,7 @@ class DuckDBBackend(Backend):
         target = _quoted(table.name)
         sized = table.with_values(latent_dim=ml.latent_dim)
         ml_columns = [c for c in sized.columns if c.name in ML_COLUMNS]
-        with _transaction(self._connection) as connection:
-            connection.register("ml_values", values)
+        with _transaction(self._connection) as connection, _registered(connection, "ml_values", values):
             existing = set(self.table_columns(table.name))
             for column in ml_columns:
                 if column.name in existing:
@@ -171,7 +170,6 @@ class DuckDBBackend(Backend):
                 f"INSERT OR REPLACE INTO {INTERNAL_SCHEMA}.models VALUES (?, ?, ?, ?)",
                 [table.name, ml.model_id, ml.latent_dim, json.dumps(ml.card)],
             )
-            connection.unregister("ml_values")
 
     def current_model(self, table_name: str) -> dict | None:
         row = self._connection.execute(
@@ -218,17 +216,17 @@ class DuckDBBackend(Backend):
 
     def read_tap_schema(self) -> TapSchema:
         """The schema as published in the TAP_SCHEMA tables: what the service may expose."""
-        cursor = self.cursor()
-        schema_rows = cursor.execute(
-            f'SELECT schema_name, description FROM "{TAP_SCHEMA}".schemas ORDER BY schema_index'
-        ).fetchall()
-        table_rows = cursor.execute(
-            f'SELECT schema_name, table_name, description, table_type FROM "{TAP_SCHEMA}".tables '
-            "ORDER BY table_index").fetchall()
-        column_rows = cursor.execute(
-            f'SELECT table_name, column_name, datatype, description, arraysize, xtype, unit, ucd, '
-            f'utype, principal, indexed, std FROM "{TAP_SCHEMA}".columns ORDER BY column_index'
-        ).fetchall()
+        with contextlib.closing(self.cursor()) as cursor:
+            schema_rows = cursor.execute(
+                f'SELECT schema_name, description FROM "{TAP_SCHEMA}".schemas ORDER BY schema_index'
+            ).fetchall()
+            table_rows = cursor.execute(
+                f'SELECT schema_name, table_name, description, table_type FROM "{TAP_SCHEMA}".tables '
+                "ORDER BY table_index").fetchall()
+            column_rows = cursor.execute(
+                f'SELECT table_name, column_name, datatype, description, arraysize, xtype, unit, ucd, '
+                f'utype, principal, indexed, std FROM "{TAP_SCHEMA}".columns ORDER BY column_index'
+            ).fetchall()
         columns: dict[str, list[Column]] = {}
         for row in column_rows:
             columns.setdefault(row[0], []).append(Column(
@@ -298,6 +296,16 @@ def _to_masked(column: pa.ChunkedArray) -> np.ma.MaskedArray:
         values = array.fill_null(0).to_numpy(zero_copy_only=False) if array.null_count \
             else array.to_numpy(zero_copy_only=False)
     return np.ma.MaskedArray(values, mask=mask)
+
+
+@contextlib.contextmanager
+def _registered(connection: duckdb.DuckDBPyConnection, name: str, values: pa.Table) -> Iterator[None]:
+    """``values`` visible to SQL as ``name`` for the block, and unregistered however it ends."""
+    connection.register(name, values)
+    try:
+        yield
+    finally:
+        connection.unregister(name)
 
 
 class _transaction:

@@ -150,6 +150,8 @@ def parse_pos(text: str) -> SkyCoord:
         raise DaliError(f"POS={text!r} uses frame {frame.strip()!r}: only ICRS is served")
     try:
         ra, dec = (float(v) for v in position.split(","))
+        if not (math.isfinite(ra) and math.isfinite(dec)):
+            raise ValueError(text)
         return SkyCoord(ra * u.deg, dec * u.deg, frame="icrs")
     except ValueError:
         raise DaliError(f"POS={text!r} is not 'ra,dec' in degrees (ICRS), e.g. POS=219.9,-60.8") from None

@@ -16,7 +16,7 @@ from astropy import units as u
 
 from vo_ml.spectra.record import Spectrum
 
-__all__ = ["Grid", "Preprocessing", "resample", "normalise_median", "normalise_continuum", "to_grid",
+__all__ = ["Grid", "Preprocessing", "resample", "normalise_median", "normalise_continuum",
            "downsample", "smooth_to_fwhm", "air_to_vacuum", "vacuum_to_air", "doppler_to_rest", "in_windows"]
 
 
@@ -259,11 +259,6 @@ class Preprocessing:
                 f"{spectrum.meta.source}: the spectrum is topocentric and no barycentric "
                 "correction is known; use frame: as-is")
         return wavelength
-
-
-def to_grid(spectrum: Spectrum, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
-    """The spectrum on ``grid`` in its own frame, median-normalised (see :class:`Preprocessing`)."""
-    return Preprocessing(grid).apply(spectrum)
 
 
 def downsample(flux: np.ndarray, mask: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
