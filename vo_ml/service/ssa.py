@@ -12,7 +12,7 @@ publisher DID, never a path, so nothing outside the archive's own sources can be
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,14 +170,19 @@ def parse_size(text: str) -> Angle:
 
 def parse_band(text: str) -> tuple[u.Quantity | None, u.Quantity | None]:
     """``lo/hi`` wavelengths in metres, either end open; one value asks for spectra covering it."""
-    low, slash, high = text.partition("/")
+    return _parse_range(text, "BAND", _metres,
+                        "'lo/hi' wavelengths in metres, e.g. BAND=4e-7/5e-7", "the shorter wavelength")
+
+
+def _parse_range(text: str, name: str, convert: Callable[[str], object], form: str, first: str) -> tuple:
+    """A DALI ``start/end`` range (either end open; a single value is both ends), converted."""
+    start, slash, end = text.partition("/")
     try:
-        bounds = [_metres(low), _metres(high)] if slash else [_metres(low)] * 2
+        bounds = [convert(start), convert(end)] if slash else [convert(start)] * 2
     except ValueError:
-        raise DaliError(f"BAND={text!r} is not 'lo/hi' wavelengths in metres, e.g. BAND=4e-7/5e-7 "
-                        "(either end may be left open)") from None
+        raise DaliError(f"{name}={text!r} is not {form} (either end may be left open)") from None
     if bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
-        raise DaliError(f"BAND={text!r} starts after it ends: give the shorter wavelength first")
+        raise DaliError(f"{name}={text!r} starts after it ends: give {first} first")
     return bounds[0], bounds[1]
 
 
@@ -192,15 +197,8 @@ def _metres(text: str) -> u.Quantity | None:
 
 def parse_time(text: str) -> tuple[Time | None, Time | None]:
     """``start/end`` as MJD or ISO 8601 (UTC), either end open; one value asks for that instant."""
-    start, slash, end = text.partition("/")
-    try:
-        bounds = [_time(start), _time(end)] if slash else [_time(start)] * 2
-    except ValueError:
-        raise DaliError(f"TIME={text!r} is not 'start/end' as MJD or ISO 8601, e.g. "
-                        "TIME=56000/56100 or TIME=2012-03-01/2012-04-01") from None
-    if bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
-        raise DaliError(f"TIME={text!r} starts after it ends: give the earlier time first")
-    return bounds[0], bounds[1]
+    return _parse_range(text, "TIME", _time, "'start/end' as MJD or ISO 8601, e.g. TIME=56000/56100 "
+                        "or TIME=2012-03-01/2012-04-01", "the earlier time")
 
 
 def _time(text: str) -> Time | None:
