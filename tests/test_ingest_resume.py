@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import numpy as np
+import psutil
 from conftest import MILES, TABLE, VO_ML
 
 from vo_ml.archive.duckdb_backend import DuckDBBackend
@@ -40,8 +41,11 @@ def _kill_after(sources, db, rows):
         if process.poll() is not None:
             raise AssertionError("the ingest finished before it could be killed")
         time.sleep(0.005)
+    workers = psutil.Process(process.pid).children(recursive=True)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "a killed ingest left worker processes behind"
 
 
 def _snapshot(db):

@@ -7,8 +7,10 @@ skips work already done, so a second run of the demo reuses what the first built
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import multiprocessing
+import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -32,6 +34,8 @@ from vo_ml.spectra.store import SpectrumStore
 __all__ = ["ArchiveConfig", "IngestSummary", "ingest", "train_model", "embed", "store_path"]
 
 FILES_PER_BATCH = 128
+#: prctl option that sends a signal to a process when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
 
 #: Extra catalogue values for one file, e.g. labels from a source catalogue.
 Describer = Callable[[Path, Spectrum], dict]
@@ -107,7 +111,8 @@ def ingest(
         known_dids = set(store.dids)
         batches = [files[i:i + files_per_batch] for i in range(0, len(files), files_per_batch)]
         with (tqdm(total=len(files), desc=f"ingest {config.table}", unit="file") as bar,
-              ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool,
+              ProcessPoolExecutor(workers, mp_context=_worker_context(),
+                                  initializer=_die_with_parent) as pool,
               ThreadPoolExecutor(1) as reader):
             def prepare(batch: Sequence[Path]) -> Future:
                 return reader.submit(_prepare_in_parallel, batch, pool, workers, config, describe, done)
@@ -141,6 +146,15 @@ def _prepare_in_parallel(batch: Sequence[Path], pool: ProcessPoolExecutor, worke
 def _prepare_share(files: Sequence[Path], config: ArchiveConfig, describe: Describer | None,
                    done: set[str]) -> list[dict]:
     return [_prepare(f, config, describe, done) for f in files]
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when the ingest that started it dies, even by SIGKILL:
+    otherwise a killed ingest leaves its workers waiting forever on a queue nobody reads."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (AttributeError, OSError):
+        return
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
