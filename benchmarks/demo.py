@@ -29,34 +29,13 @@ import requests  # noqa: E402
 from vo_ml import adql  # noqa: E402
 from vo_ml.archive.duckdb_backend import DuckDBBackend  # noqa: E402
 from vo_ml.ml.evaluation import FGK, neighbour_label_error, pca_projection  # noqa: E402
-from vo_ml.pipeline import ArchiveConfig, embed, ingest, store_path, train_model  # noqa: E402
-from vo_ml.resources import config_file, load_yaml  # noqa: E402
+from vo_ml.pipeline import build_demo, store_path  # noqa: E402
 from vo_ml.spectra.grid import downsample  # noqa: E402
-from vo_ml.spectra.miles import MilesDescriber, fetch_miles, miles_files  # noqa: E402
 from vo_ml.spectra.store import SpectrumStore  # noqa: E402
 
 TABLE = "miles.spectra"
 QUERY = ("SELECT TOP 20 obs_publisher_did, target_name, teff, "
          "ml_distance(embedding, '{did}') AS d FROM miles.spectra WHERE teff > 4000 ORDER BY d")
-
-
-def build(workdir: Path, source: Path | None) -> tuple[Path, dict[str, float]]:
-    timings = {}
-
-    def timed(name, action):
-        started = time.perf_counter()
-        value = action()
-        timings[name] = time.perf_counter() - started
-        return value
-
-    folder = source or timed("fetch", fetch_miles)
-    db = workdir / "miles.duckdb"
-    config = ArchiveConfig.from_dict(load_yaml(config_file("miles")))
-    timed("ingest", lambda: ingest(miles_files(folder), db, config, MilesDescriber(folder)))
-    model = timed("train", lambda: train_model(db, TABLE, load_yaml(config_file("dense2d")),
-                                               workdir / "models"))
-    timed("embed", lambda: embed(db, TABLE, model))
-    return db, timings
 
 
 def latency(db: Path, dids: list[str], queries: int) -> tuple[np.ndarray, np.ndarray]:
@@ -123,8 +102,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        db, timings = build(Path(scratch), arguments.source)
-        print("\nstep wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+        demo = build_demo(Path(scratch), arguments.source)
+        db = demo.db
+        print("\nstep wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in demo.timings.items()))
         backend = DuckDBBackend(db, read_only=True)
         dids = [r[0] for r in backend.execute(f"SELECT obs_publisher_did FROM {TABLE} "
                                               "ORDER BY hash(obs_publisher_did)").rows()]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -272,35 +271,16 @@ def _published_schema(db: Path) -> object:
 
 
 def _demo(arguments: argparse.Namespace) -> int:
-    """Fetch MILES, ingest, train, embed, then serve; each step reuses what a past run built."""
-    from vo_ml.pipeline import embed, ingest, train_model
-    from vo_ml.resources import config_file, load_yaml
-    from vo_ml.spectra.miles import MilesDescriber, fetch_miles, miles_files
+    """Build the MILES demo archive (reusing what a past run built), then serve it."""
+    from vo_ml.pipeline import build_demo
 
-    workdir = arguments.workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    db = workdir / "miles.duckdb"
-    timings: dict[str, float] = {}
-
-    def step(name: str, action: Callable) -> object:
-        print(f"== {name}", flush=True)
-        started = time.perf_counter()
-        value = action()
-        timings[name] = time.perf_counter() - started
-        return value
-
-    source = arguments.source or step("fetch MILES", fetch_miles)
-    raw, config = _archive_config("miles")
-    summary = step("ingest", lambda: ingest(miles_files(source), db, config, MilesDescriber(source)))
-    print(summary)
-    model_dir = step("train", lambda: train_model(db, config.table,
-                                                  load_yaml(config_file("dense2d")),
-                                                  workdir / "models"))
-    step("embed", lambda: embed(db, config.table, model_dir))
-    print("== step wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    _print_examples(db, config.table, arguments.host, arguments.port)
+    demo = build_demo(arguments.workdir.resolve(), arguments.source,
+                      announce=lambda step: print(f"== {step}", flush=True))
+    print(demo.summary)
+    print("== step wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in demo.timings.items()))
+    _print_examples(demo.db, demo.table, arguments.host, arguments.port)
     if not arguments.no_serve:
-        serve(db, arguments.host, arguments.port)
+        serve(demo.db, arguments.host, arguments.port)
     return 0
 
 

@@ -12,6 +12,7 @@ import hashlib
 import multiprocessing
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ from vo_ml.spectra.readers import read_spectrum
 from vo_ml.spectra.record import Spectrum, SpectrumReadError, file_checksum
 from vo_ml.spectra.store import SpectrumStore
 
-__all__ = ["ArchiveConfig", "IngestSummary", "ingest", "train_model", "embed", "store_path"]
+__all__ = ["ArchiveConfig", "IngestSummary", "DemoArchive", "ingest", "train_model", "embed",
+           "store_path", "build_demo"]
 
 FILES_PER_BATCH = 128
 #: prctl option that sends a signal to a process when its parent dies (Linux).
@@ -280,3 +282,43 @@ def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None) -
     finally:
         backend.close()
     return True
+
+
+@dataclass
+class DemoArchive:
+    """What :func:`build_demo` made, and the wall time of each step in seconds."""
+
+    db: Path
+    table: str
+    summary: IngestSummary
+    timings: dict[str, float]
+
+
+def build_demo(workdir: Path, source: Path | None = None,
+               announce: Callable[[str], None] = lambda step: None) -> DemoArchive:
+    """The MILES demo archive in ``workdir``: fetch (unless ``source`` is a MILES folder), ingest,
+    train the dense 2-D model and embed; each step reuses what an earlier run built.
+
+    ``announce`` is called with each step's name before it starts, for progress messages.
+    """
+    from vo_ml.resources import config_file, load_yaml
+    from vo_ml.spectra.miles import MilesDescriber, fetch_miles, miles_files
+
+    timings: dict[str, float] = {}
+
+    def step(name: str, action: Callable[[], object]) -> object:
+        announce(name)
+        started = time.perf_counter()
+        value = action()
+        timings[name] = time.perf_counter() - started
+        return value
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = workdir / "miles.duckdb"
+    folder = source or step("fetch MILES", fetch_miles)
+    config = ArchiveConfig.from_dict(load_yaml(config_file("miles")))
+    summary = step("ingest", lambda: ingest(miles_files(folder), db, config, MilesDescriber(folder)))
+    model_dir = step("train", lambda: train_model(db, config.table, load_yaml(config_file("dense2d")),
+                                                  workdir / "models"))
+    step("embed", lambda: embed(db, config.table, model_dir))
+    return DemoArchive(db, config.table, summary, timings)

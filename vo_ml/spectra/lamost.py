@@ -80,13 +80,22 @@ def _lrs_spectrum(
     path: Path, header: fits.Header, wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
     andmask: np.ndarray,
 ) -> Spectrum:
+    meta = _meta(path, header, "LAMOST LRS", LRS_RESOLVING_POWER,
+                 snr=header_number(header.get("SNRR")), exptime=header_number(header.get("EXPTIME")))
+    return _spectrum(path, header, wavelength, flux, ivar, andmask, meta)
+
+
+def _spectrum(
+    path: Path, header: fits.Header, wavelength: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
+    andmask: np.ndarray, meta: SpectrumMeta,
+) -> Spectrum:
+    """The record of either LAMOST layout: bad where IVAR <= 0 or ANDMASK is set."""
     return checked_spectrum(
         path,
         wavelength=wavelength * u.AA,
         flux=flux,
         bad=(ivar <= 0) | (andmask != 0),
-        meta=_meta(path, header, "LAMOST LRS", LRS_RESOLVING_POWER,
-                   snr=header_number(header.get("SNRR")), exptime=header_number(header.get("EXPTIME"))),
+        meta=meta,
         medium=_medium(header),
         frame=_frame(header),
         error=_error_from_ivar(ivar),
@@ -101,17 +110,9 @@ def _read_mrs(path: Path, hdus: fits.HDUList) -> Spectrum:
     band_snrs = (header_number(hdus[name].header.get("SNR")) for name in MRS_BANDS)
     snrs = [snr for snr in band_snrs if snr is not None]
     header = hdus[0].header
-    return checked_spectrum(
-        path,
-        wavelength=wavelength * u.AA,
-        flux=flux,
-        bad=(ivar <= 0) | (andmask != 0),
-        meta=_meta(path, header, "LAMOST MRS", MRS_RESOLVING_POWER,
-                   snr=min(snrs) if snrs else None, exptime=_mrs_exposure_time(hdus)),
-        medium=_medium(header),
-        frame=_frame(header),
-        error=_error_from_ivar(ivar),
-    )
+    meta = _meta(path, header, "LAMOST MRS", MRS_RESOLVING_POWER,
+                 snr=min(snrs) if snrs else None, exptime=_mrs_exposure_time(hdus))
+    return _spectrum(path, header, wavelength, flux, ivar, andmask, meta)
 
 
 def _mrs_band(hdu: fits.BinTableHDU) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
