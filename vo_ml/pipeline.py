@@ -7,6 +7,7 @@ skips work already done, so a second run of the demo reuses what the first built
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import multiprocessing
@@ -113,8 +114,7 @@ def ingest(
         known_dids = set(store.dids)
         batches = [files[i:i + files_per_batch] for i in range(0, len(files), files_per_batch)]
         with (tqdm(total=len(files), desc=f"ingest {config.table}", unit="file") as bar,
-              ProcessPoolExecutor(workers, mp_context=_worker_context(),
-                                  initializer=_die_with_parent) as pool,
+              _worker_pool(workers) as pool,
               ThreadPoolExecutor(1) as reader):
             def prepare(batch: Sequence[Path]) -> Future:
                 return reader.submit(_prepare_in_parallel, batch, pool, workers, config, describe, done)
@@ -132,13 +132,15 @@ def ingest(
     return summary
 
 
-def _prepare_in_parallel(batch: Sequence[Path], pool: ProcessPoolExecutor, workers: int,
+def _prepare_in_parallel(batch: Sequence[Path], pool: ProcessPoolExecutor | None, workers: int,
                          config: ArchiveConfig, describe: Describer | None, done: set[str]) -> list[dict]:
     """One Dask task per worker, each preparing a contiguous share of the batch, in file order.
 
     ``chunksize=1`` makes Dask hand each task to its own process; by default it groups tasks
-    and a batch would run in one process only.
+    and a batch would run in one process only. Without a pool the batch is prepared here.
     """
+    if pool is None:
+        return _prepare_share(batch, config, describe, done)
     shares = [list(s) for s in np.array_split(np.asarray(batch, dtype=object), workers) if len(s)]
     tasks = [dask.delayed(_prepare_share)(share, config, describe, done) for share in shares]
     results = dask.compute(*tasks, scheduler="processes", pool=pool, chunksize=1)
@@ -159,10 +161,14 @@ def _die_with_parent() -> None:
         return
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """Fork workers, which is fast and works from any script, unless TensorFlow is loaded: a fork
-    after it has started its threads can hang, so then they are spawned."""
-    return multiprocessing.get_context("spawn" if "tensorflow" in sys.modules else "fork")
+def _worker_pool(workers: int) -> contextlib.AbstractContextManager[ProcessPoolExecutor | None]:
+    """Forked worker processes, or none (files are then prepared in this process) when only one
+    worker is asked for or TensorFlow is loaded here: forking after TensorFlow has started its
+    threads can hang, and spawned workers were seen to hang too."""
+    if workers < 2 or "tensorflow" in sys.modules:
+        return contextlib.nullcontext()
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_die_with_parent)
 
 
 def _reconcile(store: SpectrumStore, table_dids: set[str]) -> None:
