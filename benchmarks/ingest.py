@@ -5,11 +5,12 @@
 For the real HARPS s1d files and for N synthetic full-size HARPS SDP files (written by
 `vo-ml synth` into the work folder first, and reused on later runs), in the same run:
 
-- raw read: every file's bytes read with ``workers`` threads (the page cache is warm for all
-  three measurements, as the files were just read or written);
+- raw read: every file's bytes read with ``workers`` threads;
 - parse only: every file read into a spectrum record, in ``workers`` processes;
 - ingest: ``vo-ml ingest`` into a fresh DuckDB file and spectrum store, in its own process.
 
+Before each measurement the files are dropped from the page cache (``posix_fadvise``
+DONTNEED), so all three read from disk, as an archive of 1.35 TB must.
 It prints spectra/s, MB/s and the ratio of ingest to raw read, and the peak resident memory of
 the ingest on a quarter of the files and on all of them: flat memory means the two agree.
 """
@@ -39,6 +40,16 @@ def _read_bytes(path: Path) -> int:
 
 def _parse(path: Path) -> int:
     return read_spectrum(path).flux.size
+
+
+def _evict(files: list[Path]) -> None:
+    """Drop the files' pages from the page cache, so the next read comes from disk."""
+    for path in files:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(descriptor)
 
 
 def _timed(action) -> float:
@@ -77,15 +88,18 @@ def _subset(files: list[Path], folder: Path, labels: Path | None) -> Path:
 def measure(name: str, files: list[Path], config: str, workers: int, scratch: Path,
             labels: Path | None = None) -> None:
     megabytes = sum(p.stat().st_size for p in files) / 1e6
+    _evict(files)
     raw = _timed(lambda: list(ThreadPoolExecutor(workers).map(_read_bytes, files)))
+    _evict(files)
     with ProcessPoolExecutor(workers) as pool:
         parse = _timed(lambda: list(pool.map(_parse, files, chunksize=4)))
     quarter = _subset(files[: max(1, len(files) // 4)], scratch / f"{name}-quarter", labels)
     whole = _subset(files, scratch / f"{name}-all", labels)
     _, quarter_peak = _ingest(quarter, config, workers, scratch)
+    _evict(files)
     ingest, whole_peak = _ingest(whole, config, workers, scratch)
     n = len(files)
-    print(f"\n{name}: {n} files, {megabytes:.0f} MB, {workers} workers")
+    print(f"\n{name}: {n} files, {megabytes:.0f} MB, {workers} workers, cold page cache")
     for label, seconds in (("raw read", raw), ("parse only", parse), ("vo-ml ingest", ingest)):
         print(f"  {label:13s} {n / seconds:8.1f} spectra/s {megabytes / seconds:8.1f} MB/s "
               f"({seconds:.1f} s)")

@@ -73,20 +73,23 @@ def resample(
 
     The integral of the input flux density (masked pixels counted as zero) is interpolated at the
     output edges; the same is done for the good-pixel weight, and the ratio is the mean over the
-    good part of each output pixel. This conserves flux and is exact for identical grids.
+    good part of each output pixel. This conserves flux and is exact for identical grids. Arrays
+    are reused in place: at HARPS size every temporary costs as much as the arithmetic.
     """
     in_edges = _pixel_edges(wavelength)
     widths = np.diff(in_edges)
-    good = (~mask).astype(np.float64)
-    flux_integral = np.concatenate(([0.0], np.cumsum(np.where(mask, 0.0, flux) * widths)))
-    good_integral = np.concatenate(([0.0], np.cumsum(good * widths)))
-    flux_in_pixel = np.diff(np.interp(edges, in_edges, flux_integral))
-    good_in_pixel = np.diff(np.interp(edges, in_edges, good_integral))
-    good_fraction = good_in_pixel / np.diff(edges)
-    out_mask = good_fraction <= 0.5
+    good_widths = np.where(mask, 0.0, widths)
+    integral = np.zeros(in_edges.size)
+    np.cumsum(good_widths, out=integral[1:])
+    good_in_pixel = np.diff(np.interp(edges, in_edges, integral))
+    np.multiply(good_widths, flux, out=good_widths, where=~mask)
+    np.cumsum(good_widths, out=integral[1:])
+    flux_in_pixel = np.diff(np.interp(edges, in_edges, integral))
+    out_mask = good_in_pixel <= 0.5 * np.diff(edges)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out_flux = np.where(out_mask, np.nan, flux_in_pixel / good_in_pixel)
-    return out_flux, out_mask
+        np.divide(flux_in_pixel, good_in_pixel, out=flux_in_pixel)
+    flux_in_pixel[out_mask] = np.nan
+    return flux_in_pixel, out_mask
 
 
 def normalise_median(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
