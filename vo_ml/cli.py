@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--table", default=DEMO_TABLE)
     train.add_argument("--config", default="dense2d", help="model config (name or YAML path)")
     train.add_argument("--models", type=Path, help="folder for models (default: beside --db)")
+    train.add_argument("--latent-dim", type=int, help="latent dimension (default: the config's)")
+    train.add_argument("--epochs", type=int, help="most epochs (default: the config's)")
     train.set_defaults(run=_train)
 
     embed = commands.add_parser("embed", help="write a model's ML columns into the table")
@@ -82,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--db", type=Path, required=True)
     embed.add_argument("--table", default=DEMO_TABLE)
     embed.add_argument("--scheduler", help="dask.distributed scheduler address, tcp://HOST:PORT")
+    embed.add_argument("--workers", type=int,
+                       help="start a local Dask cluster of this many worker processes")
     embed.set_defaults(run=_embed)
 
     serve = commands.add_parser("serve", help="serve the archive over TAP")
@@ -205,8 +209,12 @@ def _train(arguments: argparse.Namespace) -> int:
     from vo_ml.resources import config_file, load_yaml
 
     models = arguments.models or arguments.db.parent / "models"
-    model_dir = train_model(arguments.db, arguments.table, load_yaml(config_file(arguments.config)),
-                            models)
+    config = load_yaml(config_file(arguments.config))
+    if arguments.latent_dim is not None:
+        config["latent_dim"] = arguments.latent_dim
+    if arguments.epochs is not None:
+        config["training"]["epochs"] = arguments.epochs
+    model_dir = train_model(arguments.db, arguments.table, config, models)
     print(model_dir)
     return 0
 
@@ -214,7 +222,9 @@ def _train(arguments: argparse.Namespace) -> int:
 def _embed(arguments: argparse.Namespace) -> int:
     from vo_ml.pipeline import embed
 
-    changed = embed(arguments.db, arguments.table, arguments.model, arguments.scheduler)
+    if arguments.scheduler and arguments.workers:
+        raise ValueError("give --scheduler (an existing cluster) or --workers (a local one), not both")
+    changed = embed(arguments.db, arguments.table, arguments.model, arguments.scheduler, arguments.workers)
     print(f"{'wrote' if changed else 'already had'} the ML columns of {arguments.model.name} "
           f"in {arguments.table}")
     return 0

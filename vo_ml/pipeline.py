@@ -267,8 +267,13 @@ def _rows_without_embedding(backend: DuckDBBackend, table: str) -> int:
     return backend.execute(f"SELECT count(*) - count(embedding) FROM {table}").rows()[0][0]
 
 
-def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None) -> bool:
-    """Write the model's ML columns into ``table``; False when every row already has this model's."""
+def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None,
+          workers: int | None = None) -> bool:
+    """Write the model's ML columns into ``table``; False when every row already has this model's.
+
+    Encoding runs on the Dask cluster at ``scheduler``, on a local cluster of ``workers``
+    processes, or on local threads (see :func:`vo_ml.ml.embedding.embed_store`).
+    """
     from vo_ml.ml.embedding import embed_store
     from vo_ml.ml.training import load_card
 
@@ -280,7 +285,7 @@ def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None) -
                 backend, table):
             return False
         embeddings = embed_store(SpectrumStore(store_path(db, table)), model_dir,
-                                 scheduler=scheduler)
+                                 scheduler=scheduler, workers=workers)
         backend.write_ml_columns(tap_schema.load().table(table), MlColumns(
             embeddings.model_id, embeddings.dids, embeddings.latent, embeddings.map_xy,
             embeddings.recon_error, card))

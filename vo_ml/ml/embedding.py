@@ -4,19 +4,21 @@ The store's flux and mask become Dask arrays chunked by rows; every chunk is enc
 ``map_blocks`` into one row per spectrum holding the latent vector and the reconstruction error.
 ``dtype``, ``chunks`` and ``meta`` are always given to ``map_blocks``, so Dask never calls the
 Keras model on placeholder input to guess them. Each worker loads the model once and keeps it for
-every chunk it encodes (see :func:`_load_model`). The same code runs on the local threaded
-scheduler or on a ``dask.distributed`` cluster: pass ``scheduler="tcp://host:port"``.
+every chunk it encodes (see :func:`_load_model`), and runs TensorFlow on as many threads as the
+worker has, so that N single-threaded workers use N cores. The same code runs on the local
+threaded scheduler, on a local cluster of worker processes (``workers=N``) or on a
+``dask.distributed`` cluster (``scheduler="tcp://host:port"``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import dask
 import dask.array as da
 import numpy as np
 from dask.diagnostics import ProgressBar
@@ -38,21 +40,29 @@ class Embeddings:
     recon_error: np.ndarray
     card: dict
 
+    model_dir: Path
+
     @property
     def map_xy(self) -> np.ndarray:
-        """The 2-D map position: the latent itself for a 2-D model."""
-        if self.latent.shape[1] != 2:
-            raise NotImplementedError(
-                f"model {self.model_id} has {self.latent.shape[1]} latent dimensions; the 2-D map "
-                "needs a projection, which only 2-D models provide so far"
-            )
-        return self.latent
+        """The 2-D map position: the latent itself for a 2-D model, else the projection fitted
+        on the training spectra and saved with the model."""
+        projection = self.card.get("projection", {"method": "identity"})
+        if projection["method"] == "identity":
+            return self.latent
+        with np.load(self.model_dir / projection["file"]) as saved:
+            return (self.latent - saved["mean"]) @ saved["components"].T
+
+
+#: Flux bytes per Dask task: a few dozen full-resolution HARPS spectra, all of MILES.
+TASK_BYTES = 64 << 20
 
 
 @functools.lru_cache(maxsize=4)
 def _load_model(model_dir: str) -> tuple:
     """Encoder, decoder and card of a saved model, loaded once per process."""
     import keras
+
+    _match_worker_threads()
 
     from vo_ml.ml.models import masked_mse  # noqa: F401  (registers the loss for deserialising)
 
@@ -61,17 +71,42 @@ def _load_model(model_dir: str) -> tuple:
     return encoder, decoder, load_card(Path(model_dir))
 
 
+def _match_worker_threads() -> None:
+    """In a dask.distributed worker, let TensorFlow use the worker's threads and no more."""
+    try:
+        from distributed import get_worker
+
+        threads = get_worker().state.nthreads
+    except (ImportError, ValueError):
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        return  # TensorFlow had already started in this process
+
+
 def encode(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path) -> np.ndarray:
     """Latent vectors and RMS reconstruction error of store rows: shape (rows, latent_dim + 1).
 
-    The error is measured over good pixels only, in units of the median-normalised flux.
+    The error is measured over good pixels only, in units of the median-normalised flux. Rows
+    go through the model in batches of the training batch size, which bounds the activations.
     """
     encoder, decoder, card = _load_model(str(model_dir))
-    model_flux, model_mask = downsample(flux, mask, int(card["config"]["input"]["downsample"]))
-    good = (~model_mask).astype(np.float32)
-    latent = encoder([model_flux, good], training=False).numpy()
+    model_flux, model_mask = downsample(flux, mask, int(card["config"]["input"].get("downsample", 1)))
+    batch = int(card["config"]["training"]["batch_size"])
+    parts = [_encode_batch(encoder, decoder, model_flux[i:i + batch], model_mask[i:i + batch])
+             for i in range(0, len(model_flux), batch)]
+    return np.concatenate(parts) if parts else np.empty((0, int(card["latent_dim"]) + 1), np.float32)
+
+
+def _encode_batch(encoder: object, decoder: object, flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    good = (~mask).astype(np.float32)
+    latent = encoder([flux, good], training=False).numpy()
     reconstructed = decoder(latent, training=False).numpy()
-    squared = np.square(reconstructed - model_flux) * good
+    squared = np.square(reconstructed - flux) * good
     rms = np.sqrt(squared.sum(axis=1) / np.maximum(good.sum(axis=1), 1.0))
     return np.concatenate([latent, rms[:, None]], axis=1).astype(np.float32)
 
@@ -79,36 +114,58 @@ def encode(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path) -> np.ndar
 def embed_store(
     store: SpectrumStore,
     model_dir: str | Path,
-    rows_per_chunk: int = 512,
     scheduler: str | None = None,
+    workers: int | None = None,
 ) -> Embeddings:
-    """Encode every spectrum of ``store`` with the model in ``model_dir``."""
+    """Encode every spectrum of ``store`` with the model in ``model_dir``, on the scheduler at
+    ``scheduler``, on a local cluster of ``workers`` processes, or else on local threads."""
     card = load_card(Path(model_dir))
     latent_dim = int(card["latent_dim"])
     rows = len(store)
-    flux = da.from_zarr(store.flux)[:rows].rechunk((rows_per_chunk, -1))
-    mask = da.from_zarr(store.mask)[:rows].rechunk((rows_per_chunk, -1))
+    per_task = _rows_per_task(store, rows, workers or 1)
+    flux = da.from_zarr(store.flux)[:rows].rechunk((per_task, -1))
+    mask = da.from_zarr(store.mask)[:rows].rechunk((per_task, -1))
     encoded = da.map_blocks(
         encode, flux, mask, model_dir=str(Path(model_dir).resolve()),
         dtype=np.float32,
         chunks=(flux.chunks[0], (latent_dim + 1,)),
         meta=np.empty((0, latent_dim + 1), dtype=np.float32),
     )
-    with _scheduler(scheduler) as progress:
-        with progress:
-            values = encoded.compute()
+    with _scheduler(scheduler, workers) as compute:
+        values = compute(encoded)
     return Embeddings(card["model_id"], store.dids[:rows], values[:, :latent_dim],
-                      values[:, latent_dim].astype(np.float64), card)
+                      values[:, latent_dim].astype(np.float64), card, Path(model_dir))
+
+
+def _rows_per_task(store: SpectrumStore, rows: int, workers: int) -> int:
+    """Rows per Dask task: at most TASK_BYTES of flux, and at least two tasks per worker, in
+    whole store chunks so that no chunk is read by two tasks."""
+    chunk = store.flux.chunks[0]
+    by_bytes = max(1, TASK_BYTES // (4 * store.grid.pixels))
+    by_workers = -(-rows // (2 * workers))
+    return max(chunk, min(by_bytes, by_workers) // chunk * chunk)
 
 
 @contextlib.contextmanager
-def _scheduler(address: str | None) -> Iterator[contextlib.AbstractContextManager]:
-    """The local threaded scheduler with a progress bar, or a distributed client at ``address``."""
-    if address is None:
-        with dask.config.set(scheduler="threads"):
-            yield ProgressBar(dt=0.5)
+def _scheduler(address: str | None, workers: int | None) -> Iterator[Callable[[da.Array], np.ndarray]]:
+    """A compute function with a progress bar: on a client of the cluster at ``address``, on a
+    local cluster of ``workers`` processes on 127.0.0.1 (sharing the cores), or on threads."""
+    if address is None and workers is None:
+        def on_threads(array: da.Array) -> np.ndarray:
+            with ProgressBar(dt=0.5):
+                return array.compute(scheduler="threads")
+        yield on_threads
         return
-    from dask.distributed import Client
+    from dask.distributed import Client, LocalCluster, progress
 
-    with Client(address) as client, dask.config.set(scheduler=client.get):
-        yield contextlib.nullcontext()
+    cluster: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if address is None:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=max(1, (os.cpu_count() or 1) // workers),
+                               processes=True, host="127.0.0.1", dashboard_address=None)
+
+    with cluster as local, Client(address or local) as client:
+        def on_cluster(array: da.Array) -> np.ndarray:
+            future = client.compute(array)
+            progress(future)
+            return future.result()
+        yield on_cluster

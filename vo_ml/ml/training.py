@@ -2,15 +2,22 @@
 
 The model id is derived from the config and the checksum of the training data, so training the
 same config on the same data twice gives the same id, and a second run reuses the saved model
-instead of training again. Training is deterministic under the config's seed. Validation spectra
-are chosen by star, never by spectrum: several spectra of one star on both sides would flatter the
-validation loss.
+instead of training again. Validation spectra are chosen by star, never by spectrum: several
+spectra of one star on both sides would flatter the validation loss.
+
+Spectra stream from the store (:mod:`vo_ml.ml.data`). Training works in ``<id>.partial/``: after
+every epoch the whole autoencoder with its optimizer state, the best weights so far and the
+early-stopping state are written there, each file complete before the state that names it. A
+run killed at any point and started again continues from the last finished epoch and ends
+with the same model as a run that was never interrupted, as batches are drawn by (seed, epoch)
+and TensorFlow runs deterministic kernels. Only a finished model is renamed to ``<id>/``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -21,13 +28,18 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from vo_ml.ml.data import StoreBatches
 from vo_ml.ml.models import FAMILIES, masked_mse
-from vo_ml.spectra.grid import downsample
 from vo_ml.spectra.store import SpectrumStore
 
-__all__ = ["train", "model_id_for", "load_card", "split_by_star", "CARD_NAME"]
+__all__ = ["train", "model_id_for", "load_card", "split_by_star", "fit_projection", "CARD_NAME",
+           "PROJECTION_NAME"]
 
 CARD_NAME = "model_card.json"
+PROJECTION_NAME = "projection.npz"
+METRICS_NAME = "metrics.json"
+CURVE_NAME = "training_curve.png"
+STATE_NAME = "state.json"
 
 
 def model_id_for(config: dict, data_checksum: str) -> str:
@@ -46,12 +58,13 @@ def load_card(model_dir: Path) -> dict:
     return json.loads(card_path.read_text(encoding="utf-8"))
 
 
-def split_by_star(targets: Sequence[str | None], fraction: float) -> np.ndarray:
-    """True for validation rows: a stable hash of the target name picks whole stars."""
+def split_by_star(targets: Sequence[str | None], fraction: float, salt: str = "") -> np.ndarray:
+    """True for the rows of a ``fraction`` of the stars, picked by a stable hash of the target
+    name (with ``salt``, so that several splits of one archive are independent)."""
     def bucket(target: str | None, row: int) -> float:
-        key = target if target else f"row-{row}"
+        key = salt + (target if target else f"row-{row}")
         return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return np.array([bucket(t, i) < fraction for i, t in enumerate(targets)])
+    return np.array([bucket(t, i) < fraction for i, t in enumerate(targets)], dtype=bool)
 
 
 def train(
@@ -60,41 +73,41 @@ def train(
     targets: Sequence[str | None],
     data_checksum: str,
     models_dir: Path,
+    rows: np.ndarray | None = None,
 ) -> Path:
-    """Train ``config`` on every spectrum of ``store``; return the saved model's folder.
+    """Train ``config`` on the spectra of ``store`` (all, or the ``rows`` given); return the
+    saved model's folder.
 
-    ``targets`` gives the star of each store row, for the validation split. An existing model
-    with the same id is returned as it is.
+    ``targets`` gives the star of every store row, for the validation split. An existing model
+    with the same id is returned as it is; an unfinished one is resumed.
     """
     model_id = model_id_for(config, data_checksum)
     final = Path(models_dir) / model_id
     if (final / CARD_NAME).is_file():
         return final
+    work = final.with_name(final.name + ".partial")
     training = config["training"]
-    keras.utils.set_random_seed(int(training["seed"]))
+    seed = int(training["seed"])
+    keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
-    flux, mask = downsample(*store.read(0, len(store)), int(config["input"]["downsample"]))
-    good = (~mask).astype(np.float32)
-    validation = split_by_star(targets, float(training["validation_fraction"]))
-    mean, scale = _standardisation(flux[~validation], mask[~validation])
-    encoder, decoder, autoencoder = FAMILIES[config["family"]](config, flux.shape[1], mean, scale)
-    autoencoder.compile(optimizer=keras.optimizers.Adam(float(training["learning_rate"])),
-                        loss=masked_mse)
-
-    target = np.stack([flux, good], axis=-1)
-    started = time.perf_counter()
-    history = autoencoder.fit(
-        [flux[~validation], good[~validation]], target[~validation],
-        validation_data=([flux[validation], good[validation]], target[validation]),
-        epochs=int(training["epochs"]), batch_size=int(training["batch_size"]), shuffle=True,
-        verbose=0,
-        callbacks=[
-            keras.callbacks.EarlyStopping(patience=int(training["patience"]),
-                                          restore_best_weights=True),
-            _EpochBar(int(training["epochs"]), model_id),
-        ],
-    )
+    pool = np.arange(len(store)) if rows is None else np.asarray(rows)
+    validation = split_by_star([targets[i] for i in pool], float(training["validation_fraction"]))
+    factor = int(config["input"].get("downsample", 1))
+    batch_size = int(training["batch_size"])
+    train_batches = StoreBatches(store, pool[~validation], batch_size, factor, seed)
+    check_batches = StoreBatches(store, pool[validation], batch_size, factor)
+    checkpoint = _Checkpoint(work, float(training.get("checkpoint_seconds", 30)))
+    autoencoder = checkpoint.model() or _new_model(config, train_batches, training)
+    if not checkpoint.finished:
+        autoencoder.fit(
+            train_batches.dataset(checkpoint.epoch),
+            validation_data=check_batches.dataset() if check_batches.rows.size else None,
+            epochs=int(training["epochs"]), initial_epoch=checkpoint.epoch, verbose=0,
+            callbacks=[checkpoint.callback(int(training["patience"])),
+                       _EpochBar(int(training["epochs"]), checkpoint.epoch, model_id)])
+    autoencoder.set_weights(checkpoint.best_weights)
+    encoder, decoder = autoencoder.get_layer("encoder"), autoencoder.get_layer("decoder")
     card = {
         "model_id": model_id,
         "config": config,
@@ -102,37 +115,83 @@ def train(
         "grid": store.grid.as_dict(),
         "data_checksum": data_checksum,
         "spectra": {"train": int((~validation).sum()), "validation": int(validation.sum())},
-        "metrics": {
-            "epochs": len(history.history["loss"]),
-            "best_val_loss": float(min(history.history["val_loss"])),
-            "train_loss": float(history.history["loss"][-1]),
-            "seconds": round(time.perf_counter() - started, 1),
-        },
+        "metrics": checkpoint.metrics(),
         "vo_ml_version": _version(),
     }
-    return _save(final, encoder, decoder, card)
+    card["projection"] = fit_projection(encoder, train_batches, work / PROJECTION_NAME)
+    return _finish(work, final, encoder, decoder, card, checkpoint.history)
 
 
-def _standardisation(flux: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
-    """The mean spectrum over good pixels, and one global scale so no pixel is over-weighted."""
-    good = ~mask
-    counts = np.maximum(good.sum(axis=0), 1)
-    mean = (np.where(good, flux, 0.0).sum(axis=0) / counts).astype(np.float32)
-    residual = np.where(good, flux - mean, 0.0)
-    scale = float(np.sqrt((residual**2).sum() / max(good.sum(), 1))) or 1.0
-    return mean, scale
+def _new_model(config: dict, batches: StoreBatches, training: dict) -> keras.Model:
+    mean, scale = _standardisation(batches)
+    _, _, autoencoder = FAMILIES[config["family"]](config, batches.pixels, mean, scale)
+    autoencoder.compile(optimizer=keras.optimizers.Adam(float(training["learning_rate"])),
+                        loss=masked_mse)
+    return autoencoder
 
 
-def _save(final: Path, encoder: keras.Model, decoder: keras.Model, card: dict) -> Path:
-    """Write into a scratch folder renamed into place, so a kill never leaves half a model."""
-    scratch = final.with_name(final.name + ".partial")
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    encoder.save(scratch / "encoder.keras")
-    decoder.save(scratch / "decoder.keras")
-    (scratch / CARD_NAME).write_text(json.dumps(card, indent=2), encoding="utf-8")
-    scratch.rename(final)
+def _standardisation(batches: StoreBatches) -> tuple[np.ndarray, float]:
+    """The mean spectrum over good pixels, and one global scale so no pixel is over-weighted,
+    from one streaming pass (sums and sums of squares in float64)."""
+    total = np.zeros(batches.pixels)
+    squares = np.zeros(batches.pixels)
+    counts = np.zeros(batches.pixels)
+    for _, flux, good in batches.batches():
+        total += (flux * good).sum(axis=0, dtype=np.float64)
+        squares += (np.square(flux, dtype=np.float64) * good).sum(axis=0)
+        counts += good.sum(axis=0, dtype=np.float64)
+    mean = total / np.maximum(counts, 1)
+    residual = squares.sum() - (mean * total).sum()
+    scale = float(np.sqrt(max(residual, 0.0) / max(counts.sum(), 1))) or 1.0
+    return mean.astype(np.float32), scale
+
+
+def fit_projection(encoder: keras.Model, batches: StoreBatches, path: Path) -> dict:
+    """The 2-D map of the latent space: the latent itself when it is 2-D, otherwise its first
+    two principal components over the training spectra, fitted once and saved beside the model."""
+    latent_dim = int(encoder.output.shape[-1])
+    if latent_dim == 2:
+        return {"method": "identity"}
+    latent = np.concatenate([encoder([flux, good], training=False).numpy()
+                             for _, flux, good in batches.batches()])
+    centre = latent.mean(axis=0)
+    _, _, axes = np.linalg.svd(latent - centre, full_matrices=False)
+    components = axes[:2] if axes.shape[0] >= 2 else np.eye(2, latent_dim)
+    np.savez(path, mean=centre, components=components)
+    return {"method": "pca", "file": PROJECTION_NAME}
+
+
+def _finish(work: Path, final: Path, encoder: keras.Model, decoder: keras.Model, card: dict,
+            history: dict) -> Path:
+    """Save the model, its card, metrics and training curve, then rename the folder into place,
+    so a kill never leaves half a model under the final name."""
+    encoder.save(work / "encoder.keras")
+    decoder.save(work / "decoder.keras")
+    (work / METRICS_NAME).write_text(json.dumps({**card["metrics"], "history": history}, indent=2),
+                                     encoding="utf-8")
+    _plot_curve(history, card["model_id"], work / CURVE_NAME)
+    (work / CARD_NAME).write_text(json.dumps(card, indent=2), encoding="utf-8")
+    shutil.rmtree(work / "checkpoints")
+    work.rename(final)
     return final
+
+
+def _plot_curve(history: dict, model_id: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    axes.plot(epochs, history["loss"], label="training")
+    if history.get("val_loss"):
+        axes.plot(epochs, history["val_loss"], label="validation (held-out stars)")
+    axes.set(xlabel="epoch", ylabel="masked MSE", yscale="log", title=model_id)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def _version() -> str:
@@ -140,12 +199,117 @@ def _version() -> str:
     return __version__
 
 
+def _write_atomically(path: Path, write: object) -> None:
+    """``write(scratch_path)``, then rename over ``path``: readers see the old file or the new."""
+    scratch = path.with_name("tmp-" + path.name)
+    write(scratch)
+    os.replace(scratch, path)
+
+
+class _Checkpoint:
+    """Training state in ``<work>/checkpoints``: the last saved epoch's model and optimizer, the
+    best weights so far and ``state.json`` (epoch, losses, early-stopping counters), written last.
+
+    State is kept in memory every epoch and written every ``interval`` seconds and at the end:
+    saving a model is slower than an epoch of the dense family. A resumed run repeats the epochs
+    since the last write, and as they are deterministic it gets the same weights again.
+    """
+
+    def __init__(self, work: Path, interval: float) -> None:
+        self.folder = work / "checkpoints"
+        self.interval = interval
+        state_path = self.folder / STATE_NAME
+        if not state_path.is_file():
+            shutil.rmtree(work, ignore_errors=True)
+            self.folder.mkdir(parents=True)
+        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+        self.epoch = int(state.get("epoch", 0))
+        self.best = float(state.get("best", np.inf))
+        self.best_epoch = int(state.get("best_epoch", 0))
+        self.wait = int(state.get("wait", 0))
+        self.finished = bool(state.get("finished", False))
+        self.history: dict[str, list[float]] = state.get("history", {"loss": [], "val_loss": []})
+        self.seconds = float(state.get("seconds", 0.0))
+        self.best_weights: list[np.ndarray] | None = None
+        if self.epoch:
+            with np.load(self._best_path) as saved:
+                self.best_weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        self._written = time.monotonic()
+
+    @property
+    def _best_path(self) -> Path:
+        return self.folder / "best.npz"
+
+    @property
+    def _model_path(self) -> Path:
+        return self.folder / "last.keras"
+
+    def model(self) -> keras.Model | None:
+        """The autoencoder and optimizer as the last written epoch left them, if any."""
+        if self.epoch == 0:
+            return None
+        return keras.models.load_model(self._model_path)
+
+    def callback(self, patience: int) -> keras.callbacks.Callback:
+        return _CheckpointCallback(self, patience)
+
+    def record(self, model: keras.Model, logs: dict, patience: int, seconds: float) -> None:
+        """One more epoch: losses, best weights, early stopping; written when it is time."""
+        self.history["loss"].append(float(logs["loss"]))
+        monitored = float(logs.get("val_loss", logs["loss"]))
+        if "val_loss" in logs:
+            self.history["val_loss"].append(monitored)
+        self.epoch, self.seconds = self.epoch + 1, self.seconds + seconds
+        if monitored < self.best:
+            self.best, self.best_epoch, self.wait = monitored, self.epoch, 0
+            self.best_weights = model.get_weights()
+        else:
+            self.wait += 1
+        self.finished = self.wait >= patience
+        model.stop_training = self.finished
+        if self.finished or time.monotonic() - self._written >= self.interval:
+            self.write(model)
+
+    def write(self, model: keras.Model) -> None:
+        _write_atomically(self._best_path, lambda p: np.savez(open(p, "wb"), *self.best_weights))
+        _write_atomically(self._model_path, model.save)
+        state = {"epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
+                 "wait": self.wait, "finished": self.finished, "history": self.history,
+                 "seconds": self.seconds}
+        _write_atomically(self.folder / STATE_NAME,
+                          lambda p: Path(p).write_text(json.dumps(state), encoding="utf-8"))
+        self._written = time.monotonic()
+
+    def metrics(self) -> dict:
+        return {"epochs": self.epoch, "best_epoch": self.best_epoch, "best_val_loss": self.best,
+                "train_loss": self.history["loss"][-1] if self.history["loss"] else None,
+                "seconds": round(self.seconds, 1)}
+
+
+class _CheckpointCallback(keras.callbacks.Callback):
+    def __init__(self, checkpoint: _Checkpoint, patience: int) -> None:
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.patience = patience
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.checkpoint.record(self.model, logs or {}, self.patience, time.perf_counter() - self.started)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.checkpoint.write(self.model)
+
+
 class _EpochBar(keras.callbacks.Callback):
     """A tqdm bar over epochs, showing the losses; it closes early when training stops early."""
 
-    def __init__(self, epochs: int, label: str) -> None:
+    def __init__(self, epochs: int, done: int, label: str) -> None:
         super().__init__()
-        self.bar = tqdm(total=epochs, desc=f"train {label}", unit="epoch", mininterval=0.5)
+        self.bar = tqdm(total=epochs, initial=done, desc=f"train {label}", unit="epoch",
+                        mininterval=0.5)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}

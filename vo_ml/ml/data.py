@@ -1,0 +1,99 @@
+"""Stream spectra from the store into models, a window of chunks at a time.
+
+Training never holds the whole store: it reads a window of store chunks (whole spectra, in the
+order the store holds them, so each read is one file per chunk), shuffles the rows of the window,
+and cuts it into batches. The order of the windows and the rows in them comes from a generator
+seeded by (seed, epoch), so an epoch is the same whether training ran through or resumed after a
+kill. The last partial batch of a window carries over into the next one. A selection that fits in
+one window (MILES: 16 MB) is read once and kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from vo_ml.spectra.grid import downsample
+from vo_ml.spectra.store import SpectrumStore
+
+__all__ = ["StoreBatches", "WINDOW_BYTES"]
+
+#: Flux held at once for shuffling: a few hundred full-resolution HARPS spectra.
+WINDOW_BYTES = 256 << 20
+
+
+class StoreBatches:
+    """Batches of ``rows`` of a store, as the model sees them (downsampled, with 0/1 weights)."""
+
+    def __init__(self, store: SpectrumStore, rows: np.ndarray, batch_size: int, factor: int,
+                 seed: int | None = None) -> None:
+        self.store = store
+        self.rows = np.sort(np.asarray(rows, dtype=np.int64))
+        self.batch_size = batch_size
+        self.factor = factor
+        self.seed = seed
+        self.pixels = store.grid.pixels // factor
+        chunk_rows = store.flux.chunks[0]
+        self._chunks = np.unique(self.rows // chunk_rows)
+        self._chunk_rows = chunk_rows
+        self._window = max(1, WINDOW_BYTES // (chunk_rows * store.grid.pixels * 4))
+        self._resident: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return -(-self.rows.size // self.batch_size)
+
+    def batches(self, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(store row indices, flux, good) per batch; shuffled when a seed was given."""
+        rng = np.random.default_rng([self.seed, epoch]) if self.seed is not None else None
+        chunks = rng.permutation(self._chunks) if rng is not None else self._chunks
+        carried: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for start in range(0, chunks.size, self._window):
+            window = self._window_rows(np.sort(chunks[start:start + self._window]))
+            if rng is not None:
+                order = rng.permutation(window[0].size)
+                window = tuple(part[order] for part in window)
+            carried.append(window)
+            rows, flux, good = (np.concatenate(parts) for parts in zip(*carried, strict=True))
+            whole = rows.size - rows.size % self.batch_size
+            for begin in range(0, whole, self.batch_size):
+                end = begin + self.batch_size
+                yield rows[begin:end], flux[begin:end], good[begin:end]
+            carried = [(rows[whole:], flux[whole:], good[whole:])]
+        rows, flux, good = carried[0] if carried else (np.empty(0),) * 3
+        if rows.size:
+            yield rows, flux, good
+
+    def _window_rows(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows of a window; kept from epoch to epoch when one window holds them all."""
+        if self._chunks.size > self._window:
+            return self._read(chunks)
+        if self._resident is None:
+            self._resident = self._read(chunks)
+        return self._resident
+
+    def _read(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The selected rows of consecutive runs of chunks, read a run at a time."""
+        parts = []
+        for run in np.split(chunks, np.flatnonzero(np.diff(chunks) > 1) + 1):
+            start, stop = run[0] * self._chunk_rows, (run[-1] + 1) * self._chunk_rows
+            wanted = self.rows[(self.rows >= start) & (self.rows < stop)]
+            flux, mask = self.store.read(int(wanted[0]), int(wanted[-1]) + 1)
+            local = wanted - wanted[0]
+            flux, mask = downsample(flux[local], mask[local], self.factor)
+            parts.append((wanted, flux, (~mask).astype(np.float32)))
+        return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
+
+    def dataset(self, first_epoch: int = 0) -> tf.data.Dataset:
+        """A tf.data pipeline of ((flux, good), target) for Keras; each pass is the next epoch."""
+        epochs = iter(range(first_epoch, 1 << 30))
+
+        def generate() -> Iterator:
+            for _, flux, good in self.batches(next(epochs)):
+                yield (flux, good), np.stack([flux, good], axis=-1)
+
+        spectra = tf.TensorSpec((None, self.pixels), tf.float32)
+        target = tf.TensorSpec((None, self.pixels, 2), tf.float32)
+        return tf.data.Dataset.from_generator(
+            generate, output_signature=((spectra, spectra), target)).prefetch(2)
