@@ -95,5 +95,5 @@ class StoreBatches:
 
         spectra = tf.TensorSpec((None, self.pixels), tf.float32)
         target = tf.TensorSpec((None, self.pixels, 2), tf.float32)
-        return tf.data.Dataset.from_generator(
-            generate, output_signature=((spectra, spectra), target)).prefetch(2)
+        dataset = tf.data.Dataset.from_generator(generate, output_signature=((spectra, spectra), target))
+        return dataset.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2)

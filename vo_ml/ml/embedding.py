@@ -122,39 +122,42 @@ def embed_store(
     card = load_card(Path(model_dir))
     latent_dim = int(card["latent_dim"])
     rows = len(store)
-    per_task = _rows_per_task(store, rows, workers or 1)
-    flux = da.from_zarr(store.flux)[:rows].rechunk((per_task, -1))
-    mask = da.from_zarr(store.mask)[:rows].rechunk((per_task, -1))
-    encoded = da.map_blocks(
-        encode, flux, mask, model_dir=str(Path(model_dir).resolve()),
-        dtype=np.float32,
-        chunks=(flux.chunks[0], (latent_dim + 1,)),
-        meta=np.empty((0, latent_dim + 1), dtype=np.float32),
-    )
-    with _scheduler(scheduler, workers) as compute:
+    with _scheduler(scheduler, workers) as (compute, slots):
+        per_task = _rows_per_task(store, rows, slots)
+        flux = da.from_zarr(store.flux)[:rows].rechunk((per_task, -1))
+        mask = da.from_zarr(store.mask)[:rows].rechunk((per_task, -1))
+        encoded = da.map_blocks(
+            encode, flux, mask, model_dir=str(Path(model_dir).resolve()),
+            dtype=np.float32,
+            chunks=(flux.chunks[0], (latent_dim + 1,)),
+            meta=np.empty((0, latent_dim + 1), dtype=np.float32),
+        )
         values = compute(encoded)
     return Embeddings(card["model_id"], store.dids[:rows], values[:, :latent_dim],
                       values[:, latent_dim].astype(np.float64), card, Path(model_dir))
 
 
-def _rows_per_task(store: SpectrumStore, rows: int, workers: int) -> int:
-    """Rows per Dask task: at most TASK_BYTES of flux, and at least two tasks per worker, in
-    whole store chunks so that no chunk is read by two tasks."""
+def _rows_per_task(store: SpectrumStore, rows: int, slots: int) -> int:
+    """Rows per Dask task: at most TASK_BYTES of flux and at least two tasks per worker thread
+    (``slots``), so every worker gets work and a slow one does not hold up the end; in whole
+    store chunks when tasks are that large, so that no chunk is read by two tasks."""
     chunk = store.flux.chunks[0]
     by_bytes = max(1, TASK_BYTES // (4 * store.grid.pixels))
-    by_workers = -(-rows // (2 * workers))
-    return max(chunk, min(by_bytes, by_workers) // chunk * chunk)
+    per_task = max(1, min(by_bytes, -(-rows // (2 * slots))))
+    return per_task // chunk * chunk if per_task >= chunk else per_task
 
 
 @contextlib.contextmanager
-def _scheduler(address: str | None, workers: int | None) -> Iterator[Callable[[da.Array], np.ndarray]]:
-    """A compute function with a progress bar: on a client of the cluster at ``address``, on a
-    local cluster of ``workers`` processes on 127.0.0.1 (sharing the cores), or on threads."""
+def _scheduler(address: str | None, workers: int | None
+               ) -> Iterator[tuple[Callable[[da.Array], np.ndarray], int]]:
+    """A compute function with a progress bar, and how many tasks it runs at once: on a client of
+    the cluster at ``address``, on a local cluster of ``workers`` processes on 127.0.0.1 (sharing
+    the cores), or on threads."""
     if address is None and workers is None:
         def on_threads(array: da.Array) -> np.ndarray:
             with ProgressBar(dt=0.5):
                 return array.compute(scheduler="threads")
-        yield on_threads
+        yield on_threads, os.cpu_count() or 1
         return
     from dask.distributed import Client, LocalCluster, progress
 
@@ -168,4 +171,4 @@ def _scheduler(address: str | None, workers: int | None) -> Iterator[Callable[[d
             future = client.compute(array)
             progress(future)
             return future.result()
-        yield on_cluster
+        yield on_cluster, max(1, sum(client.nthreads().values()))

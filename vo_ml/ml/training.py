@@ -103,7 +103,7 @@ def train(
         autoencoder.fit(
             train_batches.dataset(checkpoint.epoch),
             validation_data=check_batches.dataset() if check_batches.rows.size else None,
-            epochs=int(training["epochs"]), initial_epoch=checkpoint.epoch, verbose=0,
+            epochs=int(training["epochs"]), initial_epoch=checkpoint.epoch, verbose=0, shuffle=False,
             callbacks=[checkpoint.callback(int(training["patience"])),
                        _EpochBar(int(training["epochs"]), checkpoint.epoch, model_id)])
     autoencoder.set_weights(checkpoint.best_weights)

@@ -1,0 +1,155 @@
+"""Model families, streaming training, checkpoints and resume after a kill, on the real store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import TABLE, VO_ML, quick_model_config
+
+from vo_ml.pipeline import store_path
+from vo_ml.resources import config_file, load_yaml
+from vo_ml.spectra.grid import Grid
+from vo_ml.spectra.store import SpectrumStore
+
+
+def copy_archive(archive: dict, folder: Path) -> Path:
+    """The session archive's database and spectrum store, copied so a test may write to them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    db = folder / "miles.duckdb"
+    shutil.copy(archive["db"], db)
+    shutil.copytree(store_path(archive["db"], TABLE), store_path(db, TABLE))
+    return db
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_conv_runs_at_full_harps_resolution_with_a_batch_of_eight():
+    from vo_ml.ml.models import build_conv, conv_layers
+
+    config = load_yaml(config_file("conv")) | {"latent_dim": 4}
+    pixels = 327_680
+    assert len(conv_layers(config, pixels)) == 15
+    encoder, _, autoencoder = build_conv(config, pixels, np.ones(pixels, np.float32), 0.1)
+    flux = np.random.default_rng(1).normal(1, 0.1, (8, pixels)).astype(np.float32)
+    good = np.ones_like(flux)
+    assert autoencoder([flux, good]).shape == (8, pixels)
+    assert encoder([flux, good]).shape == (8, 4)
+
+
+def test_conv_keeps_the_layers_a_short_grid_allows():
+    from vo_ml.ml.models import conv_layers
+
+    config = load_yaml(config_file("conv"))
+    assert len(conv_layers(config, 4096)) == 10  # 4096 / 2^10 = 4 pixels at the bottom
+    with pytest.raises(ValueError, match="too few"):
+        conv_layers(config, 6)
+
+
+def test_a_variational_bottleneck_adds_its_kl_term_and_encodes_its_mean():
+    from vo_ml.ml.models import build_dense
+
+    config = load_yaml(config_file("dense2d")) | {"variational_beta": 0.5}
+    encoder, _, autoencoder = build_dense(config, 64, np.ones(64, np.float32), 0.1)
+    flux = np.random.default_rng(2).normal(1, 0.1, (4, 64)).astype(np.float32)
+    good = np.ones_like(flux)
+    autoencoder([flux, good], training=True)
+    assert len(autoencoder.losses) == 1 and float(autoencoder.losses[0]) > 0
+    first, second = encoder([flux, good]).numpy(), encoder([flux, good]).numpy()
+    np.testing.assert_array_equal(first, second)
+
+
+def test_batches_stream_every_row_once_an_epoch_a_window_at_a_time(tmp_path, monkeypatch):
+    from vo_ml.ml import data
+
+    grid = Grid(4000.0, 5000.0, 1 << 18)  # 1 MB of flux a row: 8 rows a store chunk
+    store = SpectrumStore(tmp_path / "s.zarr", grid)
+    rows = 44
+    flux = np.tile(np.arange(rows, dtype=np.float32)[:, None], (1, grid.pixels))
+    store.append([f"d{i}" for i in range(rows)], flux, np.zeros(flux.shape, bool))
+    monkeypatch.setattr(data, "WINDOW_BYTES", 16 << 20)  # two chunks a window
+    chosen = np.arange(0, rows, 3)
+    batches = data.StoreBatches(store, chosen, batch_size=4, factor=1, seed=7)
+    reads = []
+    original = store.read
+    monkeypatch.setattr(store, "read", lambda a, b: reads.append(b - a) or original(a, b))
+
+    epoch0 = [r for r, _, _ in batches.batches(0)]
+    seen = np.concatenate(epoch0)
+    assert sorted(seen) == list(chosen)
+    assert max(reads) <= 16  # never more than one window of rows from the store
+    for rows_, flux_, _ in batches.batches(0):
+        np.testing.assert_array_equal(flux_[:, 0], rows_)  # flux travels with its row
+    again = np.concatenate([r for r, _, _ in batches.batches(0)])
+    other = np.concatenate([r for r, _, _ in batches.batches(1)])
+    np.testing.assert_array_equal(seen, again)  # an epoch is the same every time
+    assert not np.array_equal(seen, other)  # and differs from the next one
+
+
+def test_training_writes_the_card_metrics_and_curve_and_reuses_the_model(archive, tmp_path):
+    from vo_ml.pipeline import train_model
+
+    card = json.loads((archive["model_dir"] / "model_card.json").read_text())
+    assert card["model_id"] == archive["model_dir"].name
+    assert card["data_checksum"] and card["config"]["name"] == "dense2d"
+    assert card["spectra"]["train"] + card["spectra"]["validation"] == 91
+    assert card["metrics"]["best_val_loss"] > 0 and card["metrics"]["epochs"] >= 1
+    metrics = json.loads((archive["model_dir"] / "metrics.json").read_text())
+    assert len(metrics["history"]["loss"]) == metrics["epochs"]
+    assert (archive["model_dir"] / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (archive["model_dir"] / "checkpoints").exists()
+
+    started = time.perf_counter()
+    again = train_model(archive["db"], TABLE, quick_model_config(), archive["model_dir"].parent)
+    assert again == archive["model_dir"] and time.perf_counter() - started < 10
+
+
+def _train(db: Path, config: Path, models: Path) -> subprocess.Popen:
+    return subprocess.Popen([VO_ML, "train", "--db", str(db), "--config", str(config),
+                             "--models", str(models)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_training_killed_and_restarted_ends_with_the_uninterrupted_model(archive, tmp_path):
+    config = quick_model_config()
+    config["training"].update(epochs=40, patience=1000, checkpoint_seconds=0)
+    config_path = write_config(tmp_path / "quick.yaml", config)
+    db = copy_archive(archive, tmp_path / "archive")
+
+    straight = _train(db, config_path, tmp_path / "straight")
+    assert straight.wait(timeout=600) == 0, straight.stderr.read()
+    model = Path(straight.stdout.read().strip().splitlines()[-1])
+
+    killed = _train(db, config_path, tmp_path / "killed")
+    state = tmp_path / "killed" / f"{model.name}.partial" / "checkpoints" / "state.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if state.is_file() and json.loads(state.read_text())["epoch"] >= 10:
+            break
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / model.name).exists()
+    stopped_at = json.loads(state.read_text())["epoch"]
+    assert 10 <= stopped_at < 40
+
+    resumed = _train(db, config_path, tmp_path / "killed")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    import keras
+
+    expected = keras.models.load_model(model / "encoder.keras").get_weights()
+    got = keras.models.load_model(tmp_path / "killed" / model.name / "encoder.keras").get_weights()
+    for a, b in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+    history = json.loads((model / "metrics.json").read_text())["history"]
+    assert json.loads((tmp_path / "killed" / model.name / "metrics.json").read_text())["history"] == history
