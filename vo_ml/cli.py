@@ -79,6 +79,21 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="most epochs (default: the config's)")
     train.set_defaults(run=_train)
 
+    evaluate = commands.add_parser(
+        "evaluate", help="train models without held-out stars and report how physical their "
+                         "latent neighbours are, against PCA and raw flux")
+    evaluate.add_argument("--db", type=Path, required=True)
+    evaluate.add_argument("--table", default=DEMO_TABLE)
+    evaluate.add_argument("--out", type=Path, default=Path("evaluation"), help="report folder")
+    evaluate.add_argument("--configs", nargs="+", default=["dense2d", "conv"],
+                          help="model configs (names or YAML paths)")
+    evaluate.add_argument("--conv-latent", type=int, nargs="+", default=[2, 8, 32, 128],
+                          help="latent dimensions to train each conv config at")
+    evaluate.add_argument("--epochs", type=int, help="most epochs for every model")
+    evaluate.add_argument("--held-out", type=float, default=0.2, help="share of stars held out")
+    evaluate.add_argument("--models", type=Path, help="folder for models (default: beside --db)")
+    evaluate.set_defaults(run=_evaluate)
+
     embed = commands.add_parser("embed", help="write a model's ML columns into the table")
     embed.add_argument("--model", type=Path, required=True, help="a folder made by 'vo-ml train'")
     embed.add_argument("--db", type=Path, required=True)
@@ -216,6 +231,23 @@ def _train(arguments: argparse.Namespace) -> int:
         config["training"]["epochs"] = arguments.epochs
     model_dir = train_model(arguments.db, arguments.table, config, models)
     print(model_dir)
+    return 0
+
+
+def _evaluate(arguments: argparse.Namespace) -> int:
+    from vo_ml.pipeline import evaluate_models
+    from vo_ml.resources import config_file, load_yaml
+
+    configs = []
+    for name in arguments.configs:
+        config = load_yaml(config_file(name))
+        if arguments.epochs is not None:
+            config["training"]["epochs"] = arguments.epochs
+        latents = arguments.conv_latent if config["family"] == "conv" else [config["latent_dim"]]
+        configs += [config | {"latent_dim": latent} for latent in latents]
+    models = arguments.models or arguments.db.parent / "models"
+    print(evaluate_models(arguments.db, arguments.table, configs, models, arguments.out,
+                          arguments.held_out))
     return 0
 
 

@@ -34,7 +34,7 @@ from vo_ml.spectra.record import Spectrum, SpectrumReadError, file_checksum
 from vo_ml.spectra.store import SpectrumStore
 
 __all__ = ["ArchiveConfig", "IngestSummary", "DemoArchive", "ingest", "train_model", "embed",
-           "store_path", "build_demo"]
+           "store_path", "build_demo", "evaluate_models"]
 
 FILES_PER_BATCH = 128
 #: prctl option that sends a signal to a process when its parent dies (Linux).
@@ -293,6 +293,33 @@ def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None,
     finally:
         backend.close()
     return True
+
+
+def evaluate_models(db: Path, table: str, configs: Sequence[dict], models_dir: Path, out: Path,
+                    held_out_fraction: float = 0.2) -> Path:
+    """Train each config without a held-out share of the stars, then write the evaluation report
+    (:func:`vo_ml.ml.evaluation.evaluate`) into ``out``; return the report's path."""
+    from vo_ml.ml.evaluation import evaluate
+    from vo_ml.ml.training import split_by_star, train
+
+    backend = DuckDBBackend(db)
+    try:
+        columns = backend.execute(
+            f"SELECT obs_publisher_did, target_name, teff, logg, feh FROM {table}").columns
+        checksum = data_checksum(backend, table)
+    finally:
+        backend.close()
+    store = SpectrumStore(store_path(db, table))
+    row_of = {did: i for i, did in enumerate(columns[0].data)}
+    order = np.array([row_of[did] for did in store.dids])
+    targets = [columns[1].data[i] for i in order]
+    labels = {name: np.ma.filled(columns[i].astype(float), np.nan)[order]
+              for i, name in ((2, "teff"), (3, "logg"), (4, "feh"))}
+    held_out = split_by_star(targets, held_out_fraction, salt="evaluate")
+    training_rows = np.flatnonzero(~held_out)
+    models = [train(store, config, targets, f"{checksum}:held-out {held_out_fraction}", models_dir,
+                    rows=training_rows) for config in configs]
+    return evaluate(store, labels, targets, models, held_out, out)
 
 
 @dataclass

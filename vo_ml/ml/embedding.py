@@ -27,7 +27,7 @@ from vo_ml.ml.training import load_card
 from vo_ml.spectra.grid import downsample
 from vo_ml.spectra.store import SpectrumStore
 
-__all__ = ["Embeddings", "embed_store", "encode"]
+__all__ = ["Embeddings", "embed_store", "encode", "reconstruct"]
 
 
 @dataclass
@@ -172,3 +172,12 @@ def _scheduler(address: str | None, workers: int | None
             progress(future)
             return future.result()
         yield on_cluster, max(1, sum(client.nthreads().values()))
+
+
+def reconstruct(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Store rows as the model sees them (flux, mask) and the model's reconstruction of them."""
+    encoder, decoder, card = _load_model(str(model_dir))
+    model_flux, model_mask = downsample(flux, mask, int(card["config"]["input"].get("downsample", 1)))
+    latent = encoder([model_flux, (~model_mask).astype(np.float32)], training=False)
+    return model_flux, model_mask, decoder(latent, training=False).numpy()

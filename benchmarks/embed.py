@@ -1,0 +1,130 @@
+"""Batch embedding end to end against the pure model forward pass, and its scaling over workers.
+
+    python benchmarks/embed.py [--workdir DIR] [--dense N] [--conv N] [--conv-latent 32]
+
+For each family, on synthetic full-size HARPS SDP spectra (written by `vo-ml synth` into the work
+folder first, and reused; then ingested into a fresh archive):
+
+- pure forward pass: encoder and decoder over the spectra already in memory, in batches of the
+  model's batch size, in this process on every core: the baseline;
+- end to end: `vo_ml.pipeline.embed` from the stored arrays to the columns written (and
+  TAP_SCHEMA republished), on a dask.distributed LocalCluster of 1 and of 2 single-threaded
+  worker processes, started before the clock;
+- the peak resident memory of each worker, for all the spectra and for a quarter of them.
+
+The models are trained by our own code for one epoch on a few spectra: throughput does not
+depend on how well a model is trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import duckdb  # noqa: E402
+import numpy as np  # noqa: E402
+from dask.distributed import Client, LocalCluster  # noqa: E402
+
+from vo_ml.ml.embedding import encode  # noqa: E402
+from vo_ml.ml.training import load_card, train  # noqa: E402
+from vo_ml.pipeline import ArchiveConfig, embed, ingest, store_path  # noqa: E402
+from vo_ml.resources import config_file, load_yaml  # noqa: E402
+from vo_ml.spectra.labels import CsvDescriber  # noqa: E402
+from vo_ml.spectra.store import SpectrumStore  # noqa: E402
+
+VO_ML = str(Path(sys.executable).with_name("vo-ml"))
+TABLE = "harps.spectra"
+
+
+def archive(files: list[Path], labels: Path, folder: Path) -> Path:
+    db = folder / "harps.duckdb"
+    config = ArchiveConfig.from_dict(load_yaml(config_file("synthetic")))
+    ingest(files, db, config, CsvDescriber(labels))
+    return db
+
+
+def quick_model(db: Path, config: dict, models: Path) -> Path:
+    """The family's model after one epoch on 32 spectra."""
+    config["training"].update(epochs=1)
+    store = SpectrumStore(store_path(db, TABLE))
+    return train(store, config, [None] * len(store), "benchmark", models, rows=np.arange(32))
+
+
+def pure_forward(db: Path, model: Path) -> float:
+    store = SpectrumStore(store_path(db, TABLE))
+    flux, mask = store.read(0, len(store))
+    encode(flux[:2], mask[:2], model)  # load the model and trace it before the clock
+    started = time.perf_counter()
+    encode(flux, mask, model)
+    return time.perf_counter() - started
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def end_to_end(db: Path, model: Path, workers: int) -> tuple[float, list[float]]:
+    """Seconds of `embed` on a cluster of ``workers`` one-thread processes, and each worker's
+    peak RSS (MB)."""
+    with duckdb.connect(str(db)) as connection:  # forget the model, so embed runs again
+        connection.execute("DELETE FROM vo_ml.models")
+    with (LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                       dashboard_address=None) as cluster, Client(cluster) as client):
+        started = time.perf_counter()
+        assert embed(db, TABLE, model, scheduler=cluster.scheduler_address)
+        seconds = time.perf_counter() - started
+        peaks = list(client.run(_peak_rss_mb).values())
+    return seconds, peaks
+
+
+def measure(name: str, db: Path, model: Path, quarter_db: Path, quarter_model: Path) -> None:
+    n = len(SpectrumStore(store_path(db, TABLE)))
+    card = load_card(model)
+    pure = pure_forward(db, model)
+    one, one_peaks = end_to_end(db, model, 1)
+    two, two_peaks = end_to_end(db, model, 2)
+    _, quarter_peaks = end_to_end(quarter_db, quarter_model, 2)
+    print(f"\n{name}: {n} spectra of {SpectrumStore(store_path(db, TABLE)).grid.pixels} px, "
+          f"latent {card['latent_dim']}, batch {card['config']['training']['batch_size']}")
+    print(f"  pure forward pass (in memory, {os.cpu_count()} threads) {n / pure:8.1f} spectra/s ({pure:.1f} s)")
+    print(f"  end to end, 1 worker                  {n / one:8.1f} spectra/s ({one:.1f} s)")
+    print(f"  end to end, 2 workers                 {n / two:8.1f} spectra/s ({two:.1f} s)")
+    print(f"  end to end (2 workers) / pure = {pure / two:.2f}; scaling 1 -> 2 workers = {one / two:.2f}x")
+    print(f"  peak RSS per worker: {max(two_peaks):.0f} MB on {n} spectra, "
+          f"{max(quarter_peaks):.0f} MB on {n // 4} (1 worker: {max(one_peaks):.0f} MB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "vo_ml_bench")
+    parser.add_argument("--dense", type=int, default=2000, help="spectra for the dense family")
+    parser.add_argument("--conv", type=int, default=200, help="spectra for the conv family")
+    parser.add_argument("--conv-latent", type=int, default=32)
+    arguments = parser.parse_args()
+    synthetic = arguments.workdir / "synthetic"
+    most = max(arguments.dense, arguments.conv)
+    subprocess.run([VO_ML, "synth", "--n", str(most), "--out", str(synthetic)], check=True,
+                   stdout=subprocess.DEVNULL)
+    files = sorted(synthetic.glob("synth_*.fits"))
+    labels = synthetic / "labels.csv"
+    scratch = Path(tempfile.mkdtemp(dir=arguments.workdir))
+    for name, config, count in (
+            ("dense2d", load_yaml(config_file("dense2d")), arguments.dense),
+            ("conv", load_yaml(config_file("conv")) | {"latent_dim": arguments.conv_latent}, arguments.conv)):
+        whole = archive(files[:count], labels, scratch / f"{name}-all")
+        quarter = archive(files[:count // 4], labels, scratch / f"{name}-quarter")
+        model = quick_model(whole, dict(config), scratch / "models")
+        quarter_model = quick_model(quarter, dict(config), scratch / "models")
+        measure(name, whole, model, quarter, quarter_model)
+
+
+if __name__ == "__main__":
+    main()
