@@ -171,8 +171,8 @@ def _finish(work: Path, final: Path, encoder: keras.Model, decoder: keras.Model,
                                      encoding="utf-8")
     _plot_curve(history, card["model_id"], work / CURVE_NAME)
     (work / CARD_NAME).write_text(json.dumps(card, indent=2), encoding="utf-8")
-    shutil.rmtree(work / "checkpoints")
     work.rename(final)
+    shutil.rmtree(final / "checkpoints")
     return final
 
 
