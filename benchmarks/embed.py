@@ -55,7 +55,7 @@ def quick_model(db: Path, config: dict, models: Path) -> Path:
     """The family's model after one epoch on 32 spectra."""
     config["training"].update(epochs=1)
     store = SpectrumStore(store_path(db, TABLE))
-    return train(store, config, [None] * len(store), "benchmark", models, rows=np.arange(32))
+    return train(store, config, [None] * len(store), f"benchmark {db}", models, rows=np.arange(32))
 
 
 def pure_forward(db: Path, model: Path) -> float:
@@ -94,9 +94,9 @@ def measure(name: str, db: Path, model: Path, quarter_db: Path, quarter_model: P
     _, quarter_peaks = end_to_end(quarter_db, quarter_model, 2)
     print(f"\n{name}: {n} spectra of {SpectrumStore(store_path(db, TABLE)).grid.pixels} px, "
           f"latent {card['latent_dim']}, batch {card['config']['training']['batch_size']}")
-    print(f"  pure forward pass (in memory, {os.cpu_count()} threads) {n / pure:8.1f} spectra/s ({pure:.1f} s)")
-    print(f"  end to end, 1 worker                  {n / one:8.1f} spectra/s ({one:.1f} s)")
-    print(f"  end to end, 2 workers                 {n / two:8.1f} spectra/s ({two:.1f} s)")
+    for label, seconds in ((f"pure forward pass (in memory, {os.cpu_count()} threads)", pure),
+                           ("end to end, 1 worker", one), ("end to end, 2 workers", two)):
+        print(f"  {label:42s} {n / seconds:8.1f} spectra/s ({seconds:.1f} s)")
     print(f"  end to end (2 workers) / pure = {pure / two:.2f}; scaling 1 -> 2 workers = {one / two:.2f}x")
     print(f"  peak RSS per worker: {max(two_peaks):.0f} MB on {n} spectra, "
           f"{max(quarter_peaks):.0f} MB on {n // 4} (1 worker: {max(one_peaks):.0f} MB)")

@@ -254,6 +254,8 @@ def _evaluate(arguments: argparse.Namespace) -> int:
 def _embed(arguments: argparse.Namespace) -> int:
     from vo_ml.pipeline import embed
 
+    if arguments.workers is not None and arguments.workers < 1:
+        raise ValueError(f"--workers {arguments.workers}: give 1 or more worker processes")
     if arguments.scheduler and arguments.workers:
         raise ValueError("give --scheduler (an existing cluster) or --workers (a local one), not both")
     changed = embed(arguments.db, arguments.table, arguments.model, arguments.scheduler, arguments.workers)

@@ -302,7 +302,9 @@ def evaluate_models(db: Path, table: str, configs: Sequence[dict], models_dir: P
     from vo_ml.ml.evaluation import evaluate
     from vo_ml.ml.training import split_by_star, train
 
-    backend = DuckDBBackend(db)
+    if not 0 < held_out_fraction < 1:
+        raise ValueError(f"held-out share {held_out_fraction}: give a fraction between 0 and 1")
+    backend = DuckDBBackend(db, read_only=True)
     try:
         columns = backend.execute(
             f"SELECT obs_publisher_did, target_name, teff, logg, feh FROM {table}").columns
@@ -311,6 +313,10 @@ def evaluate_models(db: Path, table: str, configs: Sequence[dict], models_dir: P
         backend.close()
     store = SpectrumStore(store_path(db, table))
     row_of = {did: i for i, did in enumerate(columns[0].data)}
+    missing = [did for did in store.dids if did not in row_of]
+    if missing:
+        raise ValueError(f"{len(missing)} stored spectra have no row in {table} (e.g. {missing[0]}): "
+                         "an ingest was interrupted; run 'vo-ml ingest' again to finish it")
     order = np.array([row_of[did] for did in store.dids])
     targets = [columns[1].data[i] for i in order]
     labels = {name: np.ma.filled(columns[i].astype(float), np.nan)[order]

@@ -4,14 +4,15 @@ Training never holds the whole store: it reads a window of store chunks (whole s
 order the store holds them, so each read is one file per chunk), shuffles the rows of the window,
 and cuts it into batches. The order of the windows and the rows in them comes from a generator
 seeded by (seed, epoch), so an epoch is the same whether training ran through or resumed after a
-kill. The last partial batch of a window carries over into the next one. A selection that fits in
-one window (MILES: 16 MB) is read once and kept.
+kill. The last partial batch of a window carries over into the next one. A selection whose model
+view fits in one window (all of MILES: 4 MB) is read once and kept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -40,6 +41,7 @@ class StoreBatches:
         self._chunk_rows = chunk_rows
         self._window = max(1, WINDOW_BYTES // (chunk_rows * store.grid.pixels * 4))
         self._resident: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.epoch = 0
 
     def __len__(self) -> int:
         return -(-self.rows.size // self.batch_size)
@@ -49,7 +51,8 @@ class StoreBatches:
         rng = np.random.default_rng([self.seed, epoch]) if self.seed is not None else None
         chunks = rng.permutation(self._chunks) if rng is not None else self._chunks
         carried: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        for start in range(0, chunks.size, self._window):
+        windows = range(0, chunks.size, self._window) if not self._fits_in_memory else [0]
+        for start in windows:
             window = self._window_rows(np.sort(chunks[start:start + self._window]))
             if rng is not None:
                 order = rng.permutation(window[0].size)
@@ -65,35 +68,52 @@ class StoreBatches:
         if rows.size:
             yield rows, flux, good
 
+    @property
+    def _fits_in_memory(self) -> bool:
+        return self.rows.size * self.pixels * 4 <= WINDOW_BYTES
+
     def _window_rows(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The rows of a window; kept from epoch to epoch when one window holds them all."""
-        if self._chunks.size > self._window:
+        if not self._fits_in_memory:
             return self._read(chunks)
         if self._resident is None:
-            self._resident = self._read(chunks)
+            self._resident = self._read(self._chunks)
         return self._resident
 
     def _read(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The selected rows of consecutive runs of chunks, read a run at a time."""
+        """The selected rows of ``chunks``, read a chunk at a time and kept in the model's view,
+        so reading a sparse selection never holds more than one chunk at full resolution."""
         parts = []
-        for run in np.split(chunks, np.flatnonzero(np.diff(chunks) > 1) + 1):
-            start, stop = run[0] * self._chunk_rows, (run[-1] + 1) * self._chunk_rows
-            wanted = self.rows[(self.rows >= start) & (self.rows < stop)]
+        for chunk in chunks:
+            start = chunk * self._chunk_rows
+            wanted = self.rows[(self.rows >= start) & (self.rows < start + self._chunk_rows)]
             flux, mask = self.store.read(int(wanted[0]), int(wanted[-1]) + 1)
             local = wanted - wanted[0]
             flux, mask = downsample(flux[local], mask[local], self.factor)
             parts.append((wanted, flux, (~mask).astype(np.float32)))
         return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
-    def dataset(self, first_epoch: int = 0) -> tf.data.Dataset:
-        """A tf.data pipeline of ((flux, good), target) for Keras; each pass is the next epoch."""
-        epochs = iter(range(first_epoch, 1 << 30))
+    def dataset(self) -> tf.data.Dataset:
+        """A tf.data pipeline of ((flux, good), target) for Keras, one epoch a pass.
 
+        The pass draws the batches of ``self.epoch``, which :meth:`follow_epochs` keeps equal to
+        Keras's epoch; it is not counted from the passes, as Keras may start one of its own.
+        """
         def generate() -> Iterator:
-            for _, flux, good in self.batches(next(epochs)):
+            for _, flux, good in self.batches(self.epoch):
                 yield (flux, good), np.stack([flux, good], axis=-1)
 
         spectra = tf.TensorSpec((None, self.pixels), tf.float32)
         target = tf.TensorSpec((None, self.pixels, 2), tf.float32)
         dataset = tf.data.Dataset.from_generator(generate, output_signature=((spectra, spectra), target))
         return dataset.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2)
+
+    def follow_epochs(self) -> keras.callbacks.Callback:
+        """A callback that sets ``self.epoch`` as each Keras epoch begins, before its first batch."""
+        batches = self
+
+        class FollowEpochs(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+                batches.epoch = epoch
+
+        return FollowEpochs()

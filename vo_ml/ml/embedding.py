@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +59,18 @@ class Embeddings:
 TASK_BYTES = 64 << 20
 
 
-@functools.lru_cache(maxsize=4)
+_LOADING = threading.Lock()
+
+
 def _load_model(model_dir: str) -> tuple:
-    """Encoder, decoder and card of a saved model, loaded once per process."""
+    """Encoder, decoder and card of a saved model, loaded once per process, however many
+    threads ask at once."""
+    with _LOADING:
+        return _load_model_once(str(Path(model_dir).resolve()))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_model_once(model_dir: str) -> tuple:
     import keras
 
     _match_worker_threads()
@@ -167,6 +178,9 @@ def _scheduler(address: str | None, workers: int | None
                                processes=True, host="127.0.0.1", dashboard_address=None)
 
     with cluster as local, Client(address or local) as client:
+        workers_now = len(client.scheduler_info(n_workers=-1)["workers"])
+        print(f"encoding on {client.scheduler.address}: {workers_now} Dask workers", file=sys.stderr)
+
         def on_cluster(array: da.Array) -> np.ndarray:
             future = client.compute(array)
             progress(future)

@@ -36,28 +36,42 @@ BASELINE_DOWNSAMPLE = 4
 REPORT_NAME = "report.md"
 
 
-def nearest_neighbours(points: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` nearest other points of every point (Euclidean), shape (n, k)."""
+def nearest_neighbours(points: np.ndarray, k: int, queries: np.ndarray | None = None,
+                       groups: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the ``k`` nearest points (Euclidean, nearest first) of each query point (all
+    points when ``queries`` is None), shape (queries, k). A point is never its own neighbour,
+    nor is any point of its group (another spectrum of the same star, when ``groups`` names
+    stars): those would share its labels by construction."""
+    chosen = np.arange(len(points)) if queries is None else np.flatnonzero(queries)
+    points = np.asarray(points, dtype=np.float64)
     squared = np.sum(points**2, axis=1)
-    distances = squared[:, None] + squared[None, :] - 2.0 * points @ points.T
-    np.fill_diagonal(distances, np.inf)
-    return np.argsort(distances, axis=1)[:, :k]
+    distances = squared[chosen, None] + squared[None, :] - 2.0 * points[chosen] @ points.T
+    distances[np.arange(chosen.size), chosen] = np.inf
+    if groups is not None:
+        distances[groups[chosen, None] == groups[None, :]] = np.inf
+    nearest = np.argpartition(distances, k, axis=1)[:, :k]
+    order = np.argsort(np.take_along_axis(distances, nearest, axis=1), axis=1)
+    return np.take_along_axis(nearest, order, axis=1)
 
 
-def neighbour_label_error(
-    points: np.ndarray, label: np.ndarray, queries: np.ndarray, k: int = 5, relative: bool = False
-) -> float:
-    """Median label difference between each query point and its ``k`` neighbours.
-
-    ``queries`` is a boolean selection of query points; neighbours come from all points, and
-    pairs where either label is unknown (NaN) are left out.
-    """
-    neighbours = nearest_neighbours(points, k)[queries]
+def label_errors(neighbours: np.ndarray, label: np.ndarray, queries: np.ndarray, k: int,
+                 relative: bool) -> float:
+    """Median difference between the label of each query and those of its first ``k``
+    neighbours; pairs where either label is unknown (NaN) are left out."""
     own = label[queries][:, None]
-    difference = np.abs(label[neighbours] - own)
+    difference = np.abs(label[neighbours[:, :k]] - own)
     if relative:
         difference = difference / own
     return float(np.nanmedian(difference))
+
+
+def neighbour_label_error(
+    points: np.ndarray, label: np.ndarray, queries: np.ndarray, k: int = 5, relative: bool = False,
+    groups: np.ndarray | None = None,
+) -> float:
+    """Median label difference between each query point and its ``k`` neighbours among all
+    points (see :func:`nearest_neighbours`)."""
+    return label_errors(nearest_neighbours(points, k, queries, groups), label, queries, k, relative)
 
 
 def pca_projection(data: np.ndarray, dimensions: int, fit: np.ndarray | None = None) -> np.ndarray:
@@ -80,6 +94,15 @@ def _pca_reconstruction_rms(data: np.ndarray, good: np.ndarray, dimensions: int,
     return float(np.median(np.sqrt(squared.sum(axis=1) / np.maximum(good[rows].sum(axis=1), 1))))
 
 
+def _model_view(store: SpectrumStore, factor: int, fit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every spectrum as a model of that sampling sees it, masked pixels set to the mean spectrum
+    of the ``fit`` rows (as the models do), and the 0/1 good-pixel weights."""
+    flux, mask = downsample(*store.read(0, len(store)), factor)
+    good = (~mask).astype(np.float64)
+    mean = (flux[fit] * good[fit]).sum(axis=0) / np.maximum(good[fit].sum(axis=0), 1)
+    return np.where(mask, mean, flux), good
+
+
 @dataclass
 class Representation:
     """Points in some space for every store row, and where they came from."""
@@ -92,49 +115,62 @@ class Representation:
     map_xy: np.ndarray | None = None
     model_dir: Path | None = None
     recon_rms: float | None = None
+    #: For a model: PCA's reconstruction error at the same dimension and sampling.
+    pca_recon_rms: float | None = None
+    pixels: int = 0
     scores: dict = field(default_factory=dict)
 
 
 def score(representation: Representation, labels: dict[str, np.ndarray], queries: np.ndarray,
-          neighbours: Sequence[int] = NEIGHBOURS) -> dict:
+          groups: np.ndarray, neighbours: Sequence[int] = NEIGHBOURS) -> dict:
     """Median label differences of the query rows' neighbours, for each k and label."""
-    return {k: {label: neighbour_label_error(representation.points, labels[label], queries, k, relative)
+    nearest = nearest_neighbours(representation.points, max(neighbours), queries, groups)
+    return {k: {label: label_errors(nearest, labels[label], queries, k, relative)
                 for label, relative in LABELS.items()} for k in neighbours}
 
 
 def evaluate(store: SpectrumStore, labels: dict[str, np.ndarray], targets: Sequence[str | None],
              models: Sequence[Path], held_out: np.ndarray, out: Path) -> Path:
     """Score ``models`` (trained without the ``held_out`` rows) against PCA and raw flux, and
-    write the Markdown report, its JSON figures and its plots into ``out``."""
+    write the Markdown report, its JSON figures and its plots into ``out``.
+
+    Neighbours of a query star are never other spectra of the same star (``targets``)."""
     from vo_ml.ml.embedding import embed_store
     from vo_ml.ml.training import load_card
 
     out.mkdir(parents=True, exist_ok=True)
-    flux, mask = downsample(*store.read(0, len(store)), BASELINE_DOWNSAMPLE)
-    good = (~mask).astype(np.float64)
     training = ~held_out
+    groups = np.array([t or f"row-{i}" for i, t in enumerate(targets)], dtype=object)
+    flux, good = _model_view(store, BASELINE_DOWNSAMPLE, training)
     fgk = (labels["teff"] >= FGK[0]) & (labels["teff"] < FGK[1])
     representations = []
     for model in models:
         embedded = embed_store(store, model)
         card = load_card(model)
+        factor = int(card["config"]["input"].get("downsample", 1))
+        view, view_good = _model_view(store, factor, training)
         representations.append(Representation(
             f"{card['config']['name']}-{card['latent_dim']} latent", card["latent_dim"],
-            embedded.latent, "latent", card["config"]["name"], embedded.map_xy, model,
-            float(np.median(embedded.recon_error[held_out]))))
+            embedded.latent, "latent", card["config"]["name"], embedded.map_xy, Path(model).resolve(),
+            float(np.median(embedded.recon_error[held_out])),
+            _pca_reconstruction_rms(view, view_good, card["latent_dim"], training, held_out),
+            view.shape[1]))
     dimensions = sorted({r.dimensions for r in representations} | {2, 16})
     for dimension in dimensions:
         representations.append(Representation(
             f"PCA-{dimension}", dimension, pca_projection(flux, dimension, training), "pca", "PCA",
-            recon_rms=_pca_reconstruction_rms(flux, good, dimension, training, held_out)))
-    representations.append(Representation("raw flux", flux.shape[1], flux, "raw", "raw"))
+            recon_rms=_pca_reconstruction_rms(flux, good, dimension, training, held_out),
+            pixels=flux.shape[1]))
+    representations.append(Representation("raw flux", flux.shape[1], flux, "raw", "raw",
+                                          pixels=flux.shape[1]))
     for representation in representations:
-        representation.scores = {"held-out FGK": score(representation, labels, held_out & fgk),
-                                 "all FGK": score(representation, labels, fgk, (5,))}
-    figures = {"held_out_stars": int(held_out.sum()), "held_out_fgk": int((held_out & fgk).sum()),
-               "fgk": int(fgk.sum()), "spectra": len(store),
+        representation.scores = {"held-out FGK": score(representation, labels, held_out & fgk, groups),
+                                 "all FGK": score(representation, labels, fgk, groups, (5,))}
+    figures = {"held_out_stars": len(set(groups[held_out])), "held_out_spectra": int(held_out.sum()),
+               "held_out_fgk": int((held_out & fgk).sum()), "fgk": int(fgk.sum()), "spectra": len(store),
                "representations": [{"name": r.name, "dimensions": r.dimensions, "kind": r.kind,
-                                    "recon_rms": r.recon_rms, "scores": r.scores,
+                                    "pixels": r.pixels, "recon_rms": r.recon_rms,
+                                    "pca_recon_rms": r.pca_recon_rms, "scores": r.scores,
                                     "model": r.model_dir.name if r.model_dir else None}
                                    for r in representations]}
     (out / "report.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
@@ -151,9 +187,10 @@ def _markdown(figures: dict, representations: list[Representation]) -> str:
     lines = [
         "# Latent-space evaluation",
         "",
-        f"{figures['spectra']} spectra; {figures['held_out_stars']} held out by star (never seen in "
-        f"training, nor by PCA), of which {figures['held_out_fgk']} FGK "
-        f"({FGK[0]:.0f} <= Teff < {FGK[1]:.0f} K) ask for neighbours among all spectra.",
+        f"{figures['spectra']} spectra; {figures['held_out_spectra']} of {figures['held_out_stars']} "
+        "stars held out by star (never seen in training, nor by PCA), of which "
+        f"{figures['held_out_fgk']} FGK ({FGK[0]:.0f} <= Teff < {FGK[1]:.0f} K) ask for neighbours "
+        "among all spectra, other spectra of the same star excluded.",
         "Each cell: median over query stars and their k nearest neighbours of "
         "|dTeff|/Teff, |dlogg|, |d[Fe/H]|.",
         "",
@@ -171,11 +208,13 @@ def _markdown(figures: dict, representations: list[Representation]) -> str:
     for r in ordered:
         lines.append(f"| {r.name} | {r.dimensions} | " + " | ".join(_format(r.scores["all FGK"][5])) + " |")
     lines += ["", "## Reconstruction error against latent dimension", "",
-              "Median RMS over good pixels of held-out spectra, in units of the normalised flux.", "",
-              "| model | dims | RMS |", "|---|---|---|"]
+              "Median RMS over good pixels of held-out spectra, in units of the normalised flux, "
+              "at the model's own sampling, beside PCA of the same dimension at that sampling.", "",
+              "| model | dims | pixels | RMS | PCA RMS |", "|---|---|---|---|---|"]
     for r in ordered:
-        if r.recon_rms is not None:
-            lines.append(f"| {r.name} | {r.dimensions} | {r.recon_rms:.4f} |")
+        if r.kind == "latent":
+            lines.append(f"| {r.name} | {r.dimensions} | {r.pixels} | {r.recon_rms:.4f} | "
+                         f"{r.pca_recon_rms:.4f} |")
     lines += ["", "![latent maps](latent_maps.png)", "",
               "![reconstructions](reconstructions.png)", "", "![reconstruction error](recon_error.png)", ""]
     return "\n".join(lines)
@@ -241,12 +280,14 @@ def _plot_recon_error(representations: list[Representation], path: Path) -> None
     figure, axis = plt.subplots(figsize=(6, 4))
     families: dict[str, list[Representation]] = {}
     for r in representations:
-        if r.recon_rms is not None:
+        if r.kind == "latent":
             families.setdefault(r.family, []).append(r)
     for name, members in families.items():
         members.sort(key=lambda r: r.dimensions)
-        axis.plot([r.dimensions for r in members], [r.recon_rms for r in members],
-                  marker="s" if name == "PCA" else "o", label=name)
+        dims = [r.dimensions for r in members]
+        line, = axis.plot(dims, [r.recon_rms for r in members], marker="o", label=f"{name} autoencoder")
+        axis.plot(dims, [r.pca_recon_rms for r in members], marker="s", ls="--", color=line.get_color(),
+                  label=f"PCA at {name}'s sampling ({members[0].pixels} px)")
     axis.set(xscale="log", yscale="log", xlabel="latent dimension", ylabel="median RMS (held out)")
     axis.legend(fontsize=8)
     figure.tight_layout()

@@ -24,6 +24,7 @@ import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers, ops
 
 __all__ = ["build_dense", "build_conv", "conv_layers", "masked_mse", "Bottleneck", "FAMILIES"]
@@ -45,7 +46,9 @@ class Bottleneck(layers.Layer):
     """The latent layer: a plain projection, or a variational one when ``beta`` > 0.
 
     Variational: it learns a mean and a log-variance; in training it returns a sample and adds
-    ``beta`` x KL(q(z|x) || N(0, 1)) to the model's losses; otherwise it returns the mean.
+    ``beta`` x KL(q(z|x) || N(0, 1)) to the model's losses; otherwise it returns the mean. The
+    noise of each training step comes from (seed, step), and the step counter is a weight of the
+    layer, so a model restored from a checkpoint draws the noise the uninterrupted run drew.
     """
 
     def __init__(self, latent_dim: int, beta: float = 0.0, seed: int = 0, **kwargs: object) -> None:
@@ -55,12 +58,13 @@ class Bottleneck(layers.Layer):
         self.seed = seed
         self.mean = layers.Dense(latent_dim, name="mean")
         self.log_variance = layers.Dense(latent_dim, name="log_variance") if beta > 0 else None
-        self.noise = keras.random.SeedGenerator(seed) if beta > 0 else None
 
     def build(self, input_shape: tuple) -> None:
         self.mean.build(input_shape)
         if self.log_variance is not None:
             self.log_variance.build(input_shape)
+            self.step = self.add_weight(shape=(), dtype="int64", initializer="zeros",
+                                        trainable=False, name="noise_step")
 
     def call(self, inputs: object, training: bool | None = None) -> object:
         mean = self.mean(inputs)
@@ -71,7 +75,9 @@ class Bottleneck(layers.Layer):
         self.add_loss(self.beta * kl)
         if not training:
             return mean
-        epsilon = keras.random.normal(ops.shape(mean), seed=self.noise)
+        seed = tf.stack([tf.constant(self.seed, tf.int64), self.step.value])
+        epsilon = tf.random.stateless_normal(tf.shape(mean), seed=seed, dtype=mean.dtype)
+        self.step.assign_add(1)
         return mean + ops.exp(0.5 * log_variance) * epsilon
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:

@@ -15,12 +15,14 @@ and TensorFlow runs deterministic kernels. Only a finished model is renamed to `
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import keras
@@ -78,13 +80,40 @@ def train(
     """Train ``config`` on the spectra of ``store`` (all, or the ``rows`` given); return the
     saved model's folder.
 
-    ``targets`` gives the star of every store row, for the validation split. An existing model
-    with the same id is returned as it is; an unfinished one is resumed.
+    ``targets`` gives the star of every store row, for the validation split. ``data_checksum``
+    names the data, and so the model id: with ``rows``, it must name the selection too. An
+    existing model with the same id is returned as it is; an unfinished one is resumed.
     """
     model_id = model_id_for(config, data_checksum)
     final = Path(models_dir) / model_id
     if (final / CARD_NAME).is_file():
+        shutil.rmtree(final / "checkpoints", ignore_errors=True)
         return final
+    Path(models_dir).mkdir(parents=True, exist_ok=True)
+    lock = final.with_name(final.name + ".lock")
+    with _exclusive(lock):
+        trained = _train(store, config, targets, data_checksum, final, rows)
+    lock.unlink(missing_ok=True)
+    return trained
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Hold ``lock`` for the whole training: two runs of one model would mix their checkpoints."""
+    with open(lock, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"model {lock.stem} is being trained by another process "
+                               f"(it holds {lock}); wait for it to finish") from None
+        yield
+
+
+def _train(store: SpectrumStore, config: dict, targets: Sequence[str | None], data_checksum: str,
+           final: Path, rows: np.ndarray | None) -> Path:
+    if (final / CARD_NAME).is_file():
+        return final
+    model_id = final.name
     work = final.with_name(final.name + ".partial")
     training = config["training"]
     seed = int(training["seed"])
@@ -95,17 +124,22 @@ def train(
     validation = split_by_star([targets[i] for i in pool], float(training["validation_fraction"]))
     factor = int(config["input"].get("downsample", 1))
     batch_size = int(training["batch_size"])
+    if not (~validation).any():
+        raise ValueError(f"no spectra to train on: {pool.size} rows given, all of them in the "
+                         "validation share; ingest more stars or lower training.validation_fraction")
     train_batches = StoreBatches(store, pool[~validation], batch_size, factor, seed)
     check_batches = StoreBatches(store, pool[validation], batch_size, factor)
     checkpoint = _Checkpoint(work, float(training.get("checkpoint_seconds", 30)))
     autoencoder = checkpoint.model() or _new_model(config, train_batches, training)
     if not checkpoint.finished:
         autoencoder.fit(
-            train_batches.dataset(checkpoint.epoch),
+            train_batches.dataset(),
             validation_data=check_batches.dataset() if check_batches.rows.size else None,
             epochs=int(training["epochs"]), initial_epoch=checkpoint.epoch, verbose=0, shuffle=False,
-            callbacks=[checkpoint.callback(int(training["patience"])),
+            callbacks=[train_batches.follow_epochs(), checkpoint.callback(int(training["patience"])),
                        _EpochBar(int(training["epochs"]), checkpoint.epoch, model_id)])
+    if checkpoint.best_weights is None:
+        raise ValueError(f"model {model_id} finished no epoch: set training.epochs to 1 or more")
     autoencoder.set_weights(checkpoint.best_weights)
     encoder, decoder = autoencoder.get_layer("encoder"), autoencoder.get_layer("decoder")
     card = {
@@ -204,11 +238,19 @@ def _write_atomically(path: Path, write: object) -> None:
     scratch = path.with_name("tmp-" + path.name)
     write(scratch)
     os.replace(scratch, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 class _Checkpoint:
-    """Training state in ``<work>/checkpoints``: the last saved epoch's model and optimizer, the
-    best weights so far and ``state.json`` (epoch, losses, early-stopping counters), written last.
+    """Training state in ``<work>/checkpoints``: the model and optimizer of the last written epoch,
+    the best weights so far, and ``state.json`` (epoch, losses, early-stopping counters, and the
+    names of those two files). Files carry their epoch in their names and are written before the
+    state that names them, which is replaced in one rename; older ones go after. A kill at any
+    point leaves a state whose files are all there and all of its epoch.
 
     State is kept in memory every epoch and written every ``interval`` seconds and at the end:
     saving a model is slower than an epoch of the dense family. A resumed run repeats the epochs
@@ -230,25 +272,18 @@ class _Checkpoint:
         self.finished = bool(state.get("finished", False))
         self.history: dict[str, list[float]] = state.get("history", {"loss": [], "val_loss": []})
         self.seconds = float(state.get("seconds", 0.0))
+        self._files = state.get("files", {})
         self.best_weights: list[np.ndarray] | None = None
-        if self.epoch:
-            with np.load(self._best_path) as saved:
+        if "best" in self._files:
+            with np.load(self.folder / self._files["best"]) as saved:
                 self.best_weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
         self._written = time.monotonic()
 
-    @property
-    def _best_path(self) -> Path:
-        return self.folder / "best.npz"
-
-    @property
-    def _model_path(self) -> Path:
-        return self.folder / "last.keras"
-
     def model(self) -> keras.Model | None:
         """The autoencoder and optimizer as the last written epoch left them, if any."""
-        if self.epoch == 0:
+        if "model" not in self._files:
             return None
-        return keras.models.load_model(self._model_path)
+        return keras.models.load_model(self.folder / self._files["model"])
 
     def callback(self, patience: int) -> keras.callbacks.Callback:
         return _CheckpointCallback(self, patience)
@@ -259,6 +294,9 @@ class _Checkpoint:
         monitored = float(logs.get("val_loss", logs["loss"]))
         if "val_loss" in logs:
             self.history["val_loss"].append(monitored)
+        if not np.isfinite(monitored):
+            raise ValueError(f"training diverged at epoch {self.epoch + 1} (loss {monitored}): "
+                             "lower training.learning_rate in the model config")
         self.epoch, self.seconds = self.epoch + 1, self.seconds + seconds
         if monitored < self.best:
             self.best, self.best_epoch, self.wait = monitored, self.epoch, 0
@@ -271,19 +309,40 @@ class _Checkpoint:
             self.write(model)
 
     def write(self, model: keras.Model) -> None:
-        _write_atomically(self._best_path, lambda p: np.savez(open(p, "wb"), *self.best_weights))
-        _write_atomically(self._model_path, model.save)
+        if self.best_weights is None or self._files.get("model") == f"last-{self.epoch}.keras":
+            return
+        files = {"model": f"last-{self.epoch}.keras", "best": f"best-{self.best_epoch}.npz"}
+        if not (self.folder / files["best"]).is_file():
+            _write_atomically(self.folder / files["best"], lambda p: _save_arrays(p, self.best_weights))
+        _write_atomically(self.folder / files["model"], model.save)
         state = {"epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
                  "wait": self.wait, "finished": self.finished, "history": self.history,
-                 "seconds": self.seconds}
-        _write_atomically(self.folder / STATE_NAME,
-                          lambda p: Path(p).write_text(json.dumps(state), encoding="utf-8"))
+                 "seconds": self.seconds, "files": files}
+        _write_atomically(self.folder / STATE_NAME, lambda p: _save_text(p, json.dumps(state)))
+        for stale in set(self.folder.iterdir()) - {self.folder / STATE_NAME,
+                                                   *(self.folder / f for f in files.values())}:
+            stale.unlink()
+        self._files = files
         self._written = time.monotonic()
 
     def metrics(self) -> dict:
         return {"epochs": self.epoch, "best_epoch": self.best_epoch, "best_val_loss": self.best,
                 "train_loss": self.history["loss"][-1] if self.history["loss"] else None,
                 "seconds": round(self.seconds, 1)}
+
+
+def _save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, *arrays)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _save_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 class _CheckpointCallback(keras.callbacks.Callback):
