@@ -187,7 +187,7 @@ def _markdown(figures: dict, representations: list[Representation]) -> str:
     lines = [
         "# Latent-space evaluation",
         "",
-        f"{figures['spectra']} spectra; {figures['held_out_spectra']} of {figures['held_out_stars']} "
+        f"{figures['spectra']} spectra; {figures['held_out_spectra']} spectra of {figures['held_out_stars']} "
         "stars held out by star (never seen in training, nor by PCA), of which "
         f"{figures['held_out_fgk']} FGK ({FGK[0]:.0f} <= Teff < {FGK[1]:.0f} K) ask for neighbours "
         "among all spectra, other spectra of the same star excluded.",
