@@ -45,6 +45,7 @@ TABLE = "harps.spectra"
 
 
 def archive(files: list[Path], labels: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True)
     db = folder / "harps.duckdb"
     config = ArchiveConfig.from_dict(load_yaml(config_file("synthetic")))
     ingest(files, db, config, CsvDescriber(labels))

@@ -183,7 +183,8 @@ def _scheduler(address: str | None, workers: int | None
 
         def on_cluster(array: da.Array) -> np.ndarray:
             future = client.compute(array)
-            progress(future)
+            with contextlib.redirect_stdout(sys.stderr):  # stdout carries the command's result
+                progress(future)
             return future.result()
         yield on_cluster, max(1, sum(client.nthreads().values()))
 
