@@ -5,12 +5,14 @@
 For each family, on synthetic full-size HARPS SDP spectra (written by `vo-ml synth` into the work
 folder first, and reused; then ingested into a fresh archive):
 
-- pure forward pass: encoder and decoder over the spectra already in memory, in batches of the
-  model's batch size, in this process on every core: the baseline;
+- pure forward pass: encoder and decoder over the spectra already in memory and downsampled as
+  the model sees them, in batches of the model's batch size, in this process on every core: the
+  baseline;
 - end to end: `vo_ml.pipeline.embed` from the stored arrays to the columns written (and
   TAP_SCHEMA republished), on a dask.distributed LocalCluster of 1 and of 2 single-threaded
   worker processes, started before the clock;
-- the peak resident memory of each worker, for all the spectra and for a quarter of them.
+- the peak resident memory (VmHWM, reset as each run starts) of each worker, for all the
+  spectra and for a quarter of them.
 
 The models are trained by our own code for one epoch on a few spectra: throughput does not
 depend on how well a model is trained.
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,10 +34,11 @@ import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 from dask.distributed import Client, LocalCluster  # noqa: E402
 
-from vo_ml.ml.embedding import encode  # noqa: E402
+from vo_ml.ml.embedding import encode_batch, load_model  # noqa: E402
 from vo_ml.ml.training import load_card, train  # noqa: E402
 from vo_ml.pipeline import ArchiveConfig, embed, ingest, store_path  # noqa: E402
 from vo_ml.resources import config_file, load_yaml  # noqa: E402
+from vo_ml.spectra.grid import downsample  # noqa: E402
 from vo_ml.spectra.labels import CsvDescriber  # noqa: E402
 from vo_ml.spectra.store import SpectrumStore  # noqa: E402
 
@@ -60,16 +62,29 @@ def quick_model(db: Path, config: dict, models: Path) -> Path:
 
 
 def pure_forward(db: Path, model: Path) -> float:
+    """Seconds of the encoder and decoder alone over every spectrum, already in memory in the
+    model's view, in batches of the model's batch size."""
     store = SpectrumStore(store_path(db, TABLE))
-    flux, mask = store.read(0, len(store))
-    encode(flux[:2], mask[:2], model)  # load the model and trace it before the clock
+    encoder, decoder, card = load_model(str(model))
+    flux, mask = downsample(*store.read(0, len(store)), int(card["config"]["input"].get("downsample", 1)))
+    batch = int(card["config"]["training"]["batch_size"])
+    encode_batch(encoder, decoder, flux[:batch], mask[:batch])  # trace before the clock
     started = time.perf_counter()
-    encode(flux, mask, model)
+    for start in range(0, len(flux), batch):
+        encode_batch(encoder, decoder, flux[start:start + batch], mask[start:start + batch])
     return time.perf_counter() - started
 
 
+def _reset_peak_rss() -> None:
+    """Start the process's peak RSS (VmHWM) afresh: a forked worker inherits its parent's."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def end_to_end(db: Path, model: Path, workers: int) -> tuple[float, list[float]]:
@@ -79,6 +94,7 @@ def end_to_end(db: Path, model: Path, workers: int) -> tuple[float, list[float]]
         connection.execute("DELETE FROM vo_ml.models")
     with (LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                        dashboard_address=None) as cluster, Client(cluster) as client):
+        client.run(_reset_peak_rss)
         started = time.perf_counter()
         assert embed(db, TABLE, model, scheduler=cluster.scheduler_address)
         seconds = time.perf_counter() - started
@@ -89,10 +105,10 @@ def end_to_end(db: Path, model: Path, workers: int) -> tuple[float, list[float]]
 def measure(name: str, db: Path, model: Path, quarter_db: Path, quarter_model: Path) -> None:
     n = len(SpectrumStore(store_path(db, TABLE)))
     card = load_card(model)
-    pure = pure_forward(db, model)
     one, one_peaks = end_to_end(db, model, 1)
     two, two_peaks = end_to_end(db, model, 2)
     _, quarter_peaks = end_to_end(quarter_db, quarter_model, 2)
+    pure = pure_forward(db, model)
     print(f"\n{name}: {n} spectra of {SpectrumStore(store_path(db, TABLE)).grid.pixels} px, "
           f"latent {card['latent_dim']}, batch {card['config']['training']['batch_size']}")
     for label, seconds in ((f"pure forward pass (in memory, {os.cpu_count()} threads)", pure),

@@ -4,7 +4,7 @@ The store's flux and mask become Dask arrays chunked by rows; every chunk is enc
 ``map_blocks`` into one row per spectrum holding the latent vector and the reconstruction error.
 ``dtype``, ``chunks`` and ``meta`` are always given to ``map_blocks``, so Dask never calls the
 Keras model on placeholder input to guess them. Each worker loads the model once and keeps it for
-every chunk it encodes (see :func:`_load_model`), and runs TensorFlow on as many threads as the
+every chunk it encodes (see :func:`load_model`), and runs TensorFlow on as many threads as the
 worker has, so that N single-threaded workers use N cores. The same code runs on the local
 threaded scheduler, on a local cluster of worker processes (``workers=N``) or on a
 ``dask.distributed`` cluster (``scheduler="tcp://host:port"``).
@@ -29,7 +29,7 @@ from vo_ml.ml.training import load_card
 from vo_ml.spectra.grid import downsample
 from vo_ml.spectra.store import SpectrumStore
 
-__all__ = ["Embeddings", "embed_store", "encode", "reconstruct"]
+__all__ = ["Embeddings", "embed_store", "encode", "encode_batch", "load_model", "reconstruct"]
 
 
 @dataclass
@@ -62,7 +62,7 @@ TASK_BYTES = 64 << 20
 _LOADING = threading.Lock()
 
 
-def _load_model(model_dir: str) -> tuple:
+def load_model(model_dir: str) -> tuple:
     """Encoder, decoder and card of a saved model, loaded once per process, however many
     threads ask at once."""
     with _LOADING:
@@ -105,15 +105,15 @@ def encode(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path) -> np.ndar
     The error is measured over good pixels only, in units of the median-normalised flux. Rows
     go through the model in batches of the training batch size, which bounds the activations.
     """
-    encoder, decoder, card = _load_model(str(model_dir))
+    encoder, decoder, card = load_model(str(model_dir))
     model_flux, model_mask = downsample(flux, mask, int(card["config"]["input"].get("downsample", 1)))
     batch = int(card["config"]["training"]["batch_size"])
-    parts = [_encode_batch(encoder, decoder, model_flux[i:i + batch], model_mask[i:i + batch])
+    parts = [encode_batch(encoder, decoder, model_flux[i:i + batch], model_mask[i:i + batch])
              for i in range(0, len(model_flux), batch)]
     return np.concatenate(parts) if parts else np.empty((0, int(card["latent_dim"]) + 1), np.float32)
 
 
-def _encode_batch(encoder: object, decoder: object, flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def encode_batch(encoder: object, decoder: object, flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
     good = (~mask).astype(np.float32)
     latent = encoder([flux, good], training=False).numpy()
     reconstructed = decoder(latent, training=False).numpy()
@@ -149,12 +149,12 @@ def embed_store(
 
 
 def _rows_per_task(store: SpectrumStore, rows: int, slots: int) -> int:
-    """Rows per Dask task: at most TASK_BYTES of flux and at least two tasks per worker thread
+    """Rows per Dask task: at most TASK_BYTES of flux and at least four tasks per worker thread
     (``slots``), so every worker gets work and a slow one does not hold up the end; in whole
     store chunks when tasks are that large, so that no chunk is read by two tasks."""
     chunk = store.flux.chunks[0]
     by_bytes = max(1, TASK_BYTES // (4 * store.grid.pixels))
-    per_task = max(1, min(by_bytes, -(-rows // (2 * slots))))
+    per_task = max(1, min(by_bytes, -(-rows // (4 * slots))))
     return per_task // chunk * chunk if per_task >= chunk else per_task
 
 
@@ -192,7 +192,7 @@ def _scheduler(address: str | None, workers: int | None
 def reconstruct(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Store rows as the model sees them (flux, mask) and the model's reconstruction of them."""
-    encoder, decoder, card = _load_model(str(model_dir))
+    encoder, decoder, card = load_model(str(model_dir))
     model_flux, model_mask = downsample(flux, mask, int(card["config"]["input"].get("downsample", 1)))
     latent = encoder([model_flux, (~model_mask).astype(np.float32)], training=False)
     return model_flux, model_mask, decoder(latent, training=False).numpy()
