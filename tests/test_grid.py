@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vo_ml.spectra.grid import Grid, normalise_median, resample
+from vo_ml.spectra.grid import Grid, downsample, normalise_median, resample
 
 
 def _edges_to_centres(edges):
@@ -137,3 +137,17 @@ def test_gaps_are_masked_where_they_are_observed_not_where_they_move_to():
     centres = preprocessing.grid.centres
     assert mask[(centres > 4996) & (centres < 5004)].all()
     assert not mask[(centres > 5007) & (centres < 5015)].any()
+
+
+def test_downsampling_averages_the_good_pixels_of_each_group():
+    rng = np.random.default_rng(5)
+    flux = rng.normal(1, 0.1, (4, 103)).astype(np.float32)
+    mask = rng.random((4, 103)) < 0.4
+    mask[0, :8] = True
+    out, out_mask = downsample(flux, mask, 4)
+    good = ~mask[:, :100].reshape(4, -1, 4)
+    counts = good.sum(axis=2)
+    expected = np.where(good, flux[:, :100].reshape(4, -1, 4), 0).sum(axis=2) / np.maximum(counts, 1)
+    np.testing.assert_array_equal(out_mask, counts == 0)
+    np.testing.assert_allclose(out, np.where(counts == 0, 0, expected), rtol=1e-6)
+    assert out_mask[0, :2].all() and out.dtype == np.float32

@@ -79,7 +79,7 @@ def test_batches_stream_every_row_once_an_epoch_a_window_at_a_time(tmp_path, mon
     store.append([f"d{i}" for i in range(rows)], flux, np.zeros(flux.shape, bool))
     monkeypatch.setattr(data, "WINDOW_BYTES", 8 << 20)  # one chunk a window, not the 15 rows
     chosen = np.arange(0, rows, 3)
-    batches = data.StoreBatches(store, chosen, batch_size=4, factor=1, seed=7)
+    batches = data.StoreBatches(store, chosen, batch_size=4, seed=7)
     reads = []
     original = store.read
     monkeypatch.setattr(store, "read", lambda a, b: reads.append(b - a) or original(a, b))

@@ -16,7 +16,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vo_ml.spectra.grid import downsample
 from vo_ml.spectra.store import SpectrumStore
 
 __all__ = ["StoreBatches", "WINDOW_BYTES"]
@@ -26,16 +25,15 @@ WINDOW_BYTES = 256 << 20
 
 
 class StoreBatches:
-    """Batches of ``rows`` of a store, as the model sees them (downsampled, with 0/1 weights)."""
+    """Batches of ``rows`` of a store at the model's sampling, with 0/1 good-pixel weights."""
 
-    def __init__(self, store: SpectrumStore, rows: np.ndarray, batch_size: int, factor: int,
+    def __init__(self, store: SpectrumStore, rows: np.ndarray, batch_size: int,
                  seed: int | None = None) -> None:
         self.store = store
         self.rows = np.sort(np.asarray(rows, dtype=np.int64))
         self.batch_size = batch_size
-        self.factor = factor
         self.seed = seed
-        self.pixels = store.grid.pixels // factor
+        self.pixels = store.grid.pixels
         chunk_rows = store.flux.chunks[0]
         self._chunks = np.unique(self.rows // chunk_rows)
         self._chunk_rows = chunk_rows
@@ -81,15 +79,15 @@ class StoreBatches:
         return self._resident
 
     def _read(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The selected rows of ``chunks``, read a chunk at a time and kept in the model's view,
-        so reading a sparse selection never holds more than one chunk at full resolution."""
+        """The selected rows of ``chunks``, read a chunk at a time, so reading a sparse selection
+        never holds more than one chunk besides the rows kept."""
         parts = []
         for chunk in chunks:
             start = chunk * self._chunk_rows
             wanted = self.rows[(self.rows >= start) & (self.rows < start + self._chunk_rows)]
             flux, mask = self.store.read(int(wanted[0]), int(wanted[-1]) + 1)
             local = wanted - wanted[0]
-            flux, mask = downsample(flux[local], mask[local], self.factor)
+            flux, mask = flux[local], mask[local]
             parts.append((wanted, flux, (~mask).astype(np.float32)))
         return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 

@@ -99,14 +99,18 @@ def _match_worker_threads() -> None:
         return  # TensorFlow had already started in this process
 
 
-def encode(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path) -> np.ndarray:
+def encode(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path, factor: int | None = None
+           ) -> np.ndarray:
     """Latent vectors and RMS reconstruction error of store rows: shape (rows, latent_dim + 1).
 
-    The error is measured over good pixels only, in units of the median-normalised flux. Rows
-    go through the model in batches of the training batch size, which bounds the activations.
+    Rows are averaged over ``factor`` pixels first (by default the model's own downsampling;
+    1 for rows from a store already at the model's sampling). The error is measured over good
+    pixels only, in units of the median-normalised flux. Rows go through the model in batches of
+    the training batch size, which bounds the activations.
     """
     encoder, decoder, card = load_model(str(model_dir))
-    model_flux, model_mask = downsample(flux, mask, int(card["config"]["input"].get("downsample", 1)))
+    factor = int(card["config"]["input"].get("downsample", 1)) if factor is None else factor
+    model_flux, model_mask = downsample(flux, mask, factor)
     batch = int(card["config"]["training"]["batch_size"])
     parts = [encode_batch(encoder, decoder, model_flux[i:i + batch], model_mask[i:i + batch])
              for i in range(0, len(model_flux), batch)]
@@ -133,18 +137,20 @@ def embed_store(
     card = load_card(Path(model_dir))
     latent_dim = int(card["latent_dim"])
     rows = len(store)
+    dids = store.dids[:rows]
+    store = store.coarsened(int(card["config"]["input"].get("downsample", 1)))
     with _scheduler(scheduler, workers) as (compute, slots):
         per_task = _rows_per_task(store, rows, slots)
         flux = da.from_zarr(store.flux)[:rows].rechunk((per_task, -1))
         mask = da.from_zarr(store.mask)[:rows].rechunk((per_task, -1))
         encoded = da.map_blocks(
-            encode, flux, mask, model_dir=str(Path(model_dir).resolve()),
+            encode, flux, mask, model_dir=str(Path(model_dir).resolve()), factor=1,
             dtype=np.float32,
             chunks=(flux.chunks[0], (latent_dim + 1,)),
             meta=np.empty((0, latent_dim + 1), dtype=np.float32),
         )
         values = compute(encoded)
-    return Embeddings(card["model_id"], store.dids[:rows], values[:, :latent_dim],
+    return Embeddings(card["model_id"], dids, values[:, :latent_dim],
                       values[:, latent_dim].astype(np.float64), card, Path(model_dir))
 
 

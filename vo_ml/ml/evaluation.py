@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vo_ml.spectra.grid import downsample
 from vo_ml.spectra.store import SpectrumStore
 
 __all__ = ["nearest_neighbours", "neighbour_label_error", "pca_projection", "FGK", "LABELS",
@@ -97,7 +96,7 @@ def _pca_reconstruction_rms(data: np.ndarray, good: np.ndarray, dimensions: int,
 def _model_view(store: SpectrumStore, factor: int, fit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every spectrum as a model of that sampling sees it, masked pixels set to the mean spectrum
     of the ``fit`` rows (as the models do), and the 0/1 good-pixel weights."""
-    flux, mask = downsample(*store.read(0, len(store)), factor)
+    flux, mask = store.coarsened(factor).read(0, len(store))
     good = (~mask).astype(np.float64)
     mean = (flux[fit] * good[fit]).sum(axis=0) / np.maximum(good[fit].sum(axis=0), 1)
     return np.where(mask, mean, flux), good

@@ -127,8 +127,9 @@ def _train(store: SpectrumStore, config: dict, targets: Sequence[str | None], da
     if not (~validation).any():
         raise ValueError(f"no spectra to train on: {pool.size} rows given, all of them in the "
                          "validation share; ingest more stars or lower training.validation_fraction")
-    train_batches = StoreBatches(store, pool[~validation], batch_size, factor, seed)
-    check_batches = StoreBatches(store, pool[validation], batch_size, factor)
+    sampled = store.coarsened(factor)
+    train_batches = StoreBatches(sampled, pool[~validation], batch_size, seed)
+    check_batches = StoreBatches(sampled, pool[validation], batch_size)
     checkpoint = _Checkpoint(work, float(training.get("checkpoint_seconds", 30)))
     autoencoder = checkpoint.model() or _new_model(config, train_batches, training)
     if not checkpoint.finished:

@@ -53,6 +53,12 @@ class Grid:
         edges = self.edges
         return 0.5 * (edges[:-1] + edges[1:])
 
+    def coarsened(self, factor: int) -> Grid:
+        """The grid whose pixels are ``factor`` of these averaged (see :func:`downsample`); a
+        remainder of fewer than ``factor`` pixels at the red end is dropped."""
+        pixels = self.pixels // factor
+        return Grid(self.start, float(self.edges[pixels * factor]), pixels, self.spacing, self.medium)
+
     def as_dict(self) -> dict:
         return {"start": self.start, "stop": self.stop, "pixels": self.pixels,
                 "spacing": self.spacing, "medium": self.medium}
@@ -272,11 +278,16 @@ def downsample(flux: np.ndarray, mask: np.ndarray, factor: int) -> tuple[np.ndar
     """
     if factor == 1:
         return flux.astype(np.float32), mask
-    rows, pixels = flux.shape
-    usable = pixels - pixels % factor
-    good = ~mask[:, :usable].reshape(rows, -1, factor)
-    sums = np.where(good, flux[:, :usable].reshape(rows, -1, factor), 0.0).sum(axis=2)
-    counts = good.sum(axis=2)
+    usable = flux.shape[1] - flux.shape[1] % factor
+    good = ~mask[:, :usable]
+    values = np.where(good, flux[:, :usable], np.float32(0))
+    # Strided sums: reducing a trailing axis of length `factor` is several times slower.
+    sums = values[:, 0::factor].astype(np.float32)
+    counts = good[:, 0::factor].astype(np.uint16)
+    for offset in range(1, factor):
+        sums += values[:, offset::factor]
+        counts += good[:, offset::factor]
     out_mask = counts == 0
-    out_flux = np.where(out_mask, 0.0, sums / np.maximum(counts, 1))
-    return out_flux.astype(np.float32), out_mask
+    np.divide(sums, np.maximum(counts, 1), out=sums)
+    sums[out_mask] = 0.0
+    return sums, out_mask
