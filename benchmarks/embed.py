@@ -13,6 +13,8 @@ folder first, and reused; then ingested into a fresh archive):
   worker processes, started before the clock;
 - for a family that downsamples (dense2d), the one-off build of the store's copy at its
   sampling, which the first training or embedding makes and later ones reuse;
+- the steady-state rate: the extra spectra over the extra time from a quarter of the spectra to
+  all of them, which leaves out what every run pays once;
 - the peak resident memory (VmHWM, reset as each run starts) of each worker, for all the
   spectra and for a quarter of them.
 
@@ -118,7 +120,7 @@ def measure(name: str, db: Path, model: Path, quarter_db: Path, quarter_model: P
     card = load_card(model)
     one, one_peaks = end_to_end(db, model, 1)
     two, two_peaks = end_to_end(db, model, 2)
-    _, quarter_peaks = end_to_end(quarter_db, quarter_model, 2)
+    quarter_two, quarter_peaks = end_to_end(quarter_db, quarter_model, 2)
     pure = pure_forward(db, model)
     print(f"\n{name}: {n} spectra of {SpectrumStore(store_path(db, TABLE)).grid.pixels} px, "
           f"latent {card['latent_dim']}, batch {card['config']['training']['batch_size']}")
@@ -126,6 +128,11 @@ def measure(name: str, db: Path, model: Path, quarter_db: Path, quarter_model: P
                            ("end to end, 1 worker", one), ("end to end, 2 workers", two)):
         print(f"  {label:42s} {n / seconds:8.1f} spectra/s ({seconds:.1f} s)")
     print(f"  end to end (2 workers) / pure = {pure / two:.2f}; scaling 1 -> 2 workers = {one / two:.2f}x")
+    quarter = len(SpectrumStore(store_path(quarter_db, TABLE)))
+    steady = (n - quarter) / (two - quarter_two)
+    print(f"  steady state, 2 workers ({quarter} -> {n} spectra): {steady:.1f} spectra/s = "
+          f"{steady / (n / pure):.2f} of pure; fixed cost per run {two - n / steady:.1f} s "
+          "(worker start of TensorFlow, model load, column swap)")
     if card["config"]["input"].get("downsample", 1) > 1:
         print(f"  once: the store's x{card['config']['input']['downsample']} copy built in "
               f"{coarsen_seconds:.1f} s ({n / coarsen_seconds:.0f} spectra/s)")
