@@ -120,6 +120,7 @@ def measure(name: str, db: Path, model: Path, quarter_db: Path, quarter_model: P
     card = load_card(model)
     one, one_peaks = end_to_end(db, model, 1)
     two, two_peaks = end_to_end(db, model, 2)
+    quarter_one, _ = end_to_end(quarter_db, quarter_model, 1)
     quarter_two, quarter_peaks = end_to_end(quarter_db, quarter_model, 2)
     pure = pure_forward(db, model)
     print(f"\n{name}: {n} spectra of {SpectrumStore(store_path(db, TABLE)).grid.pixels} px, "
@@ -129,10 +130,12 @@ def measure(name: str, db: Path, model: Path, quarter_db: Path, quarter_model: P
         print(f"  {label:42s} {n / seconds:8.1f} spectra/s ({seconds:.1f} s)")
     print(f"  end to end (2 workers) / pure = {pure / two:.2f}; scaling 1 -> 2 workers = {one / two:.2f}x")
     quarter = len(SpectrumStore(store_path(quarter_db, TABLE)))
+    steady_one = (n - quarter) / (one - quarter_one)
     steady = (n - quarter) / (two - quarter_two)
-    print(f"  steady state, 2 workers ({quarter} -> {n} spectra): {steady:.1f} spectra/s = "
-          f"{steady / (n / pure):.2f} of pure; fixed cost per run {two - n / steady:.1f} s "
-          "(worker start of TensorFlow, model load, column swap)")
+    print(f"  steady state ({quarter} -> {n} spectra): 1 worker {steady_one:.1f}, 2 workers "
+          f"{steady:.1f} spectra/s = {steady / (n / pure):.2f} of pure, scaling {steady / steady_one:.2f}x; "
+          f"fixed cost per run {two - n / steady:.1f} s (TensorFlow start in the workers, model "
+          "load, column swap)")
     if card["config"]["input"].get("downsample", 1) > 1:
         print(f"  once: the store's x{card['config']['input']['downsample']} copy built in "
               f"{coarsen_seconds:.1f} s ({n / coarsen_seconds:.0f} spectra/s)")
