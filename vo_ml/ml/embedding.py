@@ -141,8 +141,8 @@ def embed_store(
     store = store.coarsened(int(card["config"]["input"].get("downsample", 1)))
     with _scheduler(scheduler, workers) as (compute, slots):
         per_task = _rows_per_task(store, rows, slots)
-        flux = da.from_zarr(store.flux)[:rows].rechunk((per_task, -1))
-        mask = da.from_zarr(store.mask)[:rows].rechunk((per_task, -1))
+        flux = da.from_zarr(store.flux, chunks=(per_task, -1))[:rows]
+        mask = da.from_zarr(store.mask, chunks=(per_task, -1))[:rows]
         encoded = da.map_blocks(
             encode, flux, mask, model_dir=str(Path(model_dir).resolve()), factor=1,
             dtype=np.float32,
