@@ -1,6 +1,6 @@
 """Batch embedding end to end against the pure model forward pass, and its scaling over workers.
 
-    python benchmarks/embed.py [--workdir DIR] [--dense N] [--conv N] [--conv-latent 32]
+    python benchmarks/embed.py [--workdir DIR] [--dense N] [--conv N] [--conv-latent 32] [--repeats 3]
 
 For each family, on synthetic full-size HARPS SDP spectra (written by `vo-ml synth` into the work
 folder first, and reused; then ingested into a fresh archive):
@@ -18,8 +18,8 @@ folder first, and reused; then ingested into a fresh archive):
 - the peak resident memory (VmHWM, reset as each run starts) of each worker, for all the
   spectra and for a quarter of them.
 
-The models are trained by our own code for one epoch on a few spectra: throughput does not
-depend on how well a model is trained.
+Each time is the median of ``--repeats`` runs. The models are trained by our own code for one
+epoch on a few spectra: throughput does not depend on how well a model is trained.
 """
 
 from __future__ import annotations
@@ -114,15 +114,21 @@ def coarsening(db: Path, factor: int) -> float:
     return time.perf_counter() - started
 
 
+def median_run(db: Path, model: Path, workers: int, repeats: int) -> tuple[float, list[float]]:
+    """The median time of ``repeats`` end-to-end runs, and the largest worker peaks among them."""
+    runs = [end_to_end(db, model, workers) for _ in range(repeats)]
+    return float(np.median([seconds for seconds, _ in runs])), max((peaks for _, peaks in runs), key=max)
+
+
 def measure(name: str, db: Path, model: Path, quarter_db: Path, quarter_model: Path,
-            coarsen_seconds: float) -> None:
+            coarsen_seconds: float, repeats: int) -> None:
     n = len(SpectrumStore(store_path(db, TABLE)))
     card = load_card(model)
-    one, one_peaks = end_to_end(db, model, 1)
-    two, two_peaks = end_to_end(db, model, 2)
-    quarter_one, _ = end_to_end(quarter_db, quarter_model, 1)
-    quarter_two, quarter_peaks = end_to_end(quarter_db, quarter_model, 2)
-    pure = pure_forward(db, model)
+    one, one_peaks = median_run(db, model, 1, repeats)
+    two, two_peaks = median_run(db, model, 2, repeats)
+    quarter_one, _ = median_run(quarter_db, quarter_model, 1, repeats)
+    quarter_two, quarter_peaks = median_run(quarter_db, quarter_model, 2, repeats)
+    pure = float(np.median([pure_forward(db, model) for _ in range(repeats)]))
     print(f"\n{name}: {n} spectra of {SpectrumStore(store_path(db, TABLE)).grid.pixels} px, "
           f"latent {card['latent_dim']}, batch {card['config']['training']['batch_size']}")
     for label, seconds in ((f"pure forward pass (in memory, {os.cpu_count()} threads)", pure),
@@ -149,6 +155,7 @@ def main() -> None:
     parser.add_argument("--dense", type=int, default=2000, help="spectra for the dense family")
     parser.add_argument("--conv", type=int, default=200, help="spectra for the conv family")
     parser.add_argument("--conv-latent", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement (median)")
     arguments = parser.parse_args()
     synthetic = arguments.workdir / "synthetic"
     most = max(arguments.dense, arguments.conv)
@@ -165,7 +172,7 @@ def main() -> None:
         coarsen_seconds = coarsening(whole, int(config["input"].get("downsample", 1)))
         model = quick_model(whole, dict(config), scratch / "models")
         quarter_model = quick_model(quarter, dict(config), scratch / "models")
-        measure(name, whole, model, quarter, quarter_model, coarsen_seconds)
+        measure(name, whole, model, quarter, quarter_model, coarsen_seconds, arguments.repeats)
 
 
 if __name__ == "__main__":

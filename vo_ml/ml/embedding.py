@@ -118,11 +118,14 @@ def encode(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path, factor: in
 
 
 def encode_batch(encoder: object, decoder: object, flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Latent vectors and RMS reconstruction error of one batch (see :func:`encode`)."""
     good = (~mask).astype(np.float32)
     latent = encoder([flux, good], training=False).numpy()
-    reconstructed = decoder(latent, training=False).numpy()
-    squared = np.square(reconstructed - flux) * good
-    rms = np.sqrt(squared.sum(axis=1) / np.maximum(good.sum(axis=1), 1.0))
+    residual = decoder(latent, training=False).numpy()
+    residual -= flux
+    np.square(residual, out=residual)
+    residual *= good
+    rms = np.sqrt(residual.sum(axis=1) / np.maximum(good.sum(axis=1), 1.0))
     return np.concatenate([latent, rms[:, None]], axis=1).astype(np.float32)
 
 

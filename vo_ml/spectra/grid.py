@@ -277,7 +277,7 @@ def downsample(flux: np.ndarray, mask: np.ndarray, factor: int) -> tuple[np.ndar
     asks for the sampling it needs.
     """
     if factor == 1:
-        return flux.astype(np.float32), mask
+        return flux.astype(np.float32, copy=False), mask
     usable = flux.shape[1] - flux.shape[1] % factor
     good = ~mask[:, :usable]
     values = np.where(good, flux[:, :usable], np.float32(0))
