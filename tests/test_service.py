@@ -102,6 +102,17 @@ def test_maxrec_truncation_is_flagged_as_overflow(service):
     assert len(complete) > 7 and complete.status[0] == "OK"
 
 
+def test_the_overflow_marker_follows_the_table_and_the_status_before_it_is_ok(tap_url):
+    """DALI: QUERY_STATUS OK before the table, OVERFLOW after it (where taplint looks)."""
+    document = requests.get(f"{tap_url}/sync", params={
+        "LANG": "ADQL", "QUERY": f"SELECT obs_id FROM {TABLE}", "MAXREC": 3}, timeout=30).content
+    overflow = document.index(b'name="QUERY_STATUS" value="OVERFLOW"')
+    assert document.index(b'name="QUERY_STATUS" value="OK"') < document.index(b"<TABLE")
+    assert document.index(b"</TABLE>") < overflow < document.index(b"</RESOURCE>")
+    assert b'ID="QUERY_STATUS"' not in document  # two INFOs share the name, so neither takes it as ID
+    assert len(parse(io.BytesIO(document)).get_first_table().array) == 3
+
+
 def _error_of(service, query):
     with pytest.raises(DALAccessError) as error:
         service.search(query)

@@ -54,10 +54,23 @@ def results_votable(
         columns = [None] * len(fields)
     for field, column in zip(fields, columns, strict=True):
         _label(field, column)
-    if overflow:
-        resource.infos.append(_info("QUERY_STATUS", "OVERFLOW",
-                                    "the result was truncated at MAXREC rows"))
-    return _serialise(votable, serialization)
+    document = _serialise(votable, serialization)
+    return _after_table(document, _OVERFLOW) if overflow else document
+
+
+#: DALI: when MAXREC cuts the result, an INFO after the table says so.
+_OVERFLOW = (b'<INFO name="QUERY_STATUS" value="OVERFLOW">the result was truncated at MAXREC rows'
+             b'</INFO>\n')
+
+
+def _after_table(document: bytes, element: bytes) -> bytes:
+    """``element`` placed after the (single) TABLE of ``document``, inside its RESOURCE.
+
+    astropy writes a RESOURCE's INFOs before its tables only, and the DALI overflow marker
+    must follow the table, where taplint and pyvo look for it.
+    """
+    end = document.rindex(b"</TABLE>") + len(b"</TABLE>\n")
+    return document[:end] + b"  " + element + document[end:]
 
 
 def error_votable(message: str) -> bytes:
@@ -70,7 +83,9 @@ def error_votable(message: str) -> bytes:
 
 
 def _info(name: str, value: str, content: str | None = None) -> Info:
+    """An INFO without the ID astropy derives from its name: two INFOs may share a name, not an ID."""
     info = Info(name=name, value=value)
+    info.ID = None
     if content:
         info.content = content
     return info
