@@ -176,3 +176,18 @@ def test_select_star_over_join_using_still_answers(service):
     result = service.search(
         f"SELECT TOP 2 * FROM {TABLE} AS a JOIN {TABLE} AS b USING (obs_id)").to_table()
     assert len(result) == 2 and "obs_id" in result.colnames
+
+
+def test_tap_schema_lists_its_own_foreign_keys_and_the_size_of_vectors(service):
+    """taplint TMS: keys between the TAP_SCHEMA tables, and "size" equal to a fixed arraysize."""
+    keys = service.search(
+        "SELECT k.from_table, c.from_column, k.target_table, c.target_column "
+        "FROM TAP_SCHEMA.keys AS k JOIN TAP_SCHEMA.key_columns AS c ON k.key_id = c.key_id").to_table()
+    links = {(r[0], r[1], r[2], r[3]) for r in keys}
+    assert ("TAP_SCHEMA.columns", "table_name", "TAP_SCHEMA.tables", "table_name") in links
+    assert ("TAP_SCHEMA.tables", "schema_name", "TAP_SCHEMA.schemas", "schema_name") in links
+    tables = {r[0] for r in service.search("SELECT table_name FROM TAP_SCHEMA.tables").to_table()}
+    assert {t for link in links for t in (link[0], link[2])} <= tables
+    (row,) = service.search(f'SELECT arraysize, "size" FROM TAP_SCHEMA.columns '
+                            f"WHERE table_name = '{TABLE}' AND column_name = 'embedding'").to_table()
+    assert row[0] == "2" and row[1] == 2

@@ -183,11 +183,28 @@ def tap_schema_rows(schema: TapSchema) -> dict[str, list[tuple]]:
         for t_index, t in enumerate(s.tables):
             rows["tables"].append((s.name, t.name, t.type, None, t.description, t_index))
             rows["columns"].extend(_column_row(t, c, i) for i, c in enumerate(t.columns))
+    for key_id, (from_table, from_column), (target_table, target_column) in TAP_SCHEMA_KEYS:
+        rows["keys"].append((key_id, from_table, target_table, f"{from_table}.{from_column} names a row of "
+                             f"{target_table}", None))
+        rows["key_columns"].append((key_id, from_column, target_column))
     return rows
 
 
+#: The foreign keys between the TAP_SCHEMA tables themselves, which TAP 1.1 (section 4) lists in
+#: TAP_SCHEMA.keys so that clients can follow them: (id, (from table, column), (target, column)).
+TAP_SCHEMA_KEYS = (
+    ("tap_schema_tables_schema", ("TAP_SCHEMA.tables", "schema_name"), ("TAP_SCHEMA.schemas", "schema_name")),
+    ("tap_schema_columns_table", ("TAP_SCHEMA.columns", "table_name"), ("TAP_SCHEMA.tables", "table_name")),
+    ("tap_schema_keys_from", ("TAP_SCHEMA.keys", "from_table"), ("TAP_SCHEMA.tables", "table_name")),
+    ("tap_schema_keys_target", ("TAP_SCHEMA.keys", "target_table"), ("TAP_SCHEMA.tables", "table_name")),
+    ("tap_schema_key_columns_key", ("TAP_SCHEMA.key_columns", "key_id"), ("TAP_SCHEMA.keys", "key_id")),
+)
+
+
 def _column_row(table: Table, c: Column, index: int) -> tuple:
-    return (table.name, c.name, c.datatype, c.arraysize, c.xtype, None, c.description, c.utype,
+    """One TAP_SCHEMA.columns row; ``size``, deprecated since TAP 1.1, repeats a fixed 1-D length."""
+    size = int(c.arraysize) if c.arraysize and c.arraysize.isdigit() else None
+    return (table.name, c.name, c.datatype, c.arraysize, c.xtype, size, c.description, c.utype,
             c.unit, c.ucd, int(c.indexed), int(c.principal), int(c.std), index)
 
 
