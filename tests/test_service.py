@@ -37,6 +37,9 @@ def test_pyvo_reads_the_tableset(service):
     columns = {c.name: c for c in tables[TABLE].columns}
     assert columns["embedding"].datatype.arraysize == "2"
     assert columns["teff"].unit == "K"
+    keys = tables["TAP_SCHEMA.columns"].foreignkeys  # as TAP_SCHEMA.keys lists them
+    assert [(k.targettable, k.fkcolumns[0].fromcolumn, k.fkcolumns[0].targetcolumn) for k in keys] \
+        == [("TAP_SCHEMA.tables", "table_name", "table_name")]
 
 
 def test_capabilities_declare_adql_and_ml_distance(service):

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, request
 from lxml import etree
 
 from vo_ml import adql
-from vo_ml.archive.tap_schema import Column, Table
+from vo_ml.archive.tap_schema import TAP_SCHEMA_KEYS, Column, Table
 from vo_ml.service import archive, base_url
 
 __all__ = ["bp"]
@@ -139,7 +139,20 @@ def _table_element(table: Table, with_columns: bool, tag: str = "table") -> etre
     if with_columns:
         for column in table.columns:
             element.append(_column_element(column))
+        for _, (from_table, from_column), (target_table, target_column) in TAP_SCHEMA_KEYS:
+            if from_table.lower() == table.name.lower():
+                element.append(_foreign_key(target_table, from_column, target_column))
     return element
+
+
+def _foreign_key(target_table: str, from_column: str, target_column: str) -> etree._Element:
+    """A VODataService foreignKey, as TAP_SCHEMA.keys lists it (taplint checks they agree)."""
+    key = etree.Element("foreignKey")
+    _element(key, "targetTable", target_table)
+    pair = _element(key, "fkColumn")
+    _element(pair, "fromColumn", from_column)
+    _element(pair, "targetColumn", target_column)
+    return key
 
 
 def _column_element(column: Column) -> etree._Element:
