@@ -74,14 +74,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(db: Path):
+def serving(db: Path, settings: dict[str, str] | None = None):
     """`vo-ml serve` on ``db`` in its own process on a free loopback port; yields the root URL.
 
-    Stopped by its process id when the block ends."""
+    ``settings`` go to the service as ``VO_ML_*`` environment variables. Stopped by its process
+    id when the block ends."""
     port = free_port()
+    environment = os.environ | {f"VO_ML_{k}": v for k, v in (settings or {}).items()}
     server = subprocess.Popen(
         [VO_ML, "serve", "--db", str(db), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(db).parent)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(db).parent,
+        env=environment)
     root = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(f"{root}/tap", server)

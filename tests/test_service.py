@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import shutil
+import time
 
 import numpy as np
 import pytest
 import pyvo
 import requests
 from astropy.io.votable import parse
-from conftest import TABLE
+from conftest import TABLE, serving
 from pyvo.dal import DALAccessError
 
 TAU_CETI = "ivo://vo-ml.example/miles?m0067"
@@ -194,3 +196,28 @@ def test_tap_schema_lists_its_own_foreign_keys_and_the_size_of_vectors(service):
     (row,) = service.search(f'SELECT arraysize, "size" FROM TAP_SCHEMA.columns '
                             f"WHERE table_name = '{TABLE}' AND column_name = 'embedding'").to_table()
     assert row[0] == "2" and row[1] == 2
+
+
+def test_a_query_over_the_time_limit_is_stopped_with_an_error_document(archive, tmp_path):
+    served = tmp_path / "miles.duckdb"
+    shutil.copy(archive["db"], served)
+    slow = (f"SELECT COUNT(*) FROM {TABLE} AS a, {TABLE} AS b, {TABLE} AS c, {TABLE} AS d, {TABLE} AS e "
+            "WHERE a.snr + b.snr + c.snr + d.snr + e.snr > 0")
+    with serving(served, {"QUERY_TIMEOUT": "0.5"}) as root:
+        started = time.perf_counter()
+        response = requests.get(f"{root}/tap/sync", params={"LANG": "ADQL", "QUERY": slow}, timeout=60)
+        elapsed = time.perf_counter() - started
+        quick = requests.get(f"{root}/tap/sync", params={
+            "LANG": "ADQL", "QUERY": f"SELECT TOP 1 obs_id FROM {TABLE}"}, timeout=60)
+    assert response.status_code == 400 and elapsed < 10
+    assert b'value="ERROR"' in response.content and b"limit of 0.5 s" in response.content
+    assert quick.status_code == 200  # the worker is free again
+
+
+def test_every_answer_allows_browser_clients_from_other_sites(tap_url):
+    preflight = requests.options(f"{tap_url}/sync", headers={
+        "Origin": "https://aladin.example", "Access-Control-Request-Method": "POST"}, timeout=30)
+    answer = requests.get(f"{tap_url}/tables", headers={"Origin": "https://aladin.example"}, timeout=30)
+    for response in (preflight, answer):
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]

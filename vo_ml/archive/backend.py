@@ -28,6 +28,10 @@ class QueryError(ValueError):
     query's fault, not the service's, so clients get the database's own message."""
 
 
+class QueryTimeout(QueryError):
+    """A query ran past its time limit and was stopped."""
+
+
 @dataclass
 class QueryResult:
     """Column names and values (masked where NULL) of one query, in result order."""
@@ -107,9 +111,11 @@ class Backend(ABC):
 
     @abstractmethod
     def execute(
-        self, sql: str, parameters: Sequence | None = None, limit: int | None = None
+        self, sql: str, parameters: Sequence | None = None, limit: int | None = None,
+        timeout: float | None = None,
     ) -> QueryResult:
-        """Run one query and return its rows, at most ``limit`` of them when given."""
+        """Run one query and return its rows, at most ``limit`` of them when given; stop it with
+        :class:`QueryTimeout` when it runs longer than ``timeout`` seconds."""
 
     @abstractmethod
     def close(self) -> None:

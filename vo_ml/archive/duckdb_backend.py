@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,15 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from vo_ml.archive.backend import INTERNAL_SCHEMA, ML_COLUMNS, Backend, MlColumns, QueryError, QueryResult
+from vo_ml.archive.backend import (
+    INTERNAL_SCHEMA,
+    ML_COLUMNS,
+    Backend,
+    MlColumns,
+    QueryError,
+    QueryResult,
+    QueryTimeout,
+)
 from vo_ml.archive.tap_schema import Column, Schema, Table, TapSchema, tap_schema_rows
 
 __all__ = ["DuckDBBackend"]
@@ -239,14 +248,22 @@ class DuckDBBackend(Backend):
         ])
 
     def execute(
-        self, sql: str, parameters: Sequence | None = None, limit: int | None = None
+        self, sql: str, parameters: Sequence | None = None, limit: int | None = None,
+        timeout: float | None = None,
     ) -> QueryResult:
         cursor = self.cursor()
+        timer = threading.Timer(timeout, cursor.interrupt) if timeout else None
+        if timer is not None:
+            timer.start()
         try:
             table = _fetch(cursor, sql, parameters, limit)
+        except duckdb.InterruptException:
+            raise QueryTimeout(f"stopped after {timeout:g} s") from None
         except _QUERY_FAULTS as error:
             raise QueryError(str(error).splitlines()[0]) from None
         finally:
+            if timer is not None:
+                timer.cancel()
             cursor.close()
         return QueryResult(table.column_names, [_to_masked(c) for c in table.columns])
 

@@ -12,7 +12,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 
-from flask import Flask, current_app, request
+from flask import Flask, Response, current_app, request
 
 from vo_ml.archive.duckdb_backend import DuckDBBackend
 from vo_ml.archive.tap_schema import TapSchema
@@ -27,6 +27,16 @@ DEFAULTS = {
     "SERVICE_TITLE": "vo_ml latent-similarity TAP service",
     #: The table SSA searches; None means the first published table with ObsCore columns.
     "SSA_TABLE": None,
+    #: Seconds a synchronous query may run before it is stopped, so none holds a worker forever.
+    "QUERY_TIMEOUT": 60.0,
+}
+
+#: CORS: browser clients on other sites (Aladin Lite, web notebooks) may read every answer.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization",
+    "Access-Control-Expose-Headers": "Location, Content-Disposition",
 }
 
 
@@ -56,7 +66,13 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(tap.bp)
     app.register_blueprint(vosi.bp)
     app.register_blueprint(ssa.bp)
+    app.after_request(_allow_cross_origin)
     return app
+
+
+def _allow_cross_origin(response: Response) -> Response:
+    response.headers.update(CORS_HEADERS)
+    return response
 
 
 def archive() -> Archive:

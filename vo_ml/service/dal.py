@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from flask import Response, current_app, request
 
-from vo_ml.archive.backend import QueryError, QueryResult
+from vo_ml.archive.backend import QueryError, QueryResult, QueryTimeout
 from vo_ml.service import archive
 from vo_ml.service.dali import DaliError, DaliParameters, parse_maxrec
 from vo_ml.service.votable import VOTABLE_MIME, error_votable
@@ -52,8 +52,12 @@ def maxrec_of(parameters: Mapping[str, str]) -> int:
 
 def run_limited(sql: str, values: Sequence, maxrec: int) -> tuple[QueryResult, bool]:
     """At most ``maxrec`` rows of the query, and whether there were more (OVERFLOW)."""
+    timeout = float(current_app.config["QUERY_TIMEOUT"])
     try:
-        result = archive().backend.execute(sql, values, limit=maxrec + 1)
+        result = archive().backend.execute(sql, values, limit=maxrec + 1, timeout=timeout)
+    except QueryTimeout:
+        raise DaliError(f"the query ran longer than the service's limit of {timeout:g} s and was "
+                        "stopped: narrow it with WHERE conditions or TOP", status=400) from None
     except QueryError as error:
         raise DaliError(f"the database refused the query: {error}") from None
     overflow = len(result) > maxrec
