@@ -221,3 +221,27 @@ def test_every_answer_allows_browser_clients_from_other_sites(tap_url):
     for response in (preflight, answer):
         assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+
+
+def test_every_dali_example_is_marked_up_and_runs(service, tap_url):
+    from lxml import etree
+
+    page = requests.get(f"{tap_url}/examples", timeout=30)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("application/xhtml+xml")
+    root = etree.fromstring(page.content)
+    namespace = {"h": "http://www.w3.org/1999/xhtml"}
+    examples = root.findall(".//h:div[@typeof='example']", namespace)
+    assert len(examples) == 5
+    for example in examples:
+        query = example.find(".//*[@property='query']").text
+        assert example.find(".//*[@property='name']").text and example.get("id")
+        assert len(service.search(query).to_table()) > 0 or "snr > 50" in query
+    capabilities = requests.get(f"{tap_url}/capabilities", timeout=30).text
+    assert "ivo://ivoa.net/std/DALI#examples-1.0" in capabilities and f"{tap_url}/examples" in capabilities
+
+
+def test_the_landing_page_offers_a_query_form_and_the_examples(tap_url):
+    page = requests.get(tap_url, timeout=30)
+    assert page.status_code == 200
+    assert f'action="{tap_url}/sync"' in page.text and 'name="QUERY"' in page.text
+    assert "ml_distance(embedding" in page.text and 'href="examples#most-similar"' in page.text

@@ -61,8 +61,9 @@ def create_app(config: dict | None = None) -> Flask:
     backend = DuckDBBackend(app.config["ARCHIVE_DB"], read_only=True)
     app.extensions["vo_ml"] = Archive(backend, backend.read_tap_schema())
 
-    from vo_ml.service import ssa, tap, vosi
+    from vo_ml.service import examples, ssa, tap, vosi
 
+    app.register_blueprint(examples.bp)
     app.register_blueprint(tap.bp)
     app.register_blueprint(vosi.bp)
     app.register_blueprint(ssa.bp)

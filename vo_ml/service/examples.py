@@ -1,0 +1,132 @@
+"""The human side of the TAP service: the DALI examples document and the ``/tap`` landing page.
+
+``/tap/examples`` follows DALI 1.1 section 2.3: an XHTML page whose RDFa marks each example
+(``typeof="example"``) with its ``name`` and its ADQL ``query``, so that TOPCAT lists them in its
+examples menu and taplint (stage EXA) can run them. The queries are written for the archive
+being served: its first published table and one of its real publisher DIDs, so every example
+runs as it stands. ``/tap`` shows the same examples beside a query form posting to ``/tap/sync``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+
+from flask import Blueprint, Response
+
+from vo_ml.service import archive, base_url
+
+__all__ = ["bp", "Example", "examples_for"]
+
+bp = Blueprint("examples", __name__, url_prefix="/tap")
+
+DALI_EXAMPLES = "ivo://ivoa.net/std/DALI-examples"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example query: a short name (also its anchor), what it shows, and the ADQL."""
+
+    anchor: str
+    name: str
+    explanation: str
+    query: str
+
+
+def examples_for(table: str | None, reference: str | None) -> list[Example]:
+    """The examples for ``table`` and a publisher DID in it (TAP_SCHEMA ones only without)."""
+    examples = [Example(
+        "tables", "Published tables", "Every table this service publishes, from TAP_SCHEMA.",
+        "SELECT table_name, description FROM TAP_SCHEMA.tables ORDER BY table_name")]
+    if table is None:
+        return examples
+    examples.append(Example(
+        "columns", "Columns of the spectra table",
+        "The columns of the spectra table with their units and UCDs, including the latent "
+        "embedding written by the model.",
+        f"SELECT column_name, datatype, arraysize, unit, ucd FROM TAP_SCHEMA.columns "
+        f"WHERE table_name = '{table}'"))
+    if reference is None:
+        return examples
+    examples += [
+        Example(
+            "most-similar", "The spectra most like a given one",
+            "The 20 spectra nearest to a reference spectrum in the latent space of the model; "
+            "ml_distance is 0 for the reference itself.",
+            f"SELECT TOP 20 obs_publisher_did, target_name, ml_distance(embedding, '{reference}') AS d "
+            f"FROM {table} ORDER BY d"),
+        Example(
+            "similar-and-good", "Similar spectra with a good signal-to-noise ratio",
+            "Latent-space neighbours of a reference spectrum, keeping only spectra with S/N above 50.",
+            f"SELECT TOP 20 obs_publisher_did, target_name, snr, ml_distance(embedding, '{reference}') AS d "
+            f"FROM {table} WHERE snr > 50 ORDER BY d"),
+        Example(
+            "latent-map", "The latent map",
+            "The 2-D map position (ml_x, ml_y) and reconstruction error of every spectrum, for a "
+            "scatter plot in TOPCAT.",
+            f"SELECT obs_publisher_did, ml_x, ml_y, ml_recon_error FROM {table}"),
+    ]
+    return examples
+
+
+def _served_examples() -> list[Example]:
+    schema = archive().schema
+    tables = [t for s in schema.schemas if s.name.upper() != "TAP_SCHEMA" for t in s.tables]
+    table = tables[0].name if tables else None
+    reference = None
+    if table and {"obs_publisher_did", "embedding"} <= {c.name for c in tables[0].columns}:
+        rows = archive().backend.execute(
+            f"SELECT obs_publisher_did FROM {table} WHERE embedding IS NOT NULL "
+            "ORDER BY obs_publisher_did LIMIT 1").rows()
+        reference = rows[0][0] if rows else None
+    return examples_for(table, reference)
+
+
+def _example_html(example: Example) -> str:
+    return (f'<div typeof="example" id="{example.anchor}" resource="#{example.anchor}">\n'
+            f'  <h2 property="name">{escape(example.name)}</h2>\n'
+            f"  <p>{escape(example.explanation)}</p>\n"
+            f'  <pre class="dali-example-query" property="query">{escape(example.query)}</pre>\n'
+            "</div>\n")
+
+
+def _page(title: str, body: str) -> Response:
+    html = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML+RDFa 1.1//EN" '
+            '"http://www.w3.org/MarkUp/DTD/xhtml-rdfa-2.dtd">\n'
+            f'<html xmlns="http://www.w3.org/1999/xhtml">\n<head><title>{escape(title)}</title>'
+            '<meta http-equiv="Content-Type" content="text/html; charset=utf-8"/></head>\n'
+            f"<body>\n{body}</body>\n</html>\n")
+    return Response(html, mimetype="application/xhtml+xml")
+
+
+@bp.route("/examples")
+def examples() -> Response:
+    items = "".join(_example_html(e) for e in _served_examples())
+    body = (f'<div vocab="{DALI_EXAMPLES}">\n<h1>Example queries</h1>\n{items}</div>\n')
+    return _page("vo_ml TAP examples", body)
+
+
+@bp.route("")
+@bp.route("/")
+def landing() -> Response:
+    """A page for people: what the service is, a query form, and the examples to start from."""
+    root = f"{base_url()}/tap"
+    served = _served_examples()
+    first = next((e for e in served if e.anchor == "most-similar"), served[0]).query
+    items = "".join(
+        f'<li><a href="examples#{e.anchor}">{escape(e.name)}</a>: <code>{escape(e.query)}</code></li>\n'
+        for e in served)
+    body = (
+        f"<h1>vo_ml TAP service</h1>\n"
+        f"<p>IVOA TAP 1.1 at <code>{escape(root)}</code>, with latent-space similarity in ADQL. "
+        "Point TOPCAT (VO &gt; Table Access Protocol) or pyvo at this URL, or type a query here.</p>\n"
+        f'<form method="post" action="{escape(root)}/sync">\n'
+        '<input type="hidden" name="LANG" value="ADQL"/>\n'
+        f'<textarea name="QUERY" rows="6" cols="100">{escape(first)}</textarea><br/>\n'
+        '<label>MAXREC <input type="text" name="MAXREC" value="1000" size="8"/></label>\n'
+        '<input type="submit" value="Run query"/>\n</form>\n'
+        f"<h2>Examples</h2>\n<ul>\n{items}</ul>\n"
+        '<p><a href="tables">Tables</a> · <a href="capabilities">Capabilities</a> · '
+        '<a href="availability">Availability</a></p>\n')
+    return _page("vo_ml TAP service", body)
