@@ -20,7 +20,7 @@ __all__ = ["bp", "Example", "examples_for"]
 
 bp = Blueprint("examples", __name__, url_prefix="/tap")
 
-DALI_EXAMPLES = "ivo://ivoa.net/std/DALI-examples"
+DALI_EXAMPLES = "http://www.ivoa.net/rdf/examples#"
 
 
 @dataclass(frozen=True)

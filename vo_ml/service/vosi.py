@@ -66,7 +66,7 @@ def capabilities() -> Response:
     for name in ("capabilities", "availability", "tables"):
         capability = _element(root, "capability", standardID=f"ivo://ivoa.net/std/VOSI#{name}")
         _param_http(capability, f"{tap_root}/{name}", role=None)
-    examples = _element(root, "capability", standardID="ivo://ivoa.net/std/DALI#examples-1.0")
+    examples = _element(root, "capability", standardID="ivo://ivoa.net/std/DALI#examples")
     browser = _xsi_type(_element(examples, "interface"), "vr:WebBrowser")
     _element(browser, "accessURL", f"{tap_root}/examples", use="full")
     return _xml_response(root)
