@@ -39,10 +39,10 @@ import numpy as np  # noqa: E402
 from dask.distributed import Client, LocalCluster  # noqa: E402
 
 from vo_ml.ml.embedding import encode_batch, load_model  # noqa: E402
+from vo_ml.ml.models import downsampling  # noqa: E402
 from vo_ml.ml.training import load_card, train  # noqa: E402
 from vo_ml.pipeline import ArchiveConfig, embed, ingest, store_path  # noqa: E402
 from vo_ml.resources import config_file, load_yaml  # noqa: E402
-from vo_ml.spectra.grid import downsample  # noqa: E402
 from vo_ml.spectra.labels import CsvDescriber  # noqa: E402
 from vo_ml.spectra.store import SpectrumStore  # noqa: E402
 
@@ -68,9 +68,9 @@ def quick_model(db: Path, config: dict, models: Path) -> Path:
 def pure_forward(db: Path, model: Path) -> float:
     """Seconds of the encoder and decoder alone over every spectrum, already in memory in the
     model's view, in batches of the model's batch size."""
-    store = SpectrumStore(store_path(db, TABLE))
     encoder, decoder, card = load_model(str(model))
-    flux, mask = downsample(*store.read(0, len(store)), int(card["config"]["input"].get("downsample", 1)))
+    store = SpectrumStore(store_path(db, TABLE)).coarsened(downsampling(card["config"]))
+    flux, mask = store.read(0, len(store))
     batch = int(card["config"]["training"]["batch_size"])
     encode_batch(encoder, decoder, flux[:batch], mask[:batch])  # trace before the clock
     started = time.perf_counter()
@@ -142,8 +142,8 @@ def measure(name: str, db: Path, model: Path, quarter_db: Path, quarter_model: P
           f"{steady:.1f} spectra/s = {steady / (n / pure):.2f} of pure, scaling {steady / steady_one:.2f}x; "
           f"fixed cost per run {two - n / steady:.1f} s (TensorFlow start in the workers, model "
           "load, column swap)")
-    if card["config"]["input"].get("downsample", 1) > 1:
-        print(f"  once: the store's x{card['config']['input']['downsample']} copy built in "
+    if downsampling(card["config"]) > 1:
+        print(f"  once: the store's x{downsampling(card['config'])} copy built in "
               f"{coarsen_seconds:.1f} s ({n / coarsen_seconds:.0f} spectra/s)")
     print(f"  peak RSS per worker: {max(two_peaks):.0f} MB on {n} spectra, "
           f"{max(quarter_peaks):.0f} MB on {n // 4} (1 worker: {max(one_peaks):.0f} MB)")
@@ -169,7 +169,7 @@ def main() -> None:
             ("conv", load_yaml(config_file("conv")) | {"latent_dim": arguments.conv_latent}, arguments.conv)):
         whole = archive(files[:count], labels, scratch / f"{name}-all")
         quarter = archive(files[:count // 4], labels, scratch / f"{name}-quarter")
-        coarsen_seconds = coarsening(whole, int(config["input"].get("downsample", 1)))
+        coarsen_seconds = coarsening(whole, downsampling(config))
         model = quick_model(whole, dict(config), scratch / "models")
         quarter_model = quick_model(quarter, dict(config), scratch / "models")
         measure(name, whole, model, quarter, quarter_model, coarsen_seconds, arguments.repeats)

@@ -49,9 +49,7 @@ class StoreBatches:
         rng = np.random.default_rng([self.seed, epoch]) if self.seed is not None else None
         chunks = rng.permutation(self._chunks) if rng is not None else self._chunks
         carried: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        windows = range(0, chunks.size, self._window) if not self._fits_in_memory else [0]
-        for start in windows:
-            window = self._window_rows(np.sort(chunks[start:start + self._window]))
+        for window in self._windows(chunks):
             if rng is not None:
                 order = rng.permutation(window[0].size)
                 window = tuple(part[order] for part in window)
@@ -66,17 +64,16 @@ class StoreBatches:
         if rows.size:
             yield rows, flux, good
 
-    @property
-    def _fits_in_memory(self) -> bool:
-        return self.rows.size * self.pixels * 4 <= WINDOW_BYTES
-
-    def _window_rows(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The rows of a window; kept from epoch to epoch when one window holds them all."""
-        if not self._fits_in_memory:
-            return self._read(chunks)
+    def _windows(self, chunks: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The rows of ``chunks``, a window at a time in that order; when every row fits in one
+        window, that window is read once and kept from epoch to epoch."""
+        if self.rows.size * self.pixels * 4 > WINDOW_BYTES:
+            for start in range(0, chunks.size, self._window):
+                yield self._read(np.sort(chunks[start:start + self._window]))
+            return
         if self._resident is None:
             self._resident = self._read(self._chunks)
-        return self._resident
+        yield self._resident
 
     def _read(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The selected rows of ``chunks``, read a chunk at a time, so reading a sparse selection

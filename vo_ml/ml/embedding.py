@@ -25,6 +25,7 @@ import dask.array as da
 import numpy as np
 from dask.diagnostics import ProgressBar
 
+from vo_ml.ml.models import downsampling
 from vo_ml.ml.training import load_card
 from vo_ml.spectra.grid import downsample
 from vo_ml.spectra.store import SpectrumStore
@@ -41,7 +42,6 @@ class Embeddings:
     latent: np.ndarray
     recon_error: np.ndarray
     card: dict
-
     model_dir: Path
 
     @property
@@ -74,9 +74,6 @@ def _load_model_once(model_dir: str) -> tuple:
     import keras
 
     _match_worker_threads()
-
-    from vo_ml.ml.models import masked_mse  # noqa: F401  (registers the loss for deserialising)
-
     encoder = keras.models.load_model(Path(model_dir) / "encoder.keras", compile=False)
     decoder = keras.models.load_model(Path(model_dir) / "decoder.keras", compile=False)
     return encoder, decoder, load_card(Path(model_dir))
@@ -99,21 +96,17 @@ def _match_worker_threads() -> None:
         return  # TensorFlow had already started in this process
 
 
-def encode(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path, factor: int | None = None
-           ) -> np.ndarray:
-    """Latent vectors and RMS reconstruction error of store rows: shape (rows, latent_dim + 1).
+def encode(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path) -> np.ndarray:
+    """Latent vectors and RMS reconstruction error of rows at the model's sampling (from
+    :meth:`SpectrumStore.coarsened`): shape (rows, latent_dim + 1).
 
-    Rows are averaged over ``factor`` pixels first (by default the model's own downsampling;
-    1 for rows from a store already at the model's sampling). The error is measured over good
-    pixels only, in units of the median-normalised flux. Rows go through the model in batches of
-    the training batch size, which bounds the activations.
+    The error is measured over good pixels only, in units of the median-normalised flux. Rows go
+    through the model in batches of the training batch size, which bounds the activations.
     """
     encoder, decoder, card = load_model(str(model_dir))
-    factor = int(card["config"]["input"].get("downsample", 1)) if factor is None else factor
-    model_flux, model_mask = downsample(flux, mask, factor)
     batch = int(card["config"]["training"]["batch_size"])
-    parts = [encode_batch(encoder, decoder, model_flux[i:i + batch], model_mask[i:i + batch])
-             for i in range(0, len(model_flux), batch)]
+    parts = [encode_batch(encoder, decoder, flux[i:i + batch], mask[i:i + batch])
+             for i in range(0, len(flux), batch)]
     return np.concatenate(parts) if parts else np.empty((0, int(card["latent_dim"]) + 1), np.float32)
 
 
@@ -141,13 +134,13 @@ def embed_store(
     latent_dim = int(card["latent_dim"])
     rows = len(store)
     dids = store.dids[:rows]
-    store = store.coarsened(int(card["config"]["input"].get("downsample", 1)))
+    store = store.coarsened(downsampling(card["config"]))
     with _scheduler(scheduler, workers) as (compute, slots):
         per_task = _rows_per_task(store, rows, slots)
         flux = da.from_zarr(store.flux, chunks=(per_task, -1))[:rows]
         mask = da.from_zarr(store.mask, chunks=(per_task, -1))[:rows]
         encoded = da.map_blocks(
-            encode, flux, mask, model_dir=str(Path(model_dir).resolve()), factor=1,
+            encode, flux, mask, model_dir=str(Path(model_dir).resolve()),
             dtype=np.float32,
             chunks=(flux.chunks[0], (latent_dim + 1,)),
             meta=np.empty((0, latent_dim + 1), dtype=np.float32),
@@ -202,6 +195,6 @@ def reconstruct(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Store rows as the model sees them (flux, mask) and the model's reconstruction of them."""
     encoder, decoder, card = load_model(str(model_dir))
-    model_flux, model_mask = downsample(flux, mask, int(card["config"]["input"].get("downsample", 1)))
+    model_flux, model_mask = downsample(flux, mask, downsampling(card["config"]))
     latent = encoder([model_flux, (~model_mask).astype(np.float32)], training=False)
     return model_flux, model_mask, decoder(latent, training=False).numpy()

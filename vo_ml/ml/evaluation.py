@@ -73,33 +73,55 @@ def neighbour_label_error(
     return label_errors(nearest_neighbours(points, k, queries, groups), label, queries, k, relative)
 
 
+@dataclass(frozen=True)
+class PrincipalComponents:
+    """The centre and principal axes (rows, strongest first) of some data."""
+
+    centre: np.ndarray
+    axes: np.ndarray
+
+    @classmethod
+    def fit(cls, data: np.ndarray) -> PrincipalComponents:
+        centre = data.mean(axis=0)
+        _, _, axes = np.linalg.svd(data - centre, full_matrices=False)
+        return cls(centre, axes)
+
+    def project(self, data: np.ndarray, dimensions: int) -> np.ndarray:
+        return (data - self.centre) @ self.axes[:dimensions].T
+
+    def reconstruct(self, data: np.ndarray, dimensions: int) -> np.ndarray:
+        return self.project(data, dimensions) @ self.axes[:dimensions] + self.centre
+
+
 def pca_projection(data: np.ndarray, dimensions: int, fit: np.ndarray | None = None) -> np.ndarray:
     """The data projected on its first principal components, fitted on the rows ``fit`` (all
     rows when None)."""
-    basis = data if fit is None else data[fit]
-    centre = basis.mean(axis=0)
-    _, _, components = np.linalg.svd(basis - centre, full_matrices=False)
-    return (data - centre) @ components[:dimensions].T
+    return PrincipalComponents.fit(data if fit is None else data[fit]).project(data, dimensions)
 
 
-def _pca_reconstruction_rms(data: np.ndarray, good: np.ndarray, dimensions: int, fit: np.ndarray,
-                            rows: np.ndarray) -> float:
-    """Median RMS over good pixels of the PCA reconstruction of ``rows``, fitted on ``fit``."""
-    centre = data[fit].mean(axis=0)
-    _, _, components = np.linalg.svd(data[fit] - centre, full_matrices=False)
-    basis = components[:dimensions]
-    rebuilt = (data[rows] - centre) @ basis.T @ basis + centre
-    squared = np.square(rebuilt - data[rows]) * good[rows]
-    return float(np.median(np.sqrt(squared.sum(axis=1) / np.maximum(good[rows].sum(axis=1), 1))))
+@dataclass(frozen=True)
+class _View:
+    """Every spectrum at one sampling, its good-pixel weights and its PCA over training rows."""
+
+    flux: np.ndarray
+    good: np.ndarray
+    pca: PrincipalComponents
+
+    def pca_reconstruction_rms(self, dimensions: int, rows: np.ndarray) -> float:
+        """Median RMS over good pixels of the PCA reconstruction of ``rows``."""
+        squared = np.square(self.pca.reconstruct(self.flux[rows], dimensions) - self.flux[rows])
+        good = self.good[rows]
+        return float(np.median(np.sqrt((squared * good).sum(axis=1) / np.maximum(good.sum(axis=1), 1))))
 
 
-def _model_view(store: SpectrumStore, factor: int, fit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _model_view(store: SpectrumStore, factor: int, fit: np.ndarray) -> _View:
     """Every spectrum as a model of that sampling sees it, masked pixels set to the mean spectrum
-    of the ``fit`` rows (as the models do), and the 0/1 good-pixel weights."""
+    of the ``fit`` rows (as the models do), with its PCA fitted on those rows."""
     flux, mask = store.coarsened(factor).read(0, len(store))
     good = (~mask).astype(np.float64)
     mean = (flux[fit] * good[fit]).sum(axis=0) / np.maximum(good[fit].sum(axis=0), 1)
-    return np.where(mask, mean, flux), good
+    flux = np.where(mask, mean, flux)
+    return _View(flux, good, PrincipalComponents.fit(flux[fit]))
 
 
 @dataclass
@@ -135,33 +157,37 @@ def evaluate(store: SpectrumStore, labels: dict[str, np.ndarray], targets: Seque
 
     Neighbours of a query star are never other spectra of the same star (``targets``)."""
     from vo_ml.ml.embedding import embed_store
-    from vo_ml.ml.training import load_card
+    from vo_ml.ml.models import downsampling
 
     out.mkdir(parents=True, exist_ok=True)
     training = ~held_out
     groups = np.array([t or f"row-{i}" for i, t in enumerate(targets)], dtype=object)
-    flux, good = _model_view(store, BASELINE_DOWNSAMPLE, training)
+    views: dict[int, _View] = {}
+
+    def view_at(factor: int) -> _View:
+        if factor not in views:
+            views[factor] = _model_view(store, factor, training)
+        return views[factor]
+
+    baseline = view_at(BASELINE_DOWNSAMPLE)
+    pixels = baseline.flux.shape[1]
     fgk = (labels["teff"] >= FGK[0]) & (labels["teff"] < FGK[1])
     representations = []
     for model in models:
         embedded = embed_store(store, model)
-        card = load_card(model)
-        factor = int(card["config"]["input"].get("downsample", 1))
-        view, view_good = _model_view(store, factor, training)
+        card = embedded.card
+        view = view_at(downsampling(card["config"]))
         representations.append(Representation(
             f"{card['config']['name']}-{card['latent_dim']} latent", card["latent_dim"],
             embedded.latent, "latent", card["config"]["name"], embedded.map_xy, Path(model).resolve(),
             float(np.median(embedded.recon_error[held_out])),
-            _pca_reconstruction_rms(view, view_good, card["latent_dim"], training, held_out),
-            view.shape[1]))
+            view.pca_reconstruction_rms(card["latent_dim"], held_out), view.flux.shape[1]))
     dimensions = sorted({r.dimensions for r in representations} | {2, 16})
     for dimension in dimensions:
         representations.append(Representation(
-            f"PCA-{dimension}", dimension, pca_projection(flux, dimension, training), "pca", "PCA",
-            recon_rms=_pca_reconstruction_rms(flux, good, dimension, training, held_out),
-            pixels=flux.shape[1]))
-    representations.append(Representation("raw flux", flux.shape[1], flux, "raw", "raw",
-                                          pixels=flux.shape[1]))
+            f"PCA-{dimension}", dimension, baseline.pca.project(baseline.flux, dimension), "pca", "PCA",
+            recon_rms=baseline.pca_reconstruction_rms(dimension, held_out), pixels=pixels))
+    representations.append(Representation("raw flux", pixels, baseline.flux, "raw", "raw", pixels=pixels))
     for representation in representations:
         representation.scores = {"held-out FGK": score(representation, labels, held_out & fgk, groups),
                                  "all FGK": score(representation, labels, fgk, groups, (5,))}

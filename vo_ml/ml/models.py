@@ -27,7 +27,12 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-__all__ = ["build_dense", "build_conv", "conv_layers", "masked_mse", "Bottleneck", "FAMILIES"]
+__all__ = ["build_dense", "build_conv", "conv_layers", "downsampling", "masked_mse", "Bottleneck", "FAMILIES"]
+
+
+def downsampling(config: dict) -> int:
+    """How many store pixels a model of ``config`` averages into one of its inputs."""
+    return int(config["input"].get("downsample", 1))
 
 
 @keras.saving.register_keras_serializable(package="vo_ml")

@@ -31,7 +31,8 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from vo_ml.ml.data import StoreBatches
-from vo_ml.ml.models import FAMILIES, masked_mse
+from vo_ml.ml.evaluation import PrincipalComponents
+from vo_ml.ml.models import FAMILIES, downsampling, masked_mse
 from vo_ml.spectra.store import SpectrumStore
 
 __all__ = ["train", "model_id_for", "load_card", "split_by_star", "fit_projection", "CARD_NAME",
@@ -122,12 +123,11 @@ def _train(store: SpectrumStore, config: dict, targets: Sequence[str | None], da
 
     pool = np.arange(len(store)) if rows is None else np.asarray(rows)
     validation = split_by_star([targets[i] for i in pool], float(training["validation_fraction"]))
-    factor = int(config["input"].get("downsample", 1))
     batch_size = int(training["batch_size"])
     if not (~validation).any():
         raise ValueError(f"no spectra to train on: {pool.size} rows given, all of them in the "
                          "validation share; ingest more stars or lower training.validation_fraction")
-    sampled = store.coarsened(factor)
+    sampled = store.coarsened(downsampling(config))
     train_batches = StoreBatches(sampled, pool[~validation], batch_size, seed)
     check_batches = StoreBatches(sampled, pool[validation], batch_size)
     checkpoint = _Checkpoint(work, float(training.get("checkpoint_seconds", 30)))
@@ -189,10 +189,9 @@ def fit_projection(encoder: keras.Model, batches: StoreBatches, path: Path) -> d
         return {"method": "identity"}
     latent = np.concatenate([encoder([flux, good], training=False).numpy()
                              for _, flux, good in batches.batches()])
-    centre = latent.mean(axis=0)
-    _, _, axes = np.linalg.svd(latent - centre, full_matrices=False)
-    components = axes[:2] if axes.shape[0] >= 2 else np.eye(2, latent_dim)
-    np.savez(path, mean=centre, components=components)
+    pca = PrincipalComponents.fit(latent)
+    components = pca.axes[:2] if pca.axes.shape[0] >= 2 else np.eye(2, latent_dim)
+    np.savez(path, mean=pca.centre, components=components)
     return {"method": "pca", "file": PROJECTION_NAME}
 
 
