@@ -33,7 +33,7 @@ def db(schema):
     for table in (schema.table("miles.spectra"), schema.table("TAP_SCHEMA.columns")):
         namespace, _, name = table.name.partition(".")
         connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"')
-        definitions = ", ".join(f'"{c.name}" {c.sql_type}' for c in table.columns)
+        definitions = ", ".join(f'"{c.sql_name}" {c.sql_type}' for c in table.columns)
         connection.execute(f'CREATE TABLE "{namespace}"."{name}" ({definitions})')
     names = ("obs_publisher_did", "target_name", "teff", "logg", "feh", "embedding")
     for star in STARS:

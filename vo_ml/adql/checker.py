@@ -20,7 +20,7 @@ from sqlglot.optimizer.scope import Scope, find_all_in_scope, traverse_scope
 from vo_ml.adql.dialect import ADQL
 from vo_ml.adql.errors import E01, E02, E03, E04, E05, E06, E07, E09, did_you_mean
 from vo_ml.adql.functions import FUNCTIONS, REFERENCE_KEY, STANDARD_FUNCTIONS, MlDistance
-from vo_ml.adql.model import OutputColumn, Reference
+from vo_ml.adql.model import UPLOAD_SCHEMA, OutputColumn, Reference, upload_view
 from vo_ml.archive.tap_schema import Column, Table, TapSchema
 
 #: How sqlglot prints "ran out of tokens" in parse errors.
@@ -172,8 +172,12 @@ def _resolve_tables(tree: exp.Query, schema: TapSchema) -> None:
         published = _published_table(table, schema)
         schema_name, _, table_name = published.name.partition(".")
         table.set("catalog", None)
-        table.set("db", exp.to_identifier(schema_name))
-        table.set("this", exp.to_identifier(table_name))
+        if schema_name.upper() == UPLOAD_SCHEMA:
+            table.set("db", None)
+            table.set("this", exp.to_identifier(upload_view(table_name)))
+        else:
+            table.set("db", exp.to_identifier(schema_name))
+            table.set("this", exp.to_identifier(table_name))
         table.meta["published"] = published
 
 
@@ -208,8 +212,20 @@ def _table_source(table_node: exp.Table) -> Source:
 
 
 def _same(identifier: exp.Identifier, name: str) -> bool:
-    """ADQL identifier comparison: delimited identifiers are exact, regular ones ignore case."""
+    """ADQL identifier comparison: delimited identifiers are exact, regular ones ignore case.
+
+    ``name`` is a published name, itself delimited when it is an ADQL reserved word (``"size"``).
+    """
+    if len(name) > 1 and name[0] == name[-1] == '"':
+        name = name[1:-1]
     return identifier.name == name if identifier.quoted else identifier.name.lower() == name.lower()
+
+
+def _sql_identifier(name: str) -> exp.Identifier:
+    """The identifier the backend knows a published column by."""
+    if len(name) > 1 and name[0] == name[-1] == '"':
+        return exp.to_identifier(name[1:-1], quoted=True)
+    return exp.to_identifier(name)
 
 
 def _resolve_columns(scope: Scope, sources: dict[str, Source],
@@ -221,7 +237,7 @@ def _resolve_columns(scope: Scope, sources: dict[str, Source],
             _qualifier_source(column, scope, sources)
         elif not _is_alias_reference(column, scope):
             resolved = _resolve_column(column, scope, sources)
-            column.set("this", exp.to_identifier(resolved.name))
+            column.set("this", _sql_identifier(resolved.name))
             column.meta["resolved"] = resolved
 
 

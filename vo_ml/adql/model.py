@@ -6,6 +6,14 @@ from dataclasses import dataclass, field
 
 from vo_ml.archive.tap_schema import Column
 
+#: The schema of tables uploaded with a query (TAP 1.1 section 4.3.1).
+UPLOAD_SCHEMA = "TAP_UPLOAD"
+
+
+def upload_view(name: str) -> str:
+    """The name the backend knows ``TAP_UPLOAD.name`` by, for the one query it comes with."""
+    return f"tap_upload_{name.lower()}"
+
 
 @dataclass(frozen=True)
 class Reference:

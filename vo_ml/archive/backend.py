@@ -7,15 +7,19 @@ which TAP_SCHEMA never lists and ADQL therefore cannot reach.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from vo_ml.archive.tap_schema import Column, Table, TapSchema
 
-__all__ = ["Backend", "QueryResult", "QueryError", "MlColumns", "INTERNAL_SCHEMA", "ML_COLUMNS"]
+__all__ = ["Backend", "QueryResult", "QueryError", "QueryTimeout", "QueryStopped", "ResultStream",
+           "arrow_to_masked", "MlColumns", "INTERNAL_SCHEMA", "ML_COLUMNS"]
 
 INTERNAL_SCHEMA = "vo_ml"
 
@@ -30,6 +34,10 @@ class QueryError(ValueError):
 
 class QueryTimeout(QueryError):
     """A query ran past its time limit and was stopped."""
+
+
+class QueryStopped(QueryError):
+    """A query was stopped on request (an async job aborted or deleted while it ran)."""
 
 
 @dataclass
@@ -52,6 +60,45 @@ def _with_nones(column: np.ma.MaskedArray) -> list:
     null = np.ma.getmaskarray(column).reshape(len(column), -1).all(axis=1)
     return [None if masked else value
             for value, masked in zip(column.data.tolist(), null, strict=True)]
+
+
+@dataclass
+class ResultStream:
+    """A query's result as it is read: the Arrow schema, then record batches one at a time."""
+
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.schema.names)
+
+
+def arrow_to_masked(column: pa.ChunkedArray | pa.Array) -> np.ma.MaskedArray:
+    """One Arrow column as a masked numpy array; fixed-size lists become 2-D.
+
+    Types VOTable has no datatype for are converted: decimals (SQL literals such as 1.5) to
+    double, dates and times to ISO strings.
+    """
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_null(array.type):
+        return np.ma.masked_all(len(array), dtype=np.float64)
+    if pa.types.is_decimal(array.type):
+        array = array.cast(pa.float64())
+    elif pa.types.is_temporal(array.type):
+        array = array.cast(pa.string())
+    mask = array.is_null().to_numpy(zero_copy_only=False)
+    if pa.types.is_fixed_size_list(array.type):
+        size = array.type.list_size
+        values = np.zeros((len(array), size), dtype=array.type.value_type.to_pandas_dtype())
+        values[~mask] = array.flatten().to_numpy(zero_copy_only=False).reshape(-1, size)
+        return np.ma.MaskedArray(values, mask=np.repeat(mask[:, None], size, axis=1))
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        values = np.array(array.fill_null("").to_pylist(), dtype=str)
+    else:
+        values = array.fill_null(0).to_numpy(zero_copy_only=False) if array.null_count \
+            else array.to_numpy(zero_copy_only=False)
+    return np.ma.MaskedArray(values, mask=mask)
 
 
 @dataclass
@@ -110,12 +157,27 @@ class Backend(ABC):
         """Rewrite the TAP_SCHEMA tables; return the schema as published (existing columns only)."""
 
     @abstractmethod
+    def stream(
+        self, sql: str, parameters: Sequence | None = None, limit: int | None = None,
+        timeout: float | None = None, stop: threading.Event | None = None,
+        tables: Mapping[str, pa.Table] | None = None,
+    ) -> contextlib.AbstractContextManager[ResultStream]:
+        """Run one query; the context yields its rows as Arrow batches, ``limit`` rows at most.
+
+        The query is stopped with :class:`QueryTimeout` when it (reading included) runs longer
+        than ``timeout`` seconds, and with :class:`QueryStopped` as soon as ``stop`` is set.
+        ``tables`` are visible to this query alone under their names (TAP uploads).
+        """
+
     def execute(
         self, sql: str, parameters: Sequence | None = None, limit: int | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None, stop: threading.Event | None = None,
+        tables: Mapping[str, pa.Table] | None = None,
     ) -> QueryResult:
-        """Run one query and return its rows, at most ``limit`` of them when given; stop it with
-        :class:`QueryTimeout` when it runs longer than ``timeout`` seconds."""
+        """All rows of :meth:`stream` at once, as masked numpy columns."""
+        with self.stream(sql, parameters, limit, timeout, stop, tables) as result:
+            table = pa.Table.from_batches(list(result.batches), schema=result.schema)
+        return QueryResult(table.column_names, [arrow_to_masked(c) for c in table.columns])
 
     @abstractmethod
     def close(self) -> None:

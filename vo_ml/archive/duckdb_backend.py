@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,8 +25,9 @@ from vo_ml.archive.backend import (
     Backend,
     MlColumns,
     QueryError,
-    QueryResult,
+    QueryStopped,
     QueryTimeout,
+    ResultStream,
 )
 from vo_ml.archive.tap_schema import Column, Schema, Table, TapSchema, tap_schema_rows
 
@@ -80,7 +82,7 @@ class DuckDBBackend(Backend):
 
     def ensure_table(self, table: Table, columns: Sequence[Column]) -> None:
         schema, name = table.name.split(".")
-        definitions = ", ".join(f'"{c.name}" {c.sql_type}' for c in columns)
+        definitions = ", ".join(f'"{c.sql_name}" {c.sql_type}' for c in columns)
         self._connection.execute(
             f'CREATE SCHEMA IF NOT EXISTS "{schema}"; '
             f'CREATE TABLE IF NOT EXISTS "{schema}"."{name}" ({definitions})'
@@ -193,7 +195,7 @@ class DuckDBBackend(Backend):
         with _transaction(self._connection) as connection:
             connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{TAP_SCHEMA}"')
             for name, table in definitions.items():
-                columns = ", ".join(f'"{c.name}" {c.sql_type}' for c in table.columns)
+                columns = ", ".join(f'"{c.sql_name}" {c.sql_type}' for c in table.columns)
                 connection.execute(f'CREATE OR REPLACE TABLE "{TAP_SCHEMA}"."{name}" ({columns})')
                 if rows[name]:
                     marks = ", ".join("?" for _ in table.columns)
@@ -221,7 +223,7 @@ class DuckDBBackend(Backend):
         card = self.current_model(table.name) or {}
         filled = table.with_values(
             model=card.get("model_id", "(none yet)"), latent_dim=card.get("latent_dim", "*"))
-        return replace(filled, columns=tuple(c for c in filled.columns if c.name.lower() in existing))
+        return replace(filled, columns=tuple(c for c in filled.columns if c.sql_name.lower() in existing))
 
     def read_tap_schema(self) -> TapSchema:
         """The schema as published in the TAP_SCHEMA tables: what the service may expose."""
@@ -247,25 +249,23 @@ class DuckDBBackend(Backend):
             for s_name, s_description in schema_rows
         ])
 
-    def execute(
+    @contextlib.contextmanager
+    def stream(
         self, sql: str, parameters: Sequence | None = None, limit: int | None = None,
-        timeout: float | None = None,
-    ) -> QueryResult:
+        timeout: float | None = None, stop: threading.Event | None = None,
+        tables: Mapping[str, pa.Table] | None = None,
+    ) -> Iterator[ResultStream]:
         cursor = self.cursor()
-        timer = threading.Timer(timeout, cursor.interrupt) if timeout else None
-        if timer is not None:
-            timer.start()
+        watchdog = _Watchdog(cursor, timeout, stop)
         try:
-            table = _fetch(cursor, sql, parameters, limit)
-        except duckdb.InterruptException:
-            raise QueryTimeout(f"stopped after {timeout:g} s") from None
-        except _QUERY_FAULTS as error:
-            raise QueryError(str(error).splitlines()[0]) from None
+            with _query_faults(watchdog):
+                for name, table in (tables or {}).items():
+                    cursor.register(name, table)
+                reader = cursor.sql(sql, params=parameters or None).to_arrow_reader(ROWS_PER_BATCH)
+            yield ResultStream(reader.schema, _limited(reader, limit, watchdog))
         finally:
-            if timer is not None:
-                timer.cancel()
+            watchdog.finish()
             cursor.close()
-        return QueryResult(table.column_names, [_to_masked(c) for c in table.columns])
 
 
 #: DuckDB's refusals of a query itself, as opposed to faults of the database or the service.
@@ -274,45 +274,67 @@ _QUERY_FAULTS = (duckdb.BinderException, duckdb.ConversionException, duckdb.Inva
                  duckdb.CatalogException)
 
 
-def _fetch(cursor: duckdb.DuckDBPyConnection, sql: str, parameters: Sequence | None,
-           limit: int | None) -> pa.Table:
-    """The query's rows as Arrow, reading no further than ``limit`` rows."""
-    reader = cursor.sql(sql, params=parameters or None).to_arrow_reader(ROWS_PER_BATCH)
-    batches, rows = [], 0
-    for batch in reader:
-        batches.append(batch)
-        rows += batch.num_rows
-        if limit is not None and rows >= limit:
-            break
-    table = pa.Table.from_batches(batches, schema=reader.schema)
-    return table.slice(0, limit) if limit is not None else table
+class _Watchdog:
+    """Interrupts a cursor's query when its time runs out or ``stop`` is set, and says which."""
+
+    POLL_SECONDS = 0.05
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, timeout: float | None,
+                 stop: threading.Event | None) -> None:
+        self.timeout = timeout
+        self.fired: str | None = None
+        self._finished = threading.Event()
+        self._thread = None
+        if timeout or stop is not None:
+            self._thread = threading.Thread(target=self._watch, args=(cursor, stop), daemon=True)
+            self._thread.start()
+
+    def _watch(self, cursor: duckdb.DuckDBPyConnection, stop: threading.Event | None) -> None:
+        deadline = time.monotonic() + self.timeout if self.timeout else float("inf")
+        while not self._finished.wait(self.POLL_SECONDS if stop is not None
+                                      else max(deadline - time.monotonic(), 0)):
+            if stop is not None and stop.is_set():
+                self.fired = "stop"
+            elif time.monotonic() >= deadline:
+                self.fired = "timeout"
+            else:
+                continue
+            cursor.interrupt()
+            return
+
+    def finish(self) -> None:
+        self._finished.set()
+
+    def error(self) -> QueryError:
+        if self.fired == "stop":
+            return QueryStopped("stopped on request")
+        return QueryTimeout(f"stopped after {self.timeout:g} s")
 
 
-def _to_masked(column: pa.ChunkedArray) -> np.ma.MaskedArray:
-    """One Arrow column as a masked numpy array; fixed-size lists become 2-D.
+@contextlib.contextmanager
+def _query_faults(watchdog: _Watchdog) -> Iterator[None]:
+    """DuckDB's refusals and interruptions as the backend's query errors."""
+    try:
+        yield
+    except duckdb.InterruptException:
+        raise watchdog.error() from None
+    except _QUERY_FAULTS as error:
+        if watchdog.fired:
+            raise watchdog.error() from None
+        raise QueryError(str(error).splitlines()[0]) from None
 
-    Types VOTable has no datatype for are converted: decimals (SQL literals such as 1.5) to
-    double, dates and times to ISO strings.
-    """
-    array = column.combine_chunks()
-    if pa.types.is_null(array.type):
-        return np.ma.masked_all(len(array), dtype=np.float64)
-    if pa.types.is_decimal(array.type):
-        array = array.cast(pa.float64())
-    elif pa.types.is_temporal(array.type):
-        array = array.cast(pa.string())
-    mask = array.is_null().to_numpy(zero_copy_only=False)
-    if pa.types.is_fixed_size_list(array.type):
-        size = array.type.list_size
-        values = np.zeros((len(array), size), dtype=array.type.value_type.to_pandas_dtype())
-        values[~mask] = array.flatten().to_numpy(zero_copy_only=False).reshape(-1, size)
-        return np.ma.MaskedArray(values, mask=np.repeat(mask[:, None], size, axis=1))
-    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
-        values = np.array(array.fill_null("").to_pylist(), dtype=str)
-    else:
-        values = array.fill_null(0).to_numpy(zero_copy_only=False) if array.null_count \
-            else array.to_numpy(zero_copy_only=False)
-    return np.ma.MaskedArray(values, mask=mask)
+
+def _limited(reader: pa.RecordBatchReader, limit: int | None,
+             watchdog: _Watchdog) -> Iterator[pa.RecordBatch]:
+    """The reader's batches, cut at ``limit`` rows, with errors raised as query errors."""
+    rows = 0
+    with _query_faults(watchdog):
+        for batch in reader:
+            if limit is not None and rows + batch.num_rows >= limit:
+                yield batch.slice(0, limit - rows)
+                return
+            rows += batch.num_rows
+            yield batch
 
 
 @contextlib.contextmanager

@@ -49,6 +49,16 @@ class Column:
     std: bool = False
 
     @property
+    def sql_name(self) -> str:
+        """The name in the database: a delimited published name (``"size"``, an ADQL reserved
+        word) without its quotes."""
+        return self.name[1:-1] if self.delimited else self.name
+
+    @property
+    def delimited(self) -> bool:
+        return len(self.name) > 1 and self.name.startswith('"') and self.name.endswith('"')
+
+    @property
     def is_array(self) -> bool:
         """True for numeric arrays such as ``embedding`` (strings also carry an arraysize)."""
         return self.arraysize is not None and self.datatype not in ("char", "unicodeChar")
@@ -83,7 +93,7 @@ class Table:
     def column(self, name: str) -> Column | None:
         """The column called ``name``, compared case-insensitively as ADQL regular identifiers are."""
         lowered = name.lower()
-        return next((c for c in self.columns if c.name.lower() == lowered), None)
+        return next((c for c in self.columns if c.sql_name.lower() == lowered), None)
 
     @property
     def column_names(self) -> list[str]:

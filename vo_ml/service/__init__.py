@@ -29,6 +29,20 @@ DEFAULTS = {
     "SSA_TABLE": None,
     #: Seconds a synchronous query may run before it is stopped, so none holds a worker forever.
     "QUERY_TIMEOUT": 60.0,
+    #: Largest table a query may upload (TAP UPLOAD), in bytes.
+    "UPLOAD_LIMIT_BYTES": 16 * 1024 * 1024,
+    #: Where async jobs and their results are kept; None means ``<ARCHIVE_DB>.jobs`` beside it.
+    "JOBS_DIR": None,
+    #: Async jobs executing at once (over all service processes); more wait in QUEUED.
+    "ASYNC_MAX_RUNNING": 2,
+    #: Seconds an async job may execute unless it asks for less, and the most it may ask for.
+    "ASYNC_EXECUTION_DURATION": 600,
+    "ASYNC_MAX_EXECUTION_DURATION": 3600,
+    #: Days an async job and its result are kept unless it asks for less, and the most.
+    "ASYNC_RETENTION_DAYS": 7,
+    "ASYNC_MAX_RETENTION_DAYS": 30,
+    #: Longest blocking WAIT on a job, in seconds.
+    "ASYNC_MAX_WAIT": 60,
 }
 
 #: CORS: browser clients on other sites (Aladin Lite, web notebooks) may read every answer.
@@ -61,10 +75,12 @@ def create_app(config: dict | None = None) -> Flask:
     backend = DuckDBBackend(app.config["ARCHIVE_DB"], read_only=True)
     app.extensions["vo_ml"] = Archive(backend, backend.read_tap_schema())
 
-    from vo_ml.service import examples, ssa, tap, vosi
+    from vo_ml.service import examples, ssa, tap, uws, vosi
 
     app.register_blueprint(examples.bp)
     app.register_blueprint(tap.bp)
+    app.register_blueprint(uws.bp)
+    uws.start_jobs(app)
     app.register_blueprint(vosi.bp)
     app.register_blueprint(ssa.bp)
     app.after_request(_allow_cross_origin)

@@ -7,17 +7,23 @@ function's result into a response, and every refusal into a DALI error document.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
+import pyarrow as pa
 from flask import Response, current_app, request
 
 from vo_ml.archive.backend import QueryError, QueryResult, QueryTimeout
 from vo_ml.service import archive
 from vo_ml.service.dali import DaliError, DaliParameters, parse_maxrec
+from vo_ml.service.formats import CappedRows
 from vo_ml.service.votable import VOTABLE_MIME, error_votable
 
-__all__ = ["answer", "dali_error_response", "request_parameters", "maxrec_of", "run_limited"]
+__all__ = ["answer", "dali_error_response", "request_parameters", "request_part", "maxrec_of",
+           "run_limited", "open_rows", "query_errors"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +31,13 @@ log = logging.getLogger(__name__)
 def request_parameters() -> DaliParameters:
     """GET and POST parameters of the current request, names case-insensitive."""
     return DaliParameters([*request.args.items(multi=True), *request.form.items(multi=True)])
+
+
+def request_part(name: str, limit: int) -> bytes | None:
+    """The file sent in multipart part ``name`` of the current request, at most ``limit`` + 1
+    bytes of it (enough to tell it is too large); None when there is no such part."""
+    part = request.files.get(name)
+    return None if part is None else part.stream.read(limit + 1)
 
 
 def answer(run: Callable[[DaliParameters], bytes]) -> Response:
@@ -53,13 +66,38 @@ def maxrec_of(parameters: Mapping[str, str]) -> int:
 def run_limited(sql: str, values: Sequence, maxrec: int) -> tuple[QueryResult, bool]:
     """At most ``maxrec`` rows of the query, and whether there were more (OVERFLOW)."""
     timeout = float(current_app.config["QUERY_TIMEOUT"])
-    try:
+    with query_errors(timeout):
         result = archive().backend.execute(sql, values, limit=maxrec + 1, timeout=timeout)
-    except QueryTimeout:
-        raise DaliError(f"the query ran longer than the service's limit of {timeout:g} s and was "
-                        "stopped: narrow it with WHERE conditions or TOP", status=400) from None
-    except QueryError as error:
-        raise DaliError(f"the database refused the query: {error}") from None
     overflow = len(result) > maxrec
     result.columns = [c[:maxrec] for c in result.columns]
     return result, overflow
+
+
+@contextlib.contextmanager
+def query_errors(timeout: float) -> Iterator[None]:
+    """The backend's refusals of a query as DALI errors a client can act on."""
+    try:
+        yield
+    except QueryTimeout:
+        raise DaliError(f"the query ran longer than its limit of {timeout:g} s and was stopped: "
+                        "narrow it with WHERE conditions or TOP, or run it as an async job",
+                        status=400) from None
+    except QueryError as error:
+        raise DaliError(f"the database refused the query: {error}") from None
+
+
+def open_rows(stack: contextlib.ExitStack, sql: str, maxrec: int, timeout: float,
+              stop: threading.Event | None = None,
+              tables: Mapping[str, pa.Table] | None = None) -> CappedRows:
+    """Start the query, closed with ``stack``, and read its first batch.
+
+    Reading one batch before answering means the errors most queries can have (bad casts,
+    division by zero, the time limit of a sort) still become a DALI error with its HTTP status
+    rather than a broken stream.
+    """
+    with query_errors(timeout):
+        stream = stack.enter_context(archive().backend.stream(
+            sql, limit=maxrec + 1, timeout=timeout, stop=stop, tables=tables))
+        first = next(stream.batches, None)
+    stream.batches = itertools.chain([first] if first is not None else [], stream.batches)
+    return CappedRows(stream, maxrec)

@@ -38,13 +38,24 @@ class DaliError(Exception):
 class DaliParameters(dict):
     """Request parameters with case-insensitive names (DALI 1.1 section 3.1).
 
-    Names are upper-cased; values stay as sent. A parameter given twice keeps its first value.
+    Names are upper-cased; values stay as sent. A parameter given twice keeps its first value
+    here, and all of them in :meth:`all` (``UPLOAD`` may be repeated).
     """
 
     def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
         super().__init__()
+        self._all: dict[str, list[str]] = {}
         for name, value in pairs:
             self.setdefault(name.upper(), value)
+            self._all.setdefault(name.upper(), []).append(value)
+
+    def all(self, name: str) -> list[str]:
+        """Every value given for ``name``, in order."""
+        return list(self._all.get(name.upper(), []))
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every (name, value) given, repeated names included: what a job stores to run later."""
+        return [(name, value) for name, values in self._all.items() for value in values]
 
     def required(self, name: str) -> str:
         value = self.get(name.upper(), "").strip()

@@ -1,38 +1,84 @@
-"""TAP 1.1 synchronous queries: ``/tap/sync``.
+"""TAP 1.1 queries: ``/tap/sync``, and the query an async job runs (:func:`run_query`).
 
-A request is parsed into DALI parameters, the ADQL is translated against the published
-TAP_SCHEMA (so only published tables and declared functions are reachable), similarity
-references are checked, and the result is written as a VOTable. Every refusal is a DALI error
-document with the HTTP status DALI gives, never a traceback.
+A request is parsed into DALI parameters, uploaded tables are read, the ADQL is translated
+against the published TAP_SCHEMA plus the uploads (so only published tables, uploads and
+declared functions are reachable), similarity references are checked, and the rows are streamed
+in the format asked for. Every refusal is a DALI error document with the HTTP status DALI
+gives, never a traceback.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 
 from vo_ml import adql
+from vo_ml.archive.backend import QueryError
+from vo_ml.archive.tap_schema import TapSchema
 from vo_ml.service import archive
-from vo_ml.service.dal import answer, maxrec_of, run_limited
-from vo_ml.service.dali import DaliError, parse_serialization
-from vo_ml.service.votable import results_votable
+from vo_ml.service.dal import (
+    dali_error_response,
+    maxrec_of,
+    open_rows,
+    request_parameters,
+    request_part,
+)
+from vo_ml.service.dali import DaliError, DaliParameters
+from vo_ml.service.formats import output_format
+from vo_ml.service.uploads import read_uploads, upload_schema, upload_specs
 
-__all__ = ["bp", "run_query", "LANGUAGES"]
+__all__ = ["bp", "run_query", "Answer", "LANGUAGES"]
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("tap", __name__, url_prefix="/tap")
 
 #: LANG values accepted for ADQL (TAP 1.1 section 2.3.1).
 LANGUAGES = ("ADQL", "ADQL-2.0", "ADQL-2.1")
 
+#: Reads multipart part ``name`` of the request, at most ``limit`` + 1 bytes; None if absent.
+PartReader = Callable[[str, int], bytes | None]
+
+
+@dataclass
+class Answer:
+    """A query's result on its way out: the MIME type, and the document piece by piece.
+
+    ``failure()`` says, once the pieces are read, whether the query failed while they were
+    written (the document then ends early, with an error INFO for VOTable).
+    """
+
+    mimetype: str
+    extension: str
+    chunks: Iterator[bytes]
+    failure: Callable[[], QueryError | None]
+
 
 @bp.route("/sync", methods=["GET", "POST"])
 def sync() -> Response:
-    return answer(run_query)
+    try:
+        result = run_query(request_parameters(), request_part,
+                           float(current_app.config["QUERY_TIMEOUT"]))
+    except DaliError as error:
+        return dali_error_response(error)
+    except Exception:
+        log.exception("/tap/sync failed")
+        return dali_error_response(DaliError(
+            "internal error while running the query; the service log has the details", 500))
+    return Response(result.chunks, mimetype=result.mimetype)
 
 
-def run_query(parameters: Mapping[str, str]) -> bytes:
-    """Run one TAP query given its DALI parameters; the VOTable document it answers with."""
+def run_query(parameters: DaliParameters, part: PartReader, timeout: float,
+              stop: threading.Event | None = None) -> Answer:
+    """Start one TAP query given its DALI parameters; its rows are produced as they are read.
+
+    Raises :class:`DaliError` for anything wrong with the request, before any byte is written.
+    """
     request_type = parameters.get("REQUEST", "doQuery")
     if request_type.lower() != "doquery":
         raise DaliError(f"REQUEST={request_type!r} is not supported: use REQUEST=doQuery")
@@ -40,18 +86,34 @@ def run_query(parameters: Mapping[str, str]) -> bytes:
     if language.upper() not in LANGUAGES:
         raise DaliError(f"LANG={language!r} is not supported: use one of {', '.join(LANGUAGES)}")
     query = parameters.required("QUERY")
-    serialization = parse_serialization(parameters, ("RESPONSEFORMAT", "FORMAT"))
+    fmt = output_format(parameters.get("RESPONSEFORMAT") or parameters.get("FORMAT"))
     maxrec = maxrec_of(parameters)
+    uploads = read_uploads(upload_specs(parameters.all("UPLOAD")), part,
+                           int(current_app.config["UPLOAD_LIMIT_BYTES"]))
 
     state = archive()
+    schema = TapSchema([*state.schema.schemas, upload_schema(uploads)]) if uploads else state.schema
     try:
-        translation = adql.translate(query, state.schema)
+        translation = adql.translate(query, schema)
         _check_references(translation.references)
     except adql.AdqlError as error:
         raise DaliError(str(error)) from None
-    result, overflow = run_limited(translation.sql, [], maxrec)
+    stack = contextlib.ExitStack()
+    try:
+        rows = open_rows(stack, translation.sql, maxrec, timeout, stop,
+                         {adql.upload_view(u.name): u.rows for u in uploads})
+    except BaseException:
+        stack.close()
+        raise
     columns = [o.column for o in translation.output_columns]
-    return results_votable(result, columns, overflow, serialization)
+    return Answer(fmt.mime, fmt.extension, _closing(fmt.writer(rows, columns), stack),
+                  lambda: rows.failure)
+
+
+def _closing(chunks: Iterator[bytes], stack: contextlib.ExitStack) -> Iterator[bytes]:
+    """``chunks``, then the query closed, however the reader stops (a client may hang up)."""
+    with stack:
+        yield from chunks
 
 
 def _check_references(references: list) -> None:

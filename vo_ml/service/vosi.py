@@ -13,6 +13,7 @@ from lxml import etree
 from vo_ml import adql
 from vo_ml.archive.tap_schema import TAP_SCHEMA_KEYS, Column, Table
 from vo_ml.service import archive, base_url
+from vo_ml.service.formats import OUTPUT_FORMATS
 
 __all__ = ["bp"]
 
@@ -94,17 +95,31 @@ def _tap_capability(root: etree._Element, tap_root: str) -> None:
         feature = _element(features, "feature")
         _element(feature, "form", function.form)
         _element(feature, "description", function.description)
-    for mime, alias, ivo_id in (
-        ("application/x-votable+xml", "votable", "ivo://ivoa.net/std/TAPRegExt#output-votable-binary2"),
-        ("application/x-votable+xml;serialization=TABLEDATA", "votable/td",
-         "ivo://ivoa.net/std/TAPRegExt#output-votable-td"),
-    ):
-        output = _element(capability, "outputFormat", **{"ivo-id": ivo_id})
-        _element(output, "mime", mime)
-        _element(output, "alias", alias)
-    limit = _element(capability, "outputLimit")
-    _element(limit, "default", current_app.config["TAP_MAXREC_DEFAULT"], unit="row")
-    _element(limit, "hard", current_app.config["TAP_MAXREC_LIMIT"], unit="row")
+    for fmt in OUTPUT_FORMATS:
+        output = _element(capability, "outputFormat", **{"ivo-id": fmt.ivo_id})
+        _element(output, "mime", fmt.mime)
+        _element(output, "alias", fmt.name)
+    for method in ("inline", "http", "https"):
+        _element(capability, "uploadMethod",
+                 **{"ivo-id": f"ivo://ivoa.net/std/TAPRegExt#upload-{method}"})
+    config = current_app.config
+    day = 86400
+    _limits(capability, "retentionPeriod", int(config["ASYNC_RETENTION_DAYS"] * day),
+            int(config["ASYNC_MAX_RETENTION_DAYS"] * day))
+    _limits(capability, "executionDuration", config["ASYNC_EXECUTION_DURATION"],
+            config["ASYNC_MAX_EXECUTION_DURATION"])
+    _limits(capability, "outputLimit", config["TAP_MAXREC_DEFAULT"], config["TAP_MAXREC_LIMIT"],
+            unit="row")
+    upload = _element(capability, "uploadLimit")
+    _element(upload, "hard", config["UPLOAD_LIMIT_BYTES"], unit="byte")
+
+
+def _limits(capability: etree._Element, tag: str, default: object, hard: object,
+            unit: str | None = None) -> None:
+    """A TAPRegExt limit: what applies unless a request asks otherwise, and the most it may ask."""
+    limit = _element(capability, tag)
+    _element(limit, "default", default, unit=unit)
+    _element(limit, "hard", hard, unit=unit)
 
 
 @bp.route("/tables")
