@@ -67,6 +67,23 @@ def archive(tmp_path_factory, miles_sources) -> dict:
             "config": config, "embedded": embedded, "workdir": workdir}
 
 
+@pytest.fixture(scope="session")
+def stilts() -> str:
+    """The ``stilts`` command (taplint, votlint), installed from Debian's packages if missing."""
+    found = shutil.which("stilts")
+    if found is None:
+        for command in (["apt-get", "install", "-y", "stilts"], ["apt-get", "update"],
+                        ["apt-get", "install", "-y", "stilts"]):
+            subprocess.run(command, capture_output=True, timeout=1800, check=False)
+            found = shutil.which("stilts")
+            if found:
+                break
+    if found is None:
+        pytest.fail("stilts is missing and 'apt-get install -y stilts' did not install it; "
+                    "install Debian's stilts package and run the tests again")
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -74,12 +91,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(db: Path, settings: dict[str, str] | None = None):
-    """`vo-ml serve` on ``db`` in its own process on a free loopback port; yields the root URL.
+def serving(db: Path, settings: dict[str, str] | None = None, port: int | None = None):
+    """`vo-ml serve` on ``db`` in its own process on a loopback port; yields the root URL.
 
     ``settings`` go to the service as ``VO_ML_*`` environment variables. Stopped by its process
     id when the block ends."""
-    port = free_port()
+    with server_process(db, settings, port) as (root, _):
+        yield root
+
+
+@contextlib.contextmanager
+def server_process(db: Path, settings: dict[str, str] | None = None, port: int | None = None):
+    """Like :func:`serving`, yielding (root URL, the server's Popen) for tests that kill it."""
+    port = port or free_port()
     environment = os.environ | {f"VO_ML_{k}": v for k, v in (settings or {}).items()}
     server = subprocess.Popen(
         [VO_ML, "serve", "--db", str(db), "--host", "127.0.0.1", "--port", str(port)],
@@ -88,13 +112,14 @@ def serving(db: Path, settings: dict[str, str] | None = None):
     root = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(f"{root}/tap", server)
-        yield root
+        yield root, server
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
 
 
 @pytest.fixture(scope="session")

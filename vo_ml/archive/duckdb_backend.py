@@ -34,6 +34,9 @@ from vo_ml.archive.tap_schema import Column, Schema, Table, TapSchema, tap_schem
 __all__ = ["DuckDBBackend"]
 
 TAP_SCHEMA = "TAP_SCHEMA"
+#: The ObsCore view, and the columns a table needs to appear in it.
+OBSCORE_VIEW = "ivoa.obscore"
+OBSCORE_MARKERS = ("obs_publisher_did", "dataproduct_type", "calib_level")
 ROWS_PER_BATCH = 65536
 #: The archive file is attached under this name, so a file called like a schema (miles.duckdb
 #: holding schema miles) never makes ``miles.spectra`` ambiguous.
@@ -189,6 +192,9 @@ class DuckDBBackend(Backend):
         return json.loads(row[0]) if row else None
 
     def publish_tap_schema(self, schema: TapSchema) -> TapSchema:
+        obscore = schema.table(OBSCORE_VIEW)
+        if obscore is not None:
+            self._create_obscore_view(obscore, schema)
         published = self._as_published(schema)
         rows = tap_schema_rows(published)
         definitions = {t.name.split(".")[1]: t for t in published.schemas[-1].tables}
@@ -202,6 +208,26 @@ class DuckDBBackend(Backend):
                     connection.executemany(
                         f'INSERT INTO "{TAP_SCHEMA}"."{name}" VALUES ({marks})', rows[name])
         return published
+
+    def _create_obscore_view(self, view: Table, schema: TapSchema) -> None:
+        """``ivoa.obscore`` as the union of every table with ObsCore columns (none: no view)."""
+        constants = dict(view.constants)
+        selects = []
+        for table in schema.tables.values():
+            existing = set(self.table_columns(table.name))
+            if table.name == view.name or not set(OBSCORE_MARKERS) <= existing:
+                continue
+            items = ", ".join(
+                f'CAST({_view_value(c, existing, constants)} AS {c.sql_type}) AS "{c.sql_name}"'
+                for c in view.columns)
+            selects.append(f"SELECT {items} FROM {_quoted(table.name)}")
+        schema_name, name = view.name.split(".")
+        with _transaction(self._connection) as connection:
+            connection.execute(f'DROP VIEW IF EXISTS "{schema_name}"."{name}"')
+            if selects:
+                connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema_name}"')
+                connection.execute(f'CREATE VIEW "{schema_name}"."{name}" AS '
+                                   + " UNION ALL ".join(selects))
 
     def _as_published(self, schema: TapSchema) -> TapSchema:
         """Keep tables and columns that exist, TAP_SCHEMA last; fill in each table's model."""
@@ -359,6 +385,12 @@ class _transaction:
 
     def __exit__(self, kind: type | None, *_: object) -> None:
         self.connection.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _view_value(column: Column, existing: set[str], constants: dict[str, str]) -> str:
+    if column.sql_name.lower() in existing:
+        return f'"{column.sql_name}"'
+    return constants.get(column.sql_name, "NULL")
 
 
 def _quoted(qualified: str) -> str:

@@ -82,6 +82,8 @@ class Table:
     description: str
     columns: tuple[Column, ...]
     type: str = "table"
+    #: For a view over other tables: SQL constants for columns those tables do not have.
+    constants: tuple[tuple[str, str], ...] = ()
 
     def with_values(self, **values: object) -> Table:
         """A copy with ``{placeholders}`` in descriptions and arraysizes filled from ``values``."""
@@ -161,7 +163,7 @@ def _schema(document: Mapping, groups: Mapping[str, list[Column]]) -> Schema:
                 )
             columns.extend(groups[group])
         tables.append(Table(name, f"{name}.{t['name']}", t.get("description", ""), tuple(columns),
-                            t.get("type", "table")))
+                            t.get("type", "table"), tuple(t.get("constants", {}).items())))
     return Schema(name, document.get("description", ""), tuple(tables))
 
 

@@ -43,6 +43,8 @@ DEFAULTS = {
     "ASYNC_MAX_RETENTION_DAYS": 30,
     #: Longest blocking WAIT on a job, in seconds.
     "ASYNC_MAX_WAIT": 60,
+    #: Seconds between sweeps for expired jobs and jobs of processes that died.
+    "ASYNC_SWEEP_SECONDS": 30.0,
 }
 
 #: CORS: browser clients on other sites (Aladin Lite, web notebooks) may read every answer.

@@ -71,10 +71,13 @@ def examples_for(table: str | None, reference: str | None) -> list[Example]:
 
 def _served_examples() -> list[Example]:
     schema = archive().schema
-    tables = [t for s in schema.schemas if s.name.upper() != "TAP_SCHEMA" for t in s.tables]
-    table = tables[0].name if tables else None
+    tables = [t for s in schema.schemas if s.name.upper() not in ("TAP_SCHEMA", "IVOA")
+              for t in s.tables]
+    embedded = [t for t in tables if {"obs_publisher_did", "embedding"} <= set(t.column_names)]
+    chosen = (embedded or tables or [None])[0]
+    table = chosen.name if chosen else None
     reference = None
-    if table and {"obs_publisher_did", "embedding"} <= {c.name for c in tables[0].columns}:
+    if embedded:
         rows = archive().backend.execute(
             f"SELECT obs_publisher_did FROM {table} WHERE embedding IS NOT NULL "
             "ORDER BY obs_publisher_did LIMIT 1").rows()

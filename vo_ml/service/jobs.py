@@ -348,12 +348,13 @@ class JobRunner:
     """
 
     POLL_SECONDS = 0.2
-    SWEEP_SECONDS = 30.0
 
     def __init__(self, store: JobStore, max_running: int,
-                 execute: Callable[[Job, threading.Event], None]) -> None:
+                 execute: Callable[[Job, threading.Event], None],
+                 sweep_seconds: float = 30.0) -> None:
         self.store = store
         self.max_running = max_running
+        self.sweep_seconds = sweep_seconds
         self.execute = execute
         self.owner = process_identity()
         self._wake = threading.Event()
@@ -379,7 +380,7 @@ class JobRunner:
             try:
                 self._stop_aborted()
                 self._claim_all()
-                if time.monotonic() - last_sweep > self.SWEEP_SECONDS:
+                if time.monotonic() - last_sweep > self.sweep_seconds:
                     last_sweep = time.monotonic()
                     self.store.recover()
                     self.store.destroy_expired()

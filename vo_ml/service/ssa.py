@@ -116,10 +116,12 @@ def run_query(parameters: Mapping[str, str]) -> bytes:
 
 
 def ssa_table() -> Table:
-    """``SSA_TABLE`` if configured, else the first published table with the ObsCore columns."""
+    """``SSA_TABLE`` if configured, else the first published table (not a view such as
+    ivoa.obscore, which has no embedding or labels) with the ObsCore columns."""
     tables = archive().schema.tables
     configured = current_app.config.get("SSA_TABLE")
-    candidates = [tables.get(configured.lower())] if configured else list(tables.values())
+    candidates = [tables.get(configured.lower())] if configured else \
+        [t for t in tables.values() if t.type == "table"]
     for table in candidates:
         if table is not None and all(table.column(name) for name in REQUIRED_COLUMNS):
             return table

@@ -57,7 +57,8 @@ def start_jobs(app: Flask) -> None:
     directory = config["JOBS_DIR"] or f"{config['ARCHIVE_DB']}.jobs"
     store = JobStore(directory)
     runner = JobRunner(store, int(config["ASYNC_MAX_RUNNING"]),
-                       functools.partial(_execute, app, store))
+                       functools.partial(_execute, app, store),
+                       float(config["ASYNC_SWEEP_SECONDS"]))
     app.extensions["vo_ml_jobs"] = runner.start()
 
 

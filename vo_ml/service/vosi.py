@@ -84,6 +84,9 @@ def _tap_capability(root: etree._Element, tap_root: str) -> None:
     capability = _xsi_type(_element(root, "capability", standardID="ivo://ivoa.net/std/TAP"),
                            "tr:TableAccess")
     _param_http(capability, tap_root, version="1.1")
+    if archive().schema.table("ivoa.obscore") is not None:
+        _element(capability, "dataModel", "ObsCore-1.1",
+                 **{"ivo-id": "ivo://ivoa.net/std/ObsCore#core-1.1"})
     language = _element(capability, "language")
     _element(language, "name", "ADQL")
     for version, ivo_id in ADQL_VERSIONS.items():

@@ -1,0 +1,164 @@
+"""TAP output formats, uploads and VOTable validity, over HTTP against `vo-ml serve`.
+
+VOTables are checked with ``stilts votlint`` (Debian package ``stilts``, installed by the
+``stilts`` fixture when missing), every other format with the library that reads it.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import subprocess
+import threading
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import pyvo
+import requests
+from astropy.io import fits
+from astropy.io.votable import parse_single_table
+from astropy.table import Table
+from conftest import TABLE
+
+QUERY = f"SELECT TOP 7 obs_publisher_did, target_name, teff, embedding FROM {TABLE} ORDER BY teff"
+
+
+@pytest.fixture(scope="module")
+def service(tap_url):
+    return pyvo.dal.TAPService(tap_url)
+
+
+@pytest.fixture(scope="module")
+def reference(service) -> Table:
+    return service.search(QUERY).to_table()
+
+
+def _sync(tap_url: str, query: str, **params: str) -> requests.Response:
+    response = requests.post(f"{tap_url}/sync", data={"LANG": "ADQL", "QUERY": query, **params},
+                             timeout=60)
+    return response
+
+
+def votlint(stilts: str, document: bytes, tmp_path) -> str:
+    path = tmp_path / "document.vot"
+    path.write_bytes(document)
+    run = subprocess.run([stilts, "votlint", f"votable={path}"], capture_output=True, text=True,
+                         timeout=300)
+    return run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("fmt", ["votable", "votable/td",
+                                 "application/x-votable+xml;serialization=TABLEDATA"])
+def test_votable_serialisations_hold_the_same_rows_and_pass_votlint(tap_url, reference, stilts,
+                                                                     tmp_path, fmt):
+    response = _sync(tap_url, QUERY, RESPONSEFORMAT=fmt)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/x-votable+xml")
+    table = parse_single_table(io.BytesIO(response.content)).to_table()
+    assert list(table["obs_publisher_did"]) == list(reference["obs_publisher_did"])
+    np.testing.assert_allclose(np.asarray(table["embedding"]), np.asarray(reference["embedding"]))
+    assert votlint(stilts, response.content, tmp_path) == ""
+
+
+def test_overflow_and_error_documents_pass_votlint(tap_url, stilts, tmp_path):
+    overflow = _sync(tap_url, f"SELECT * FROM {TABLE}", MAXREC="2")
+    error = _sync(tap_url, f"SELECT snrr FROM {TABLE}")
+    obscore = _sync(tap_url, "SELECT TOP 3 * FROM ivoa.obscore")
+    assert b'value="OVERFLOW"' in overflow.content and error.status_code == 400
+    for document in (overflow.content, error.content, obscore.content):
+        assert votlint(stilts, document, tmp_path) == ""
+
+
+def test_votlint_does_report_a_broken_document(tap_url, stilts, tmp_path):
+    """The control for the votlint checks above: a field without a datatype is an error."""
+    good = _sync(tap_url, QUERY).content
+    broken = good.replace(b'datatype="double"', b'datatype="real"', 1)
+    assert "ERROR" in votlint(stilts, broken, tmp_path)
+
+
+def test_csv_and_tsv_hold_the_rows_with_arrays_as_space_separated_values(tap_url, reference):
+    for fmt, delimiter, mime in (("csv", ",", "text/csv"), ("tsv", "\t", "text/tab-separated-values")):
+        response = _sync(tap_url, QUERY, RESPONSEFORMAT=fmt)
+        assert response.status_code == 200 and response.headers["Content-Type"].startswith(mime)
+        table = Table.read(response.text, format="ascii.csv" if fmt == "csv" else "ascii.tab",
+                           delimiter=delimiter)
+        assert list(table["obs_publisher_did"]) == list(reference["obs_publisher_did"])
+        first = np.array(table["embedding"][0].split(), dtype=float)
+        np.testing.assert_allclose(first, np.asarray(reference["embedding"][0]), rtol=1e-6)
+
+
+def test_fits_and_parquet_hold_the_rows_and_the_units(tap_url, reference):
+    response = _sync(tap_url, QUERY, RESPONSEFORMAT="fits")
+    assert response.headers["Content-Type"] == "application/fits"
+    with fits.open(io.BytesIO(response.content)) as hdus:
+        rows = hdus[1].data
+        assert list(rows["obs_publisher_did"]) == list(reference["obs_publisher_did"])
+        assert hdus[1].columns["teff"].unit == "K"
+    response = _sync(tap_url, QUERY, RESPONSEFORMAT="parquet")
+    table = pq.read_table(io.BytesIO(response.content))
+    assert table.column("obs_publisher_did").to_pylist() == list(reference["obs_publisher_did"])
+    assert table.schema.field("teff").metadata[b"unit"] == b"K"
+
+
+def test_an_unknown_format_is_refused_naming_the_known_ones(tap_url):
+    response = _sync(tap_url, QUERY, RESPONSEFORMAT="xlsx")
+    assert response.status_code == 400 and b"parquet" in response.content
+
+
+def test_an_inline_upload_joins_the_archive(service, reference):
+    mine = Table({"did": list(reference["obs_publisher_did"][:3]), "weight": [1.0, 2.0, 3.0]})
+    joined = service.search(
+        f"SELECT s.target_name, u.weight FROM {TABLE} AS s JOIN TAP_UPLOAD.mine AS u "
+        "ON s.obs_publisher_did = u.did ORDER BY u.weight", uploads={"mine": mine}).to_table()
+    assert list(joined["weight"]) == [1.0, 2.0, 3.0]
+    assert list(joined["target_name"]) == list(reference["target_name"][:3])
+
+
+def test_an_upload_by_url_is_fetched(tap_url, reference, tmp_path):
+    path = tmp_path / "refs.vot"
+    Table({"did": list(reference["obs_publisher_did"][:2])}).write(path, format="votable")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/refs.vot"
+        response = _sync(tap_url, "SELECT did FROM TAP_UPLOAD.refs", UPLOAD=f"refs,{url}")
+    finally:
+        server.shutdown()
+    table = parse_single_table(io.BytesIO(response.content)).to_table()
+    assert list(table["did"]) == list(reference["obs_publisher_did"][:2])
+
+
+def test_upload_errors_name_the_table_and_what_to_do(tap_url):
+    missing = _sync(tap_url, "SELECT * FROM TAP_UPLOAD.t", UPLOAD="t,param:nothere")
+    assert missing.status_code == 400 and b"no file part named 'nothere'" in missing.content
+    not_votable = requests.post(f"{tap_url}/sync", data={
+        "LANG": "ADQL", "QUERY": "SELECT * FROM TAP_UPLOAD.t", "UPLOAD": "t,param:f"},
+        files={"f": ("f.vot", b"not a votable")}, timeout=30)
+    assert not_votable.status_code == 400 and b"UPLOAD t: not a readable VOTable" in not_votable.content
+    document = io.BytesIO()
+    Table({"did": ["a"]}).write(document, format="votable")
+    bad_column = requests.post(f"{tap_url}/sync", data={
+        "LANG": "ADQL", "QUERY": "SELECT dd FROM TAP_UPLOAD.t", "UPLOAD": "t,param:f"},
+        files={"f": ("f.vot", document.getvalue())}, timeout=30)
+    assert bad_column.status_code == 400
+    assert b"unknown column 'dd' in TAP_UPLOAD.t; did you mean 'did'?" in bad_column.content
+
+
+def test_an_upload_over_the_limit_is_refused_with_413(archive, tmp_path):
+    import shutil
+
+    from conftest import serving
+
+    served = tmp_path / "miles.duckdb"
+    shutil.copy(archive["db"], served)
+    big = io.BytesIO()
+    Table({"x": np.arange(5000.0)}).write(big, format="votable")
+    with serving(served, {"UPLOAD_LIMIT_BYTES": "10000"}) as root:
+        response = requests.post(f"{root}/tap/sync", data={
+            "LANG": "ADQL", "QUERY": "SELECT COUNT(*) FROM TAP_UPLOAD.t", "UPLOAD": "t,param:f"},
+            files={"f": ("t.vot", big.getvalue())}, timeout=30)
+    assert response.status_code == 413
+    assert b"upload limit of 10000 bytes" in response.content
