@@ -13,6 +13,7 @@ TABLEDATA with Arrow compute kernels), so memory does not grow with the number o
 from __future__ import annotations
 
 import base64
+import functools
 import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
@@ -151,7 +152,7 @@ def stream_votable(
     that fails while rows are being sent (its time limit, say) ends the table there, and an
     ``INFO name="QUERY_STATUS" value="ERROR"`` after it says why, as the HTTP status is gone.
     """
-    head, tail = _frame(schema, columns, serialization, infos)
+    head, tail = _frame(schema, tuple(columns), serialization, tuple(infos))
     yield head
     encode = _Binary2() if serialization == "binary2" else _TableData()
     status = b""
@@ -176,9 +177,14 @@ def _status_info(value: str, message: str) -> bytes:
     return f'<INFO name="QUERY_STATUS" value="{value}">{text}</INFO>\n'.encode()
 
 
-def _frame(schema: pa.Schema, columns: Sequence[Column | None], serialization: str,
-           infos: Sequence[tuple[str, str]]) -> tuple[bytes, bytes]:
-    """The document before the first row (up to the data element) and after ``</TABLE>``."""
+@functools.lru_cache(maxsize=256)
+def _frame(schema: pa.Schema, columns: tuple[Column | None, ...], serialization: str,
+           infos: tuple[tuple[str, str], ...]) -> tuple[bytes, bytes]:
+    """The document before the first row (up to the data element) and after ``</TABLE>``.
+
+    Kept for the last queries' result shapes: astropy takes milliseconds to write a header,
+    more than a small query itself, and clients repeat the same queries.
+    """
     votable = VOTableFile(version=VOTABLE_VERSION)
     resource = Resource(type="results")
     votable.resources.append(resource)
