@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import duckdb
 import pytest
 
 from vo_ml import adql
-from vo_ml.adql.errors import E01, E02, E03, E04, E05, E06, E07, E08, E09
+from vo_ml.adql.errors import E01, E02, E03, E04, E05, E06, E07, E08, E09, E10
 from vo_ml.archive.tap_schema import load, tap_schema_rows
 
 STARS = [
@@ -82,6 +83,16 @@ RESULTS = [
     ("SELECT target_name FROM miles.spectra WHERE feh < 0 "
      "UNION SELECT target_name FROM miles.spectra WHERE logg < 3 ORDER BY target_name",
      ["target_name"], [("HD 2",), ("HD 4",)]),
+    ("SELECT a.target_name FROM miles.spectra AS a JOIN (miles.spectra AS b JOIN miles.spectra AS c "
+     "ON b.teff = c.teff) ON a.teff = b.teff WHERE a.teff > 9000", ["target_name"], [("HD 3",)]),
+    ("SELECT target_name FROM miles.spectra AS a JOIN miles.spectra AS b USING (target_name) "
+     "WHERE a.feh = 0", ["target_name"], [("HD 1",)]),
+    ("SELECT 0x1F & 7 AS b, 5 | 2 AS o, 6 ^ 3 AS x, ~1 AS n, 'HD' || '!' AS s FROM miles.spectra "
+     "WHERE target_name ILIKE 'hd 1'", ["b", "o", "x", "n", "s"], [(7, 7, 5, -2, "HD!")]),
+    ("SELECT CASE WHEN teff > 9000 THEN 'hot' ELSE 'cool' END AS kind, CAST(teff AS INTEGER) AS t "
+     "FROM miles.spectra WHERE logg BETWEEN 3.9 AND 4.1", ["kind", "t"], [("hot", 9500)]),
+    ("WITH cool AS (SELECT target_name, teff FROM miles.spectra WHERE teff < 6000) "
+     "SELECT target_name FROM cool ORDER BY teff", ["target_name"], [("HD 2",), ("HD 1",)]),
 ]
 
 
@@ -246,3 +257,54 @@ def test_unknown_backend_is_refused(schema):
 def test_backend_syntax_that_is_not_adql_never_reaches_the_database(query):
     with pytest.raises(E09, match="not ADQL"):
         adql.translate(query, load(model="test", latent_dim=2))
+
+
+@pytest.mark.parametrize(("query", "feature"), [
+    ("SELECT POINT('ICRS', s_ra, s_dec) FROM ivoa.obscore", "POINT"),
+    ("SELECT obs_id FROM ivoa.obscore WHERE 1 = CONTAINS(POINT(s_ra, s_dec), CIRCLE(1, 2, 3))",
+     "CONTAINS"),
+    ("SELECT IN_UNIT(teff, 'K') FROM miles.spectra", "IN_UNIT"),
+    ("SELECT CAST('1 2' AS POINT) FROM miles.spectra", "CAST to POINT"),
+])
+def test_standard_adql_without_backend_sql_is_checked_but_not_run(schema, query, feature):
+    adql.check(query)
+    with pytest.raises(E10, match=feature):
+        adql.translate(query, schema)
+
+
+def test_declared_functions_are_accepted_by_checks_only(schema):
+    udf = "ivo_healpix_index(order INTEGER, ra DOUBLE, dec DOUBLE) -> BIGINT"
+    query = "SELECT ivo_healpix_index(6, teff, logg) FROM miles.spectra"
+    adql.check(query, udfs=[udf])
+    adql.check(query, schema, udfs=[udf])
+    with pytest.raises(E05, match="ivo_healpix_index"):
+        adql.check(query)
+    with pytest.raises(E05, match="ivo_healpix_index"):
+        adql.translate(query, schema)
+    with pytest.raises(E06, match="takes 3 arguments, got 1"):
+        adql.check("SELECT IVO_HEALPIX_INDEX(6) FROM t", udfs=[udf])
+    with pytest.raises(ValueError, match="not a function form"):
+        adql.check(query, udfs=["ivo_healpix_index"])
+    with pytest.raises(ValueError, match="already an ADQL function"):
+        adql.check(query, udfs=["point(x REAL) -> REAL"])
+
+
+@pytest.mark.parametrize(("query", "error", "fragment"), [
+    ("SELECT ABS(teff, 2) FROM t", E06, "ABS: takes 1 argument, got 2"),
+    ("SELECT COALESCE() FROM t", E06, "1 or more arguments, got 0"),
+    ("SELECT CIRCLE('ICRS', 1, 2) FROM t", E06, "CIRCLE([coordsys,] center point"),
+    ("SELECT x FROM t WHERE CONTAINS(p, c)", E01, "compare it, e.g. CONTAINS(p, c) = 1"),
+    ("SELECT POINT(1, 2) || 'a' FROM t", E01, "geometry cannot be an operand of ||"),
+    ("SELECT distance FROM t", E01, "reserved word"),
+    ("SELECT x, FROM t", E01, "Expected a value after ','"),
+    ("SELECT x FROM t WHERE x IS 3", E01, "IS only tests for NULL"),
+    ("SELECT x FROM (SELECT x FROM t)", E01, "needs a name"),
+    ("SELECT x FROM t OFFSET 1.5", E01, "OFFSET takes a whole number"),
+    ("SELECT CAST(x AS FLOAT) FROM t", E01, "CAST cannot convert to FLOAT"),
+    ("SELECT x FROM t WHERE y IN (SELECT z FROM (WITH w AS (SELECT 1 AS z FROM u) "
+     "SELECT z FROM w) AS v)", E01, "WITH may only start the whole query"),
+    ("SELECT 'abc FROM t", E01, "' is never closed"),
+])
+def test_adql_grammar_errors(query, error, fragment):
+    with pytest.raises(error, match=re.escape(fragment)):
+        adql.check(query)

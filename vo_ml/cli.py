@@ -115,6 +115,10 @@ def _parser() -> argparse.ArgumentParser:
     check = adql_commands.add_parser("check", help="exit 0 for valid ADQL, 1 with a message")
     check.add_argument("query")
     check.add_argument("--db", type=Path, help="also check names against this archive")
+    check.add_argument("--udf", action="append", default=[], metavar="FORM",
+                       help="accept another service's user-defined function, declared by its "
+                            "TAPRegExt form, e.g. 'ivo_healpix_index(order INTEGER, ra DOUBLE, "
+                            "dec DOUBLE) -> BIGINT' (repeatable; never accepted by queries run here)")
     check.set_defaults(run=_adql_check)
     sql = adql_commands.add_parser("sql", help="print the SQL a query runs as (dry run)")
     sql.add_argument("query")
@@ -285,7 +289,7 @@ def _adql_check(arguments: argparse.Namespace) -> int:
 
     schema = _published_schema(arguments.db) if arguments.db else None
     try:
-        adql.check(arguments.query, schema)
+        adql.check(arguments.query, schema, arguments.udf)
     except adql.AdqlError as error:
         print(error, file=sys.stderr)
         return 1

@@ -1,7 +1,7 @@
 """Parsing and checking ADQL trees before any SQL is generated.
 
-Two levels: :func:`parse` checks what needs no database (one SELECT, only declared functions,
-ml_distance argument shapes); :func:`resolve` then checks every table and column of every scope
+Two levels: :func:`parse` checks what needs no database (one SELECT, ADQL's grammar, only declared
+functions called as declared); :func:`resolve` then checks every table and column of every scope
 against TAP_SCHEMA, rewrites them to their published names and records what the generators and
 the service need (the table behind each ml_distance, the output columns). Checking the tree rather
 than the generated SQL means nothing the user wrote can reach a table the service does not publish.
@@ -10,6 +10,7 @@ than the generated SQL means nothing the user wrote can reach a table the servic
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import sqlglot
@@ -17,14 +18,22 @@ from sqlglot import exp
 from sqlglot.errors import OptimizeError, ParseError, TokenError
 from sqlglot.optimizer.scope import Scope, find_all_in_scope, traverse_scope
 
+from vo_ml.adql.calls import check_calls
 from vo_ml.adql.dialect import ADQL
-from vo_ml.adql.errors import E01, E02, E03, E04, E05, E06, E07, E09, did_you_mean
-from vo_ml.adql.functions import FUNCTIONS, REFERENCE_KEY, STANDARD_FUNCTIONS, MlDistance
+from vo_ml.adql.errors import E01, E02, E03, E04, E06, E07, E09, did_you_mean, position
+from vo_ml.adql.functions import REFERENCE_KEY, DeclaredFunction, MlDistance
+from vo_ml.adql.grammar import check_grammar
 from vo_ml.adql.model import UPLOAD_SCHEMA, OutputColumn, Reference, upload_view
 from vo_ml.archive.tap_schema import Column, Table, TapSchema
 
-#: How sqlglot prints "ran out of tokens" in parse errors.
-_END_OF_QUERY = re.compile(r"<Token token_type: TokenType\.SENTINEL[^>]*>")
+#: How sqlglot prints a token in parse errors.
+_TOKEN = re.compile(r"<Token token_type: TokenType\.(?P<type>\w+), text: (?P<text>.*?), line: [^>]*>")
+#: How sqlglot says an expression lacks a part ("Required keyword: 'this' missing for <class ...>").
+_MISSING_PART = re.compile(r"Required keyword: '\w+' missing for <class '[\w.]*\.(?P<node>\w+)'>")
+#: How ADQL writes the sqlglot nodes whose names are not ADQL's.
+_ADQL_SPELLING = {"Limit": "TOP", "EQ": "=", "NEQ": "<>", "GT": ">", "GTE": ">=", "LT": "<", "LTE": "<="}
+#: How sqlglot's tokenizer says a quote is never closed: "Missing ' from <line>:<offset in query>".
+_UNCLOSED = re.compile(r"Missing (?P<quote>.) from \d+:(?P<offset>\d+)")
 
 #: Nodes that write, configure or bind parameters: never part of a TAP query.
 _FORBIDDEN_NODES = (exp.DML, exp.DDL, exp.Command, exp.Pragma, exp.Into, exp.Placeholder)
@@ -60,73 +69,72 @@ class Source:
         return next((c for c in self.columns if _same(identifier, c.name)), None)
 
 
-def parse(adql: str) -> exp.Query:
-    """The single query of ``adql``, checked for everything that needs no schema."""
+def parse(adql: str, declared: Mapping[str, DeclaredFunction] | None = None) -> exp.Query:
+    """The single query of ``adql``, checked for everything that needs no schema.
+
+    ``declared`` are other services' user-defined functions (by lower-case name) a check accepts.
+    """
     try:
         statements = [s for s in sqlglot.parse(adql, read=ADQL) if s is not None]
     except ParseError as error:
         first = error.errors[0] if error.errors else {}
-        detail = _END_OF_QUERY.sub("the end of the query", first.get("description") or str(error))
-        raise E01(first.get("line"), first.get("col"), detail=detail) from None
+        raise E01(first.get("line"), first.get("col"),
+                  detail=_in_adql_terms(first.get("description") or str(error))) from None
     except TokenError as error:
-        raise E01(detail=str(error)) from None
+        raise _token_error(adql, error) from None
     if len(statements) != 1:
         raise E02(found=f"{len(statements)} statements" if statements else "an empty query")
     tree = statements[0]
     if not isinstance(tree, exp.Query):
         raise E02(found=tree.key.upper())
     _check_constructs(tree)
-    _check_functions(tree)
-    _check_ml_distance_shapes(tree)
+    check_calls(tree, declared or {})
+    check_grammar(tree)
     return tree
 
 
-def _position(node: exp.Expr) -> dict[str, int]:
-    """Line and column of the first token of ``node`` that the parser positioned."""
-    for candidate in (node, *node.find_all(exp.Identifier)):
-        if candidate.meta.get("line") is not None:
-            return {"line": candidate.meta["line"], "col": candidate.meta["col"]}
-    return {}
+def _token_error(adql: str, error: TokenError) -> E01:
+    """The syntax error for a query sqlglot cannot split into tokens: mostly an unclosed quote."""
+    unclosed = _UNCLOSED.search(str(error.__cause__ or error))
+    if unclosed is None:
+        return E01(detail=str(error))
+    offset = int(unclosed["offset"])
+    return E01(adql.count("\n", 0, offset) + 1, offset - adql.rfind("\n", 0, offset),
+               detail=f"this {unclosed['quote']} is never closed")
+
+
+def _in_adql_terms(message: str) -> str:
+    """A sqlglot parse error message with tokens as written and parts named as in ADQL."""
+    return _MISSING_PART.sub(_incomplete, _TOKEN.sub(_written_token, message))
+
+
+def _written_token(token: re.Match) -> str:
+    return "the end of the query" if token["type"] == "SENTINEL" else f"'{token['text']}'"
+
+
+def _incomplete(part: re.Match) -> str:
+    return f"incomplete {_ADQL_SPELLING.get(part['node'], part['node'].upper())}"
 
 
 def _check_constructs(tree: exp.Query) -> None:
     for node in tree.find_all(*_FORBIDDEN_NODES):
-        raise E09(**_position(node), construct=f"{node.key.upper()} inside a query")
+        raise E09(**position(node), construct=f"{node.key.upper()} inside a query")
     for node in tree.find_all(*_NOT_ADQL_NODES):
-        raise E09(**_position(node), construct=f"{node.key.upper()}, which is not ADQL")
+        raise E09(**position(node), construct=f"{node.key.upper()}, which is not ADQL")
     for star in tree.find_all(exp.Star):
         if any(star.args.get(k) for k in ("except", "except_", "replace", "rename")):
-            raise E09(**_position(star), construct="SELECT * EXCLUDE/REPLACE, which is not ADQL")
+            raise E09(**position(star), construct="SELECT * EXCLUDE/REPLACE, which is not ADQL")
     for group in tree.find_all(exp.Group):
         if group.args.get("all"):
-            raise E09(**_position(group), construct="GROUP BY ALL, which is not ADQL")
+            raise E09(**position(group), construct="GROUP BY ALL, which is not ADQL")
     for node in tree.find_all(exp.CTE, exp.Subquery):
-        if not isinstance(node.this, exp.Query):
-            raise E09(**_position(node), construct=f"{node.this.key.upper()} as a subquery")
+        if not (isinstance(node.this, exp.Query) or _is_joined_table(node)):
+            raise E09(**position(node), construct=f"{node.this.key.upper()} as a subquery")
 
 
-def _check_functions(tree: exp.Query) -> None:
-    """Calls the parser did not map to a declared function are anonymous: reject them by name."""
-    known = sorted(STANDARD_FUNCTIONS | {name.upper() for name in FUNCTIONS})
-    for call in tree.find_all(exp.Anonymous, exp.AnonymousAggFunc):
-        raise E05(**_position(call), function=call.name,
-                  suggestion=did_you_mean(call.name, known))
-
-
-def _check_ml_distance_shapes(tree: exp.Query) -> None:
-    for call in tree.find_all(MlDistance):
-        arguments = call.expressions
-        if len(arguments) != 2:
-            raise E06(**_position(call), function="ml_distance",
-                      detail=f"takes 2 arguments (embedding, ref), got {len(arguments)}")
-        embedding, reference = arguments
-        if not isinstance(embedding, exp.Column) or isinstance(embedding.this, exp.Star):
-            raise E06(**_position(call), function="ml_distance",
-                      detail="the first argument must be an embedding column, e.g. embedding")
-        if not (isinstance(reference, exp.Literal) and reference.is_string):
-            raise E06(**_position(call), function="ml_distance",
-                      detail=f"the second argument must be a string literal: the "
-                             f"{REFERENCE_KEY} of the reference spectrum")
+def _is_joined_table(node: exp.Expr) -> bool:
+    """True for a parenthesised join, ``(t1 JOIN t2)``, which sqlglot reads as a subquery."""
+    return isinstance(node, exp.Subquery) and bool(node.this.args.get("joins"))
 
 
 def label_outputs(tree: exp.Query) -> None:
@@ -136,11 +144,11 @@ def label_outputs(tree: exp.Query) -> None:
     anything else ``col<position>``.
     """
     for select in tree.find_all(exp.Select):
-        for position, item in enumerate(select.expressions, start=1):
+        for number, item in enumerate(select.expressions, start=1):
             if isinstance(item, (exp.Alias, exp.Column, exp.Star)):
                 continue
             written = item.meta.get(ADQL.ORIGINAL_NAME_META_KEY)
-            label = written.lower() if written else f"col{position}"
+            label = written.lower() if written else f"col{number}"
             item.replace(exp.alias_(item.copy(), label))
 
 
@@ -166,7 +174,7 @@ def _resolve_tables(tree: exp.Query, schema: TapSchema) -> None:
     cte_names = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     for table in tree.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
-            raise E09(**_position(table), construct="a function or expression in FROM")
+            raise E09(**position(table), construct="a function or expression in FROM")
         if not table.db and table.name.lower() in cte_names:
             continue
         published = _published_table(table, schema)
@@ -190,7 +198,7 @@ def _published_table(table: exp.Table, schema: TapSchema) -> Table:
                    if t.name.partition(".")[2].lower() == table.name.lower()]
         found = matches[0] if len(matches) == 1 and not table.db else None
     if found is None:
-        raise E03(**_position(table), table=written,
+        raise E03(**position(table), table=written,
                   suggestion=did_you_mean(written, [t.name for t in schema.tables.values()]))
     return found
 
@@ -254,21 +262,31 @@ def _resolve_column(column: exp.Column, scope: Scope, sources: dict[str, Source]
         source = _qualifier_source(column, scope, sources)
         found = source.find(column.this)
         if found is None:
-            raise E04(**_position(column), column=column.name, where=source.description,
+            raise E04(**position(column), column=column.name, where=source.description,
                       suggestion=did_you_mean(column.name, [c.name for c in source.columns]))
         return found
     for candidates in _visible_sources(scope, sources):
         matches = [(name, s, c) for name, s in candidates.items() if (c := s.find(column.this))]
-        if len(matches) > 1:
-            raise E07(**_position(column), column=column.name,
+        if len(matches) > 1 and not _merged_by_join(column, scope):
+            raise E07(**position(column), column=column.name,
                       tables=" and ".join(s.description for _, s, _ in matches),
                       example=f"{matches[0][0]}.{column.name}")
         if matches:
             return matches[0][2]
     names = [c.name for s in sources.values() for c in s.columns]
     where = " or ".join(s.description for s in sources.values()) or "a query without FROM"
-    raise E04(**_position(column), column=column.name, where=where,
+    raise E04(**position(column), column=column.name, where=where,
               suggestion=did_you_mean(column.name, names))
+
+
+def _merged_by_join(column: exp.Column, scope: Scope) -> bool:
+    """True when a USING join naming ``column``, or a NATURAL join, of the scope merges the
+    columns of that name into one: then the unqualified name is not ambiguous."""
+    for join in find_all_in_scope(scope.expression, exp.Join):
+        using = join.args.get("using") or []
+        if join.method == "NATURAL" or any(_same(column.this, u.name) for u in using):
+            return True
+    return False
 
 
 def _visible_sources(scope: Scope, sources: dict[str, Source]) -> list[dict[str, Source]]:
@@ -293,7 +311,7 @@ def _qualifier_source(column: exp.Column, scope: Scope, sources: dict[str, Sourc
             if _same(qualifier, name) and same_schema:
                 return source
     written = ".".join(p.name for p in column.parts[:-1])
-    raise E03(**_position(column), table=written,
+    raise E03(**position(column), table=written,
               suggestion=did_you_mean(column.table, list(sources)))
 
 
@@ -305,7 +323,7 @@ def _resolve_ml_distances(scope: Scope) -> list[Reference]:
         resolved: ResolvedColumn | None = embedding.meta.get("resolved")
         if not (resolved and resolved.column and resolved.column.is_array and resolved.table
                 and resolved.table.column(REFERENCE_KEY)):
-            raise E06(**_position(call), function="ml_distance",
+            raise E06(**position(call), function="ml_distance",
                       detail=f"'{embedding.sql()}' is not an embedding column of a table with "
                              f"{REFERENCE_KEY}")
         call.meta["table"] = resolved.table.name

@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from sqlglot import exp
+
 
 class AdqlError(ValueError):
     """Base of every ADQL problem; ``line`` and ``col`` are 1-based when the position is known."""
@@ -61,7 +63,7 @@ class E05(AdqlError):
 
 
 class E06(AdqlError):
-    """A declared function got arguments it cannot use (wrong count, kind or type)."""
+    """A function got arguments ADQL does not allow it (wrong count or kind), whoever declares it."""
 
     code = "ADQL-E06"
     message_template = "{function}: {detail}"
@@ -89,6 +91,24 @@ class E09(AdqlError):
 
     code = "ADQL-E09"
     message_template = "unsupported construct: {construct}"
+
+
+class E10(AdqlError):
+    """A standard ADQL function or type has no SQL on this service's backend yet.
+
+    The query is valid ADQL (``vo-ml adql check`` accepts it), but this service cannot run it.
+    """
+
+    code = "ADQL-E10"
+    message_template = "{feature} is standard ADQL but this service cannot run it on {backend} yet"
+
+
+def position(node: exp.Expr) -> dict[str, int]:
+    """The ``line`` and ``col`` of an error about ``node``: its first token the parser positioned."""
+    for candidate in (node, *node.find_all(exp.Identifier)):
+        if candidate.meta.get("line") is not None:
+            return {"line": candidate.meta["line"], "col": candidate.meta["col"]}
+    return {}
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
