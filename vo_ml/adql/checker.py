@@ -24,7 +24,7 @@ from vo_ml.adql.errors import E01, E02, E03, E04, E06, E07, E09, did_you_mean, p
 from vo_ml.adql.functions import REFERENCE_KEY, DeclaredFunction, MlDistance
 from vo_ml.adql.grammar import check_grammar
 from vo_ml.adql.model import UPLOAD_SCHEMA, OutputColumn, Reference, upload_view
-from vo_ml.archive.tap_schema import Column, Table, TapSchema
+from vo_ml.archive.tap_schema import Column, Table, TapSchema, undelimited
 
 #: How sqlglot prints a token in parse errors.
 _TOKEN = re.compile(r"<Token token_type: TokenType\.(?P<type>\w+), text: (?P<text>.*?), line: [^>]*>")
@@ -224,16 +224,14 @@ def _same(identifier: exp.Identifier, name: str) -> bool:
 
     ``name`` is a published name, itself delimited when it is an ADQL reserved word (``"size"``).
     """
-    if len(name) > 1 and name[0] == name[-1] == '"':
-        name = name[1:-1]
+    name = undelimited(name)
     return identifier.name == name if identifier.quoted else identifier.name.lower() == name.lower()
 
 
 def _sql_identifier(name: str) -> exp.Identifier:
     """The identifier the backend knows a published column by."""
-    if len(name) > 1 and name[0] == name[-1] == '"':
-        return exp.to_identifier(name[1:-1], quoted=True)
-    return exp.to_identifier(name)
+    bare = undelimited(name)
+    return exp.to_identifier(bare, quoted=True) if bare != name else exp.to_identifier(name)
 
 
 def _resolve_columns(scope: Scope, sources: dict[str, Source],

@@ -32,6 +32,11 @@ SQL_TYPES = {
 }
 
 
+def undelimited(name: str) -> str:
+    """A published name without the double quotes that delimit it, if it has them."""
+    return name[1:-1] if len(name) > 1 and name[0] == name[-1] == '"' else name
+
+
 @dataclass(frozen=True)
 class Column:
     """One published column, with the metadata TAP_SCHEMA.columns and VOTable FIELDs carry."""
@@ -52,11 +57,7 @@ class Column:
     def sql_name(self) -> str:
         """The name in the database: a delimited published name (``"size"``, an ADQL reserved
         word) without its quotes."""
-        return self.name[1:-1] if self.delimited else self.name
-
-    @property
-    def delimited(self) -> bool:
-        return len(self.name) > 1 and self.name.startswith('"') and self.name.endswith('"')
+        return undelimited(self.name)
 
     @property
     def is_array(self) -> bool:

@@ -23,7 +23,7 @@ from vo_ml.service.formats import CappedRows
 from vo_ml.service.votable import VOTABLE_MIME, error_votable
 
 __all__ = ["answer", "dali_error_response", "request_parameters", "request_part", "maxrec_of",
-           "run_limited", "open_rows", "query_errors"]
+           "run_limited", "open_rows", "query_errors", "TimeLimitError"]
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,17 @@ def run_limited(sql: str, values: Sequence, maxrec: int) -> tuple[QueryResult, b
     return result, overflow
 
 
+class TimeLimitError(DaliError):
+    """A query stopped at its time limit; async jobs say so in their own terms."""
+
+
 @contextlib.contextmanager
 def query_errors(timeout: float) -> Iterator[None]:
     """The backend's refusals of a query as DALI errors a client can act on."""
     try:
         yield
     except QueryTimeout:
-        raise DaliError(f"the query ran longer than its limit of {timeout:g} s and was stopped: "
+        raise TimeLimitError(f"the query ran longer than its limit of {timeout:g} s and was stopped: "
                         "narrow it with WHERE conditions or TOP, or run it as an async job",
                         status=400) from None
     except QueryError as error:

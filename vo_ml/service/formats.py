@@ -73,7 +73,6 @@ class OutputFormat:
     name: str
     mime: str
     aliases: tuple[str, ...]
-    extension: str
     writer: Writer
     #: The TAPRegExt identifier of the format, where the standard defines one.
     ivo_id: str | None = None
@@ -183,17 +182,17 @@ def _fits(rows: CappedRows, columns: Sequence[Column | None]) -> Iterator[bytes]
 OUTPUT_FORMATS = (
     OutputFormat("votable", f"{VOTABLE_MIME};serialization=binary2",
                  ("votable", VOTABLE_MIME, "text/xml", "votable/b2", "votable/binary2"),
-                 "vot", _votable("binary2"), "ivo://ivoa.net/std/TAPRegExt#output-votable-binary2"),
+                 _votable("binary2"), "ivo://ivoa.net/std/TAPRegExt#output-votable-binary2"),
     OutputFormat("votable/td", f"{VOTABLE_MIME};serialization=tabledata",
-                 ("votable/td", "votable/tabledata"), "vot", _votable("tabledata"),
+                 ("votable/td", "votable/tabledata"), _votable("tabledata"),
                  "ivo://ivoa.net/std/TAPRegExt#output-votable-td"),
-    OutputFormat("csv", "text/csv;header=present", ("csv", "text/csv"), "csv", _delimited(",")),
-    OutputFormat("tsv", "text/tab-separated-values", ("tsv", "text/tab-separated-values"), "tsv",
+    OutputFormat("csv", "text/csv;header=present", ("csv", "text/csv"), _delimited(",")),
+    OutputFormat("tsv", "text/tab-separated-values", ("tsv", "text/tab-separated-values"),
                  _delimited("\t")),
-    OutputFormat("fits", "application/fits", ("fits", "application/fits"), "fits", _fits),
+    OutputFormat("fits", "application/fits", ("fits", "application/fits"), _fits),
     OutputFormat("parquet", "application/vnd.apache.parquet",
                  ("parquet", "application/vnd.apache.parquet", "application/x-parquet"),
-                 "parquet", _parquet),
+                 _parquet),
 )
 
 _BY_NAME = {

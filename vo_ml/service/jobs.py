@@ -128,13 +128,14 @@ class JobStore:
             db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE: other writers wait, readers go on)."""
+    def _transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction: a write takes the lock at once (BEGIN IMMEDIATE: other writers wait),
+        a read works on a snapshot and never blocks or waits for a writer (WAL)."""
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
         try:
             db.execute("PRAGMA synchronous=FULL")
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield db
             except BaseException:
@@ -165,7 +166,7 @@ class JobStore:
                 "execution_duration, destruction) VALUES (?, ?, 'PENDING', ?, ?, ?, ?)",
                 [job_id, run_id, json.dumps(list(parameters)), iso(utc_now()),
                  execution_duration, iso(destruction)])
-        return self.get(job_id)
+            return _job(db, job_id)
 
     def part(self, job_id: str, name: str, limit: int) -> bytes | None:
         """An inline upload stored with the job, as :data:`tap.PartReader` wants it."""
@@ -176,11 +177,8 @@ class JobStore:
             return stored.read(limit + 1)
 
     def get(self, job_id: str) -> Job:
-        with self._transaction() as db:
-            row = db.execute("SELECT * FROM jobs WHERE job_id = ?", [job_id]).fetchone()
-        if row is None:
-            raise JobNotFound(job_id)
-        return Job.from_row(row)
+        with self._transaction(write=False) as db:
+            return _job(db, job_id)
 
     def list(self, phases: Iterable[str] = (), after: datetime | None = None,
              last: int | None = None) -> list[Job]:
@@ -198,23 +196,24 @@ class JobStore:
             values.append(iso(after))
         order = "creation_time DESC" if last is not None else "creation_time"
         limit = f" LIMIT {int(last)}" if last is not None else ""
-        with self._transaction() as db:
+        with self._transaction(write=False) as db:
             rows = db.execute(f"SELECT * FROM jobs WHERE {' AND '.join(conditions)} "
                               f"ORDER BY {order}{limit}", values).fetchall()
         return [Job.from_row(r) for r in rows]
 
     def _update(self, job_id: str, allowed: Sequence[str], what: str, assignments: str,
-                values: Sequence = ()) -> Job:
-        """Apply ``assignments`` if the job's phase is one of ``allowed``, else PhaseError."""
+                values: Sequence = (), done: Sequence[str] = ()) -> Job:
+        """Apply ``assignments`` if the job's phase is one of ``allowed``; leave it as it is in a
+        phase of ``done`` (asking again changes nothing); else PhaseError. The job as it ends."""
         with self._transaction() as db:
-            row = db.execute("SELECT phase FROM jobs WHERE job_id = ?", [job_id]).fetchone()
-            if row is None:
-                raise JobNotFound(job_id)
-            if row["phase"] not in allowed:
-                raise PhaseError(f"job {job_id} is {row['phase']}; {what} needs it to be "
+            phase = _job(db, job_id).phase
+            if phase in done:
+                return _job(db, job_id)
+            if phase not in allowed:
+                raise PhaseError(f"job {job_id} is {phase}; {what} needs it to be "
                                  f"{' or '.join(allowed)}")
             db.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", [*values, job_id])
-        return self.get(job_id)
+            return _job(db, job_id)
 
     def set_parameters(self, job_id: str, parameters: Sequence[tuple[str, str]],
                        files: dict[str, bytes]) -> Job:
@@ -238,17 +237,13 @@ class JobStore:
 
     def queue(self, job_id: str) -> Job:
         """PHASE=RUN: a PENDING job joins the queue (again-RUN of a queued job changes nothing)."""
-        if self.get(job_id).phase in ("QUEUED", "EXECUTING"):
-            return self.get(job_id)
         return self._update(job_id, ("PENDING",), "PHASE=RUN", "phase = 'QUEUED', queued_at = ?",
-                            [iso(utc_now())])
+                            [iso(utc_now())], done=("QUEUED", "EXECUTING"))
 
     def abort(self, job_id: str) -> Job:
         """PHASE=ABORT: an unfinished job ends ABORTED (the runner stops it if it executes)."""
-        if self.get(job_id).phase == "ABORTED":
-            return self.get(job_id)
         return self._update(job_id, ACTIVE_PHASES, "PHASE=ABORT",
-                            "phase = 'ABORTED', end_time = ?", [iso(utc_now())])
+                            "phase = 'ABORTED', end_time = ?", [iso(utc_now())], done=("ABORTED",))
 
     def delete(self, job_id: str) -> None:
         """Remove the job's row, then its folder (a crash between leaves a folder the sweep
@@ -273,7 +268,7 @@ class JobStore:
             db.execute("UPDATE jobs SET phase = 'EXECUTING', start_time = ?, owner_pid = ?, "
                        "owner_started = ? WHERE job_id = ?",
                        [iso(utc_now()), owner[0], owner[1], row["job_id"]])
-        return self.get(row["job_id"])
+            return _job(db, row["job_id"])
 
     def complete(self, job_id: str, write: Callable[[Path], None], mime: str) -> None:
         """Write the result with ``write(path)`` and mark the job COMPLETED, unless it was
@@ -297,7 +292,7 @@ class JobStore:
                        "WHERE job_id = ? AND phase = 'EXECUTING'", [iso(utc_now()), message, job_id])
 
     def phase(self, job_id: str) -> str | None:
-        with self._transaction() as db:
+        with self._transaction(write=False) as db:
             row = db.execute("SELECT phase FROM jobs WHERE job_id = ?", [job_id]).fetchone()
         return None if row is None else row["phase"]
 
@@ -325,6 +320,13 @@ class JobStore:
             if folder.is_dir() and folder.name not in known:
                 shutil.rmtree(folder, ignore_errors=True)
         return expired
+
+
+def _job(db: sqlite3.Connection, job_id: str) -> Job:
+    row = db.execute("SELECT * FROM jobs WHERE job_id = ?", [job_id]).fetchone()
+    if row is None:
+        raise JobNotFound(job_id)
+    return Job.from_row(row)
 
 
 def process_identity(pid: int | None = None) -> tuple[int, float]:

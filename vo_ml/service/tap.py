@@ -54,7 +54,6 @@ class Answer:
     """
 
     mimetype: str
-    extension: str
     chunks: Iterator[bytes]
     failure: Callable[[], QueryError | None]
 
@@ -106,7 +105,7 @@ def run_query(parameters: DaliParameters, part: PartReader, timeout: float,
         stack.close()
         raise
     columns = [o.column for o in translation.output_columns]
-    return Answer(fmt.mime, fmt.extension, _closing(fmt.writer(rows, columns), stack),
+    return Answer(fmt.mime, _closing(fmt.writer(rows, columns), stack),
                   lambda: rows.failure)
 
 

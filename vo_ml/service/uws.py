@@ -19,9 +19,8 @@ from pathlib import Path
 from flask import Blueprint, Flask, Response, current_app, redirect, request, send_file
 from lxml import etree
 
-from vo_ml.archive.backend import QueryStopped
 from vo_ml.service import base_url
-from vo_ml.service.dal import dali_error_response, request_parameters
+from vo_ml.service.dal import TimeLimitError, dali_error_response, query_errors, request_parameters
 from vo_ml.service.dali import DaliError, DaliParameters
 from vo_ml.service.jobs import (
     ACTIVE_PHASES,
@@ -34,7 +33,7 @@ from vo_ml.service.jobs import (
     retention,
     utc_now,
 )
-from vo_ml.service.tap import run_query
+from vo_ml.service.tap import Answer, run_query
 from vo_ml.service.votable import VOTABLE_MIME, error_votable
 
 __all__ = ["bp", "start_jobs"]
@@ -77,28 +76,25 @@ def _execute(app: Flask, store: JobStore, job: Job, stop: threading.Event) -> No
             answer = run_query(DaliParameters(job.parameters),
                                functools.partial(store.part, job.job_id),
                                float(job.execution_duration), stop)
-            store.complete(job.job_id, functools.partial(_write, answer), answer.mimetype)
+            store.complete(job.job_id, functools.partial(_write, answer, job.execution_duration),
+                           answer.mimetype)
+        except TimeLimitError:
+            store.fail(job.job_id, f"the job ran longer than its executionDuration of "
+                                   f"{job.execution_duration} s and was stopped; ask for a longer "
+                                   "executionDuration or narrow the query")
         except DaliError as error:
-            store.fail(job.job_id, _job_message(error.message, job))
-        except QueryStopped:
-            return
+            store.fail(job.job_id, error.message)
 
 
-def _write(answer: object, path: Path) -> None:
-    with path.open("wb") as result:
+def _write(answer: Answer, execution_duration: int, path: Path) -> None:
+    """The result into ``path``; a query that failed while its rows were written (its time
+    limit, an abort: the store ignores failures of aborted jobs) raises as at its start."""
+    with path.open("wb") as result, query_errors(execution_duration):
         for chunk in answer.chunks:
             result.write(chunk)
-        result.flush()
         failure = answer.failure()
         if failure is not None:
-            raise DaliError(f"the query failed while its rows were written: {failure}")
-
-
-def _job_message(message: str, job: Job) -> str:
-    if "ran longer than its limit" in message:
-        return (f"the job ran longer than its executionDuration of {job.execution_duration} s "
-                "and was stopped; ask for a longer executionDuration or narrow the query")
-    return message
+            raise failure
 
 
 # --- the job list ---------------------------------------------------------------------------
@@ -106,7 +102,7 @@ def _job_message(message: str, job: Job) -> str:
 @bp.route("", methods=["GET"])
 def job_list() -> Response:
     parameters = request_parameters()
-    phases = [p.upper() for p in request.args.getlist("PHASE") + request.args.getlist("phase")]
+    phases = [p.upper() for p in parameters.all("PHASE")]
     for phase in phases:
         if phase not in PHASES:
             raise DaliError(f"PHASE={phase!r} is not a UWS phase: use one of {', '.join(PHASES)}")
@@ -228,13 +224,9 @@ def destruction(job_id: str) -> Response:
 
 
 @bp.route("/<job_id>/quote")
-def quote(job_id: str) -> Response:
-    _store().get(job_id)
-    return _text("")
-
-
 @bp.route("/<job_id>/owner")
-def owner(job_id: str) -> Response:
+def not_known(job_id: str) -> Response:
+    """quote and owner: this service makes no estimate and has no accounts, so both are empty."""
     _store().get(job_id)
     return _text("")
 
