@@ -22,6 +22,7 @@ from vo_ml.adql.calls import check_calls
 from vo_ml.adql.dialect import ADQL
 from vo_ml.adql.errors import E01, E02, E03, E04, E06, E07, E09, did_you_mean, position
 from vo_ml.adql.functions import REFERENCE_KEY, DeclaredFunction, MlDistance
+from vo_ml.adql.geometry import region_column, region_kind
 from vo_ml.adql.grammar import check_grammar
 from vo_ml.adql.model import UPLOAD_SCHEMA, OutputColumn, Reference, upload_view
 from vo_ml.archive.tap_schema import Column, Table, TapSchema, undelimited
@@ -351,6 +352,9 @@ def _item_output(item: exp.Expr) -> ResolvedColumn:
     value = item.unalias()
     if isinstance(value, MlDistance):
         return ResolvedColumn(item.alias_or_name, None, "double")
+    kind = None if isinstance(value, exp.Column) else region_kind(value)
+    if kind is not None:
+        return ResolvedColumn(item.alias_or_name, region_column(item.alias_or_name, kind))
     resolved = value.meta.get("resolved") if isinstance(value, exp.Column) else None
     if resolved is None:
         return ResolvedColumn(item.alias_or_name)

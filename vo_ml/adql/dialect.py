@@ -20,13 +20,17 @@ from sqlglot.generators.duckdb import DuckDBGenerator
 from sqlglot.parsers.base import BaseParser
 from sqlglot.tokens import TokenType
 
-from vo_ml.adql.functions import ADQL_FUNCTIONS, FUNCTIONS, STANDARD_FUNCTIONS, generator_transforms
+from vo_ml.adql import geometry
+from vo_ml.adql.functions import (
+    ADQL_FUNCTIONS,
+    CAST_TYPE_META_KEY,
+    FUNCTIONS,
+    STANDARD_FUNCTIONS,
+    generator_transforms,
+)
 
 #: Meta key of a function call: how many arguments it was written with.
 ARGUMENT_COUNT_META_KEY = "adql_argument_count"
-#: Meta key of a CAST: its target type as written (``DOUBLE PRECISION``, ``CHAR(30)``), since
-#: sqlglot reads ADQL's REAL and the backend's FLOAT alike.
-CAST_TYPE_META_KEY = "adql_type"
 
 
 def _standard(table: dict) -> dict:
@@ -101,10 +105,11 @@ class ADQL(Dialect):
 
 
 class DuckDBTarget(DuckDB):
-    """DuckDB, plus the service's user-defined functions."""
+    """DuckDB, plus ADQL geometry and the service's user-defined functions."""
 
     class Generator(DuckDBGenerator):
-        TRANSFORMS = {**DuckDBGenerator.TRANSFORMS, **generator_transforms("duckdb")}
+        TRANSFORMS = {**DuckDBGenerator.TRANSFORMS, **geometry.DUCKDB_TRANSFORMS,
+                      **generator_transforms("duckdb")}
 
 
 #: Backend name -> dialect the checked ADQL tree is generated with.

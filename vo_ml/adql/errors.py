@@ -94,10 +94,8 @@ class E09(AdqlError):
 
 
 class E10(AdqlError):
-    """A standard ADQL function or type has no SQL on this service's backend yet.
-
-    The query is valid ADQL (``vo-ml adql check`` accepts it), but this service cannot run it.
-    """
+    """Retired: a standard ADQL function or type without SQL on the backend. Every standard
+    function now runs on DuckDB; the number stays taken."""
 
     code = "ADQL-E10"
     message_template = "{feature} is standard ADQL but this service cannot run it on {backend} yet"

@@ -22,6 +22,9 @@ from sqlglot.generator import Generator
 
 #: Column whose value a string reference (an ml_distance ``ref``) is looked up by.
 REFERENCE_KEY = "obs_publisher_did"
+#: Meta key of a CAST: its target type as written (``DOUBLE PRECISION``, ``CHAR(30)``), since
+#: sqlglot reads ADQL's REAL and the backend's FLOAT alike.
+CAST_TYPE_META_KEY = "adql_type"
 
 #: Standard ADQL 2.1 functions sqlglot has expressions for, with the fewest and the most
 #: arguments ADQL allows (``None``: no limit). CAST is parsed as the construct it is.
@@ -41,8 +44,8 @@ class AdqlFunction(exp.Expression, exp.Func):
     """A standard ADQL function sqlglot has no expression for: geometry, and IN_UNIT.
 
     The arguments are kept as a list, as written, so the checker reports a wrong call in ADQL's
-    terms. Backends run only the subclasses their generator has SQL for; translation refuses
-    the others by name (:class:`~vo_ml.adql.errors.E10`).
+    terms. :mod:`vo_ml.adql.geometry` turns them into backend SQL (REGION and IN_UNIT are
+    rewritten first, from the query's own text and the columns' units).
     """
 
     arg_types = {"expressions": False}
@@ -108,6 +111,19 @@ ADQL_FUNCTIONS: Mapping[str, type[AdqlFunction]] = MappingProxyType({f.sql_name(
                    ("pp", "nnnn")),
     _adql_function("IN_UNIT", "IN_UNIT(value, 'unit')", ("*s",)),
 )})
+
+#: The optional ADQL 2.1 features the service runs, as TAPRegExt declares them: the feature
+#: type (after ``ivo://ivoa.net/std/TAPRegExt#``) and the forms of that type.
+OPTIONAL_FEATURES: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "features-adqlgeo": ("POINT", "CIRCLE", "BOX", "POLYGON", "REGION", "CENTROID", "AREA",
+                         "COORD1", "COORD2", "COORDSYS", "CONTAINS", "INTERSECTS", "DISTANCE"),
+    "features-adql-string": ("LOWER", "ILIKE"),
+    "features-adql-sets": ("UNION", "EXCEPT", "INTERSECT"),
+    "features-adql-common-table": ("WITH",),
+    "features-adql-type": ("CAST",),
+    "features-adql-unit": ("IN_UNIT",),
+    "features-adql-offset": ("OFFSET",),
+})
 
 #: Every standard ADQL 2.1 function (math, trigonometric, string, aggregate, conversion, geometry).
 STANDARD_FUNCTIONS = frozenset({*ARGUMENT_COUNTS, *ADQL_FUNCTIONS, "CAST"})

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlglot import exp
-
-from vo_ml.adql.calls import geometry_of
+from vo_ml.adql import geometry
 from vo_ml.adql.checker import label_outputs, parse, resolve
-from vo_ml.adql.dialect import BACKENDS, CAST_TYPE_META_KEY
-from vo_ml.adql.errors import E08, E10, AdqlError, position
-from vo_ml.adql.functions import AdqlFunction, declared_functions
+from vo_ml.adql.dialect import BACKENDS
+from vo_ml.adql.errors import E08, AdqlError
+from vo_ml.adql.functions import declared_functions
 from vo_ml.adql.model import Reference, Translation
 from vo_ml.archive.tap_schema import TapSchema
 
@@ -24,24 +22,13 @@ def translate(adql: str, schema: TapSchema, backend: str = "duckdb") -> Translat
     if backend not in BACKENDS:
         raise ValueError(f"no ADQL generator for backend {backend!r} (known: {', '.join(BACKENDS)})")
     tree = parse(adql)
-    _refuse_what_backend_lacks(tree, backend)
+    geometry.prepare(tree)
     label_outputs(tree)
     output_columns, references = resolve(tree, schema)
+    geometry.convert_units(tree)
     # The tree is ours alone: generating from it without sqlglot's defensive deep copy saves
     # most of the translation time (its meta holds whole published tables).
     return Translation(tree.sql(dialect=BACKENDS[backend], copy=False), references, output_columns)
-
-
-def _refuse_what_backend_lacks(tree: exp.Query, backend: str) -> None:
-    """Standard functions and types the backend's generator has no SQL for stop here (E10)."""
-    transforms = BACKENDS[backend].Generator.TRANSFORMS
-    for call in tree.find_all(AdqlFunction):
-        if type(call) not in transforms:
-            raise E10(**position(call), feature=call.sql_name(), backend=backend)
-    for cast in tree.find_all(exp.Cast):
-        if geometry_of(cast):
-            raise E10(**position(cast), feature=f"CAST to {cast.meta[CAST_TYPE_META_KEY]}",
-                      backend=backend)
 
 
 def check(adql: str, schema: TapSchema | None = None, udfs: Iterable[str] = ()) -> None:

@@ -19,6 +19,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from vo_ml.archive import sphere
 from vo_ml.archive.backend import (
     INTERNAL_SCHEMA,
     ML_COLUMNS,
@@ -73,6 +74,7 @@ class DuckDBBackend(Backend):
             raise
         if not read_only:
             self._connection.execute(_INTERNAL_TABLES)
+        _register_sphere_functions(self._connection)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of its own for one thread (one request), on the archive catalog."""
@@ -298,6 +300,14 @@ class DuckDBBackend(Backend):
 _QUERY_FAULTS = (duckdb.BinderException, duckdb.ConversionException, duckdb.InvalidInputException,
                  duckdb.OutOfRangeException, duckdb.NotImplementedException, duckdb.ParserException,
                  duckdb.CatalogException)
+
+
+def _register_sphere_functions(connection: duckdb.DuckDBPyConnection) -> None:
+    """The spherical geometry ADQL's polygons need, for every cursor of the connection."""
+    region = duckdb.list_type(duckdb.sqltype("DOUBLE"))
+    for name, (function, arity, returns) in sphere.SQL_FUNCTIONS.items():
+        connection.create_function(name, function, [region] * arity, duckdb.sqltype(returns),
+                                   type="arrow", null_handling="special")
 
 
 class _Watchdog:

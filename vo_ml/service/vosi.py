@@ -29,7 +29,7 @@ NS = {
     "vs": "http://www.ivoa.net/xml/VODataService/v1.1",
     "tr": "http://www.ivoa.net/xml/TAPRegExt/v1.0",
 }
-UDF_FEATURES = "ivo://ivoa.net/std/TAPRegExt#features-udf"
+FEATURES = "ivo://ivoa.net/std/TAPRegExt#"
 ADQL_VERSIONS = {"2.0": "ivo://ivoa.net/std/ADQL#v2.0", "2.1": "ivo://ivoa.net/std/ADQL#v2.1"}
 
 
@@ -93,11 +93,15 @@ def _tap_capability(root: etree._Element, tap_root: str) -> None:
         _element(language, "version", version, **{"ivo-id": ivo_id})
     _element(language, "description",
              "ADQL with latent-space similarity: ml_distance(embedding, ref) compares spectra")
-    features = _element(language, "languageFeatures", type=UDF_FEATURES)
+    features = _element(language, "languageFeatures", type=f"{FEATURES}features-udf")
     for function in adql.FUNCTIONS.values():
         feature = _element(features, "feature")
         _element(feature, "form", function.form)
         _element(feature, "description", function.description)
+    for kind, forms in adql.OPTIONAL_FEATURES.items():
+        features = _element(language, "languageFeatures", type=f"{FEATURES}{kind}")
+        for form in forms:
+            _element(_element(features, "feature"), "form", form)
     for fmt in OUTPUT_FORMATS:
         output = _element(capability, "outputFormat", **{"ivo-id": fmt.ivo_id})
         _element(output, "mime", fmt.mime)
