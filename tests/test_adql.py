@@ -121,7 +121,8 @@ def test_ml_distance_self_reference_comes_first(db, schema):
     assert rows[0] == (SELF, 0.0)
     assert [r[1] for r in rows] == sorted(r[1] for r in rows)
     assert rows[1][1] == pytest.approx(1.0)
-    assert translation.references == [adql.Reference("miles.spectra", "obs_publisher_did", SELF)]
+    assert translation.references == [
+        adql.Reference("miles.spectra", ("obs_publisher_did", "obs_id"), SELF, "embedding")]
     assert translation.output_columns[1].datatype_hint == "double"
     assert translation.output_columns[0].column.name == "obs_publisher_did"
 
@@ -145,12 +146,29 @@ def test_unknown_reference_is_reported_by_the_caller(db, schema):
     translation = adql.translate(
         "SELECT ml_distance(embedding, 'ivo://nowhere') FROM miles.spectra", schema)
     [reference] = translation.references
-    found = db.execute(f"SELECT 1 FROM {reference.table} WHERE {reference.key_column} = ?",
+    found = db.execute(f"SELECT 1 FROM {reference.table} WHERE {reference.key_columns[0]} = ?",
                        [reference.value]).fetchall()
     assert found == []
     error = adql.unknown_reference_error(reference)
     assert isinstance(error, E08)
-    assert "ivo://nowhere" in str(error) and "miles.spectra" in str(error)
+    assert "no row of miles.spectra has obs_publisher_did or obs_id 'ivo://nowhere'" in str(error)
+
+
+@pytest.mark.parametrize("reference", ["ml_vector('0 0')", "ml_vector('0, 0')", "o.embedding"])
+def test_ml_distance_to_a_vector_or_another_embedding(db, schema, reference):
+    _, rows, _ = run(
+        db, schema,
+        f"SELECT s.target_name, ml_distance(s.embedding, {reference}) AS d "
+        f"FROM miles.spectra AS s, miles.spectra AS o WHERE o.target_name = 'HD 1' "
+        "AND s.embedding IS NOT NULL ORDER BY d")
+    assert rows == [("HD 1", 0.0), ("HD 3", 1.0), ("HD 2", 5.0)]
+
+
+def test_ml_cosine_distance_compares_directions(db, schema):
+    _, rows, _ = run(db, schema, "SELECT target_name, ml_cosine_distance(embedding, "
+                                 "ml_vector('2 0')) AS d FROM miles.spectra WHERE target_name IN "
+                                 "('HD 2', 'HD 3') ORDER BY d")
+    assert rows == [("HD 3", pytest.approx(0.0)), ("HD 2", pytest.approx(0.4))]
 
 
 def test_star_output_columns_follow_tap_schema(db, schema):
@@ -186,7 +204,14 @@ ERRORS = [
     ("SELECT teff INTO copy FROM miles.spectra", E09, ["INTO"]),
     ("SELECT ml_distance(embedding) FROM miles.spectra", E06, ["2 arguments"]),
     ("SELECT ml_distance(teff, 'x') FROM miles.spectra", E06, ["'teff'"]),
-    ("SELECT ml_distance(embedding, target_name) FROM miles.spectra", E06, ["string literal"]),
+    ("SELECT ml_distance(embedding, target_name) FROM miles.spectra", E06,
+     ["'target_name' is not an embedding"]),
+    ("SELECT ml_distance(embedding, 1) FROM miles.spectra", E06, ["string literal", "ml_vector"]),
+    ("SELECT ml_distance(embedding, ml_vector('1 2 3')) FROM miles.spectra", E06,
+     ["dimension mismatch: the embedding has 2 dimensions, the reference 3"]),
+    ("SELECT ml_distance(embedding, ml_vector('1 x')) FROM miles.spectra", E06,
+     ["'1 x' is not a list of numbers"]),
+    ("SELECT ml_vector('1 2') FROM miles.spectra", E06, ["second argument of ml_distance"]),
     ("SELECT ml_distance('x', 'y') FROM miles.spectra", E06, ["embedding column"]),
     ("SELECT teff FROM miles.spectra WHERE obs_id IN (SELECT nope FROM miles.spectra)",
      E04, ["'nope'"]),

@@ -7,7 +7,12 @@ Queries may call the standard ADQL functions and the service's own, declared in
 from vo_ml.adql.errors import AdqlError
 from vo_ml.adql.functions import FUNCTIONS, OPTIONAL_FEATURES
 from vo_ml.adql.model import UPLOAD_SCHEMA, OutputColumn, Reference, Translation, upload_view
-from vo_ml.adql.translation import check, translate, unknown_reference_error
+from vo_ml.adql.translation import (
+    check,
+    translate,
+    unembedded_reference_error,
+    unknown_reference_error,
+)
 
 __all__ = [
     "FUNCTIONS",
@@ -20,5 +25,6 @@ __all__ = [
     "Translation",
     "check",
     "translate",
+    "unembedded_reference_error",
     "unknown_reference_error",
 ]

@@ -20,7 +20,9 @@ from vo_ml.adql.functions import (
     STANDARD_FUNCTIONS,
     AdqlFunction,
     DeclaredFunction,
-    MlDistance,
+    LatentDistance,
+    MlVector,
+    vector_values,
 )
 
 #: The CAST target types that are geometries.
@@ -41,8 +43,10 @@ def check_calls(tree: exp.Query, declared: Mapping[str, DeclaredFunction]) -> No
         _check_adql_function(call)
     for call in tree.find_all(exp.Anonymous):
         _check_declared_function(call, declared[call.name.lower()])
-    for call in tree.find_all(MlDistance):
-        _check_ml_distance(call)
+    for call in tree.find_all(LatentDistance):
+        _check_latent_distance(call)
+    for call in tree.find_all(MlVector):
+        _check_ml_vector(call)
 
 
 def geometry_of(value: exp.Expr) -> str | None:
@@ -119,16 +123,36 @@ def _check_declared_function(call: exp.Anonymous, function: DeclaredFunction) ->
                          f"argument{'' if count == 1 else 's'}, got {len(call.expressions)}")
 
 
-def _check_ml_distance(call: MlDistance) -> None:
+def _check_latent_distance(call: LatentDistance) -> None:
+    name = call.sql_name().lower()
     arguments = call.expressions
     if len(arguments) != 2:
-        raise E06(**position(call), function="ml_distance",
+        raise E06(**position(call), function=name,
                   detail=f"takes 2 arguments (embedding, ref), got {len(arguments)}")
     embedding, reference = arguments
     if not isinstance(embedding, exp.Column) or isinstance(embedding.this, exp.Star):
-        raise E06(**position(call), function="ml_distance",
+        raise E06(**position(call), function=name,
                   detail="the first argument must be an embedding column, e.g. embedding")
-    if not (isinstance(reference, exp.Literal) and reference.is_string):
-        raise E06(**position(call), function="ml_distance",
-                  detail=f"the second argument must be a string literal: the "
-                         f"{REFERENCE_KEY} of the reference spectrum")
+    if isinstance(reference, exp.Literal) and reference.is_string:
+        return
+    if isinstance(reference, MlVector) or (
+            isinstance(reference, exp.Column) and not isinstance(reference.this, exp.Star)):
+        return
+    raise E06(**position(call), function=name,
+              detail=f"the second argument must be the {REFERENCE_KEY} or obs_id of a row (a "
+                     "string literal), another embedding column, or ml_vector('x1 x2 ...')")
+
+
+def _check_ml_vector(call: MlVector) -> None:
+    arguments = call.expressions
+    text = arguments[0] if len(arguments) == 1 else None
+    if not (isinstance(text, exp.Literal) and text.is_string) or call.parent is None or not (
+            isinstance(call.parent, LatentDistance)):
+        raise E06(**position(call), function="ml_vector",
+                  detail="write ml_vector('x1 x2 ...') as the second argument of ml_distance or "
+                         "ml_cosine_distance")
+    try:
+        vector_values(call)
+    except ValueError:
+        raise E06(**position(call), function="ml_vector",
+                  detail=f"'{text.this}' is not a list of numbers separated by spaces") from None

@@ -21,7 +21,13 @@ from sqlglot.optimizer.scope import Scope, find_all_in_scope, traverse_scope
 from vo_ml.adql.calls import check_calls
 from vo_ml.adql.dialect import ADQL
 from vo_ml.adql.errors import E01, E02, E03, E04, E06, E07, E09, did_you_mean, position
-from vo_ml.adql.functions import REFERENCE_KEY, DeclaredFunction, MlDistance
+from vo_ml.adql.functions import (
+    REFERENCE_KEY,
+    DeclaredFunction,
+    LatentDistance,
+    MlVector,
+    vector_values,
+)
 from vo_ml.adql.geometry import region_column, region_kind
 from vo_ml.adql.grammar import check_grammar
 from vo_ml.adql.model import UPLOAD_SCHEMA, OutputColumn, Reference, upload_view
@@ -315,20 +321,51 @@ def _qualifier_source(column: exp.Column, scope: Scope, sources: dict[str, Sourc
 
 
 def _resolve_ml_distances(scope: Scope) -> list[Reference]:
-    """Record the published table behind each ml_distance embedding, for generators and checks."""
+    """Record the published table, column and dimension behind each latent distance, for the
+    generators and checks; return the rows named by key, which the caller looks up."""
     references = []
-    for call in find_all_in_scope(scope.expression, MlDistance):
+    for call in find_all_in_scope(scope.expression, LatentDistance):
+        name = call.sql_name().lower()
         embedding, reference = call.expressions
         resolved: ResolvedColumn | None = embedding.meta.get("resolved")
         if not (resolved and resolved.column and resolved.column.is_array and resolved.table
                 and resolved.table.column(REFERENCE_KEY)):
-            raise E06(**position(call), function="ml_distance",
+            raise E06(**position(call), function=name,
                       detail=f"'{embedding.sql()}' is not an embedding column of a table with "
                              f"{REFERENCE_KEY}")
-        call.meta["table"] = resolved.table.name
-        call.meta["column"] = resolved.column.name
-        references.append(Reference(resolved.table.name, REFERENCE_KEY, reference.this))
+        dimension = _dimension(resolved.column)
+        keys = tuple(k for k in (REFERENCE_KEY, "obs_id") if resolved.table.column(k))
+        call.meta.update(table=resolved.table.name, column=resolved.column.sql_name,
+                         dimension=dimension, keys=keys)
+        if isinstance(reference, exp.Literal):
+            references.append(Reference(resolved.table.name, keys, reference.this,
+                                        resolved.column.sql_name))
+        else:
+            _check_dimension(call, dimension, _reference_dimension(reference))
     return references
+
+
+def _dimension(column: Column) -> int | None:
+    size = (column.arraysize or "").rstrip("*")
+    return int(size) if size.isdigit() else None
+
+
+def _reference_dimension(reference: exp.Expr) -> int | None:
+    if isinstance(reference, MlVector):
+        return len(vector_values(reference))
+    resolved: ResolvedColumn | None = reference.meta.get("resolved")
+    if resolved is None or resolved.column is None or not resolved.column.is_array:
+        raise E06(**position(reference), function=reference.parent.sql_name().lower(),
+                  detail=f"'{reference.sql()}' is not an embedding (an array column)")
+    return _dimension(resolved.column)
+
+
+def _check_dimension(call: LatentDistance, dimension: int | None, other: int | None) -> None:
+    if dimension is None or other is None or dimension == other:
+        return
+    raise E06(**position(call), function=call.sql_name().lower(),
+              detail=f"dimension mismatch: the embedding has {dimension} dimensions, the "
+                     f"reference {other}")
 
 
 def _outputs(scope: Scope, sources: dict[str, Source],
@@ -350,7 +387,7 @@ def _outputs(scope: Scope, sources: dict[str, Source],
 
 def _item_output(item: exp.Expr) -> ResolvedColumn:
     value = item.unalias()
-    if isinstance(value, MlDistance):
+    if isinstance(value, LatentDistance):
         return ResolvedColumn(item.alias_or_name, None, "double")
     kind = None if isinstance(value, exp.Column) else region_kind(value)
     if kind is not None:

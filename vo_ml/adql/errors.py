@@ -77,12 +77,12 @@ class E07(AdqlError):
 
 
 class E08(AdqlError):
-    """ml_distance was given a reference identifier that names no row of the table."""
+    """A latent distance was given a reference identifier that names no row of the table."""
 
     code = "ADQL-E08"
     message_template = (
-        "ml_distance: no row of {table} has {key_column} '{value}'; "
-        "give the {key_column} of a spectrum in the table"
+        "ml_distance: no row of {table} has {key_columns} '{value}'; "
+        "give the {key_columns} of a spectrum in the table"
     )
 
 
@@ -99,6 +99,16 @@ class E10(AdqlError):
 
     code = "ADQL-E10"
     message_template = "{feature} is standard ADQL but this service cannot run it on {backend} yet"
+
+
+class E11(AdqlError):
+    """A latent distance's reference row exists but has no embedding yet (not embedded)."""
+
+    code = "ADQL-E11"
+    message_template = (
+        "ml_distance: the row of {table} with {key_columns} '{value}' has no {column} yet; "
+        "run 'vo-ml embed' for the table, or compare with another spectrum"
+    )
 
 
 def position(node: exp.Expr) -> dict[str, int]:

@@ -129,17 +129,41 @@ OPTIONAL_FEATURES: Mapping[str, tuple[str, ...]] = MappingProxyType({
 STANDARD_FUNCTIONS = frozenset({*ARGUMENT_COUNTS, *ADQL_FUNCTIONS, "CAST"})
 
 
-class MlDistance(exp.Expression, exp.Func):
-    """``ml_distance(embedding, ref)``: Euclidean distance in the latent space to a reference row.
+class LatentDistance(exp.Expression, exp.Func):
+    """A distance in the latent space: ``(embedding, ref)``, the reference a row's publisher DID
+    or obs_id, another embedding (a self-join or an upload) or ``ml_vector('x1 x2 ...')``.
 
     The arguments are kept as a list so a wrong count is reported by the checker with an ADQL
-    message instead of failing inside the parser. The checker records the published table and
-    column of the embedding in ``meta`` for the generators.
+    message instead of failing inside the parser. The checker records the published table,
+    column and dimension of the embedding in ``meta`` for the generators.
     """
 
     arg_types = {"expressions": False}
     is_var_len_args = True
+    #: The backend's distance between two fixed-size float arrays.
+    duckdb_function: ClassVar[str] = ""
+
+
+class MlDistance(LatentDistance):
+    """``ml_distance``: Euclidean distance."""
+
     _sql_names = ["ML_DISTANCE"]
+    duckdb_function = "array_distance"
+
+
+class MlCosineDistance(LatentDistance):
+    """``ml_cosine_distance``: one minus the cosine of the angle between the vectors."""
+
+    _sql_names = ["ML_COSINE_DISTANCE"]
+    duckdb_function = "array_cosine_distance"
+
+
+class MlVector(exp.Expression, exp.Func):
+    """``ml_vector('x1 x2 ...')``: a latent vector written out, as a reference."""
+
+    arg_types = {"expressions": False}
+    is_var_len_args = True
+    _sql_names = ["ML_VECTOR"]
 
 
 SqlGenerator = Callable[[Generator, exp.Expr], str]
@@ -156,33 +180,73 @@ class UserFunction:
     generators: Mapping[str, SqlGenerator]
 
 
-def _ml_distance_duckdb(generator: Generator, node: exp.Expr) -> str:
-    """``array_distance`` against the reference row's embedding, looked up by a scalar subquery."""
-    embedding, reference = node.expressions
-    table, column = node.meta["table"], node.meta["column"]
-    lookup = (
-        exp.select(exp.column(column))
-        .from_(exp.to_table(table))
-        .where(exp.column(REFERENCE_KEY).eq(reference.copy()))
-        .subquery()
-    )
-    return generator.sql(exp.Anonymous(this="array_distance", expressions=[embedding, lookup]))
+def vector_values(vector: MlVector) -> list[float]:
+    """The numbers of an ``ml_vector`` literal; ValueError when it holds anything else."""
+    return [float(value) for value in vector.expressions[0].this.replace(",", " ").split()]
 
+
+def _latent_vector_duckdb(generator: Generator, node: exp.Expr) -> str:
+    dimension = node.meta["dimension"]
+    return f"CAST([{', '.join(map(repr, vector_values(node)))}] AS FLOAT[{dimension}])"
+
+
+def _latent_distance_duckdb(generator: Generator, node: exp.Expr) -> str:
+    """The backend's array distance to the reference: a row found by key (a scalar subquery),
+    a vector, or another embedding, cast to the embedding's type so dimensions must agree."""
+    embedding, reference = node.expressions
+    dimension = node.meta["dimension"]
+    if isinstance(reference, exp.Literal):
+        keys = [exp.column(key).eq(reference.copy()) for key in node.meta["keys"]]
+        lookup = (exp.select(exp.column(node.meta["column"])).from_(exp.to_table(node.meta["table"]))
+                  .where(exp.or_(*keys)).limit(1).subquery())
+        other = generator.sql(lookup)
+    else:
+        reference.meta["dimension"] = dimension
+        other = f"CAST({generator.sql(reference)} AS FLOAT[{dimension}])"
+    return f"{node.duckdb_function}({generator.sql(embedding)}, {other})"
+
+
+_REFERENCE_FORMS = (f"the {REFERENCE_KEY} or obs_id of a row, another embedding (a self-join or a "
+                    "TAP_UPLOAD column) or ml_vector('x1 x2 ...')")
 
 ML_DISTANCE = UserFunction(
     name="ml_distance",
     form="ml_distance(embedding REAL[], ref VARCHAR) -> DOUBLE",
     description=(
-        "Euclidean distance in the model's latent space between each row's embedding and the "
-        f"embedding of the row whose {REFERENCE_KEY} is ref; NULL where a row has no embedding. "
-        "Order by it to find the most similar spectra."
+        "Euclidean distance in the model's latent space between each row's embedding and ref: "
+        f"{_REFERENCE_FORMS}. NULL where a row has no embedding. ORDER BY it with TOP k for the "
+        "k most similar spectra (a nearest-neighbour search), or compare it with a radius."
     ),
     node=MlDistance,
-    generators={"duckdb": _ml_distance_duckdb},
+    generators={"duckdb": _latent_distance_duckdb},
+)
+
+ML_COSINE_DISTANCE = UserFunction(
+    name="ml_cosine_distance",
+    form="ml_cosine_distance(embedding REAL[], ref VARCHAR) -> DOUBLE",
+    description=(
+        "One minus the cosine similarity of each row's embedding and ref "
+        f"({_REFERENCE_FORMS}): 0 for the same direction, 2 for opposite ones; NULL where a row "
+        "has no embedding."
+    ),
+    node=MlCosineDistance,
+    generators={"duckdb": _latent_distance_duckdb},
+)
+
+ML_VECTOR = UserFunction(
+    name="ml_vector",
+    form="ml_vector(values VARCHAR) -> REAL[]",
+    description=(
+        "A latent vector written as its numbers separated by spaces, as the ref of "
+        "ml_distance or ml_cosine_distance; it must have the embedding's dimension."
+    ),
+    node=MlVector,
+    generators={"duckdb": _latent_vector_duckdb},
 )
 
 #: User-defined functions by lower-case name.
-FUNCTIONS: Mapping[str, UserFunction] = MappingProxyType({ML_DISTANCE.name: ML_DISTANCE})
+FUNCTIONS: Mapping[str, UserFunction] = MappingProxyType(
+    {f.name: f for f in (ML_DISTANCE, ML_COSINE_DISTANCE, ML_VECTOR)})
 
 
 def generator_transforms(backend: str) -> dict[type[exp.Expr], SqlGenerator]:

@@ -17,11 +17,14 @@ def upload_view(name: str) -> str:
 
 @dataclass(frozen=True)
 class Reference:
-    """A row named by value in the query (an ml_distance ``ref``); it must exist before running."""
+    """A row named by value in the query (an ml_distance ``ref``): the row of ``table`` whose
+    ``key_columns`` (any of them) equal ``value`` must exist, with an ``embedding_column`` value,
+    before the query runs."""
 
     table: str
-    key_column: str
+    key_columns: tuple[str, ...]
     value: str
+    embedding_column: str
 
 
 @dataclass(frozen=True)

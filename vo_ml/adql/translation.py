@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from vo_ml.adql import geometry
 from vo_ml.adql.checker import label_outputs, parse, resolve
 from vo_ml.adql.dialect import BACKENDS
-from vo_ml.adql.errors import E08, AdqlError
+from vo_ml.adql.errors import E08, E11, AdqlError
 from vo_ml.adql.functions import declared_functions
 from vo_ml.adql.model import Reference, Translation
 from vo_ml.archive.tap_schema import TapSchema
@@ -47,4 +47,11 @@ def check(adql: str, schema: TapSchema | None = None, udfs: Iterable[str] = ()) 
 
 def unknown_reference_error(reference: Reference) -> AdqlError:
     """The error for an ml_distance reference that names no row (found by the caller)."""
-    return E08(table=reference.table, key_column=reference.key_column, value=reference.value)
+    return E08(table=reference.table, key_columns=" or ".join(reference.key_columns),
+               value=reference.value)
+
+
+def unembedded_reference_error(reference: Reference) -> AdqlError:
+    """The error for an ml_distance reference whose row has no embedding yet."""
+    return E11(table=reference.table, key_columns=" or ".join(reference.key_columns),
+               value=reference.value, column=reference.embedding_column)

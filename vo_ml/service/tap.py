@@ -115,12 +115,16 @@ def _closing(chunks: Iterator[bytes], stack: contextlib.ExitStack) -> Iterator[b
         yield from chunks
 
 
-def _check_references(references: list) -> None:
-    """Every DID given to ml_distance must name a row, or the distances would all be NULL."""
+def _check_references(references: list[adql.Reference]) -> None:
+    """Every row named as a similarity reference must exist and have an embedding, or the
+    distances would all be NULL."""
     backend = archive().backend
     for reference in references:
+        keys = " OR ".join(f"{key} = ?" for key in reference.key_columns)
         found = backend.execute(
-            f"SELECT 1 FROM {reference.table} WHERE {reference.key_column} = ? LIMIT 1",
-            [reference.value])
+            f"SELECT {reference.embedding_column} IS NOT NULL FROM {reference.table} "
+            f"WHERE {keys} LIMIT 1", [reference.value] * len(reference.key_columns))
         if not len(found):
             raise adql.unknown_reference_error(reference)
+        if not found.columns[0][0]:
+            raise adql.unembedded_reference_error(reference)
