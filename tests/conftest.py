@@ -129,6 +129,7 @@ def tap_url(archive, tmp_path_factory) -> str:
     A copy, because a served DuckDB file is locked against the writers other tests run."""
     served = tmp_path_factory.mktemp("served") / "miles.duckdb"
     shutil.copy(archive["db"], served)
+    shutil.copytree(f"{archive['db']}.neighbours", f"{served}.neighbours")
     with serving(served) as root:
         yield f"{root}/tap"
 

@@ -103,6 +103,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="start a local Dask cluster of this many worker processes")
     embed.set_defaults(run=_embed)
 
+    index = commands.add_parser(
+        "index", help="build the nearest-neighbour index of a table's embeddings")
+    index.add_argument("--db", type=Path, required=True)
+    index.add_argument("--table", default=DEMO_TABLE)
+    index.add_argument("--metric", choices=["l2", "cosine"], default="l2",
+                       help="l2 serves ml_distance, cosine ml_cosine_distance")
+    index.set_defaults(run=_index)
+
     serve = commands.add_parser("serve", help="serve the archive over TAP")
     serve.add_argument("--db", type=Path, required=True)
     serve.add_argument("--host", default="127.0.0.1")
@@ -252,6 +260,14 @@ def _evaluate(arguments: argparse.Namespace) -> int:
     models = arguments.models or arguments.db.parent / "models"
     print(evaluate_models(arguments.db, arguments.table, configs, models, arguments.out,
                           arguments.held_out))
+    return 0
+
+
+def _index(arguments: argparse.Namespace) -> int:
+    from vo_ml.pipeline import build_neighbour_index
+
+    path = build_neighbour_index(arguments.db, arguments.table, arguments.metric)
+    print(f"wrote the {arguments.metric} neighbour index of {arguments.table}.embedding to {path}")
     return 0
 
 

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from vo_ml.archive import tap_schema
 from vo_ml.archive.backend import ML_COLUMNS, MlColumns
 from vo_ml.archive.duckdb_backend import DuckDBBackend
+from vo_ml.archive.neighbours import build_index
 from vo_ml.spectra.grid import Grid, Preprocessing
 from vo_ml.spectra.labels import RADIAL_VELOCITY
 from vo_ml.spectra.readers import read_spectrum
@@ -290,9 +291,19 @@ def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None,
             embeddings.model_id, embeddings.dids, embeddings.latent, embeddings.map_xy,
             embeddings.recon_error, card))
         backend.publish_tap_schema(tap_schema.load())
+        build_index(backend, db, table, "embedding")
     finally:
         backend.close()
     return True
+
+
+def build_neighbour_index(db: Path, table: str, metric: str = "l2") -> Path:
+    """(Re)build the nearest-neighbour index of ``table``'s embeddings beside the archive."""
+    backend = DuckDBBackend(db, read_only=True)
+    try:
+        return build_index(backend, db, table, "embedding", metric)
+    finally:
+        backend.close()
 
 
 def evaluate_models(db: Path, table: str, configs: Sequence[dict], models_dir: Path, out: Path,

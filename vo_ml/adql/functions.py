@@ -200,8 +200,10 @@ def _latent_distance_duckdb(generator: Generator, node: exp.Expr) -> str:
         lookup = (exp.select(exp.column(node.meta["column"])).from_(exp.to_table(node.meta["table"]))
                   .where(exp.or_(*keys)).limit(1).subquery())
         other = generator.sql(lookup)
-    else:
+    elif isinstance(reference, MlVector):
         reference.meta["dimension"] = dimension
+        other = generator.sql(reference)
+    else:
         other = f"CAST({generator.sql(reference)} AS FLOAT[{dimension}])"
     return f"{node.duckdb_function}({generator.sql(embedding)}, {other})"
 

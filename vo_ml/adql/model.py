@@ -47,3 +47,6 @@ class Translation:
     sql: str
     references: list[Reference] = field(default_factory=list)
     output_columns: list[OutputColumn] = field(default_factory=list)
+    #: Set for ``TOP k ... ORDER BY ml_distance(...)``: how to run it with a neighbour index
+    #: (a :class:`vo_ml.adql.planning.NeighbourQuery`); ``sql`` is then the exact search.
+    neighbours: object | None = None

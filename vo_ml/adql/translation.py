@@ -10,6 +10,7 @@ from vo_ml.adql.dialect import BACKENDS
 from vo_ml.adql.errors import E08, E11, AdqlError
 from vo_ml.adql.functions import declared_functions
 from vo_ml.adql.model import Reference, Translation
+from vo_ml.adql.planning import plan_neighbours
 from vo_ml.archive.tap_schema import TapSchema
 
 
@@ -28,7 +29,9 @@ def translate(adql: str, schema: TapSchema, backend: str = "duckdb") -> Translat
     geometry.convert_units(tree)
     # The tree is ours alone: generating from it without sqlglot's defensive deep copy saves
     # most of the translation time (its meta holds whole published tables).
-    return Translation(tree.sql(dialect=BACKENDS[backend], copy=False), references, output_columns)
+    sql, neighbours = plan_neighbours(
+        tree, lambda node: node.sql(dialect=BACKENDS[backend], copy=False))
+    return Translation(sql, references, output_columns, neighbours)
 
 
 def check(adql: str, schema: TapSchema | None = None, udfs: Iterable[str] = ()) -> None:

@@ -92,8 +92,10 @@ def query_errors(timeout: float) -> Iterator[None]:
 
 def open_rows(stack: contextlib.ExitStack, sql: str, maxrec: int, timeout: float,
               stop: threading.Event | None = None,
-              tables: Mapping[str, pa.Table] | None = None) -> CappedRows:
-    """Start the query, closed with ``stack``, and read its first batch.
+              tables: Mapping[str, pa.Table] | None = None,
+              infos: tuple[tuple[str, str], ...] = ()) -> CappedRows:
+    """Start the query, closed with ``stack``, and read its first batch; ``infos`` (name, value)
+    go into a VOTable result as INFO elements.
 
     Reading one batch before answering means the errors most queries can have (bad casts,
     division by zero, the time limit of a sort) still become a DALI error with its HTTP status
@@ -104,4 +106,4 @@ def open_rows(stack: contextlib.ExitStack, sql: str, maxrec: int, timeout: float
             sql, limit=maxrec + 1, timeout=timeout, stop=stop, tables=tables))
         first = next(stream.batches, None)
     stream.batches = itertools.chain([first] if first is not None else [], stream.batches)
-    return CappedRows(stream, maxrec)
+    return CappedRows(stream, maxrec, infos)

@@ -34,8 +34,11 @@ class CappedRows:
     the service learns, without counting the whole result, that MAXREC cut it.
     """
 
-    def __init__(self, stream: ResultStream, maxrec: int) -> None:
+    def __init__(self, stream: ResultStream, maxrec: int,
+                 infos: tuple[tuple[str, str], ...] = ()) -> None:
         self.schema = portable_schema(stream.schema)
+        #: INFO elements (name, value) a VOTable of the rows carries, such as the plan used.
+        self.infos = infos
         self.names = stream.names
         self.overflow = False
         #: The error that ended the rows early, once one has (a time limit hit while sending).
@@ -80,7 +83,8 @@ class OutputFormat:
 
 def _votable(serialization: str) -> Writer:
     def write(rows: CappedRows, columns: Sequence[Column | None]) -> Iterator[bytes]:
-        return stream_votable(rows.schema, rows, columns, lambda: rows.overflow, serialization)
+        return stream_votable(rows.schema, rows, columns, lambda: rows.overflow, serialization,
+                              rows.infos)
     return write
 
 

@@ -20,11 +20,12 @@ from flask import Blueprint, Response, current_app
 from vo_ml import adql
 from vo_ml.archive.backend import QueryError
 from vo_ml.archive.tap_schema import TapSchema
-from vo_ml.service import archive
+from vo_ml.service import archive, similarity
 from vo_ml.service.dal import (
     dali_error_response,
     maxrec_of,
     open_rows,
+    query_errors,
     request_parameters,
     request_part,
 )
@@ -97,10 +98,14 @@ def run_query(parameters: DaliParameters, part: PartReader, timeout: float,
         _check_references(translation.references)
     except adql.AdqlError as error:
         raise DaliError(str(error)) from None
+    with query_errors(timeout):
+        chosen = similarity.plan(translation.sql, translation.neighbours,
+                                 parameters.get("ML_SEARCH", "auto").lower())
+    tables = {adql.upload_view(u.name): u.rows for u in uploads} | chosen.tables
     stack = contextlib.ExitStack()
     try:
-        rows = open_rows(stack, translation.sql, maxrec, timeout, stop,
-                         {adql.upload_view(u.name): u.rows for u in uploads})
+        rows = open_rows(stack, chosen.sql, maxrec, timeout, stop, tables,
+                         (("vo_ml_plan", chosen.description),) if chosen.description else ())
     except BaseException:
         stack.close()
         raise
