@@ -211,29 +211,22 @@ def _latent_distance_duckdb(generator: Generator, node: exp.Expr) -> str:
 _REFERENCE_FORMS = (f"the {REFERENCE_KEY} or obs_id of a row, another embedding (a self-join or a "
                     "TAP_UPLOAD column) or ml_vector('x1 x2 ...')")
 
-ML_DISTANCE = UserFunction(
-    name="ml_distance",
-    form="ml_distance(embedding REAL[], ref VARCHAR) -> DOUBLE",
-    description=(
-        "Euclidean distance in the model's latent space between each row's embedding and ref: "
-        f"{_REFERENCE_FORMS}. NULL where a row has no embedding. ORDER BY it with TOP k for the "
-        "k most similar spectra (a nearest-neighbour search), or compare it with a radius."
-    ),
-    node=MlDistance,
-    generators={"duckdb": _latent_distance_duckdb},
-)
+def _latent_distance(node: type[LatentDistance], description: str) -> UserFunction:
+    name = node.sql_name().lower()
+    return UserFunction(name=name, form=f"{name}(embedding REAL[], ref VARCHAR) -> DOUBLE",
+                        description=description, node=node,
+                        generators={"duckdb": _latent_distance_duckdb})
 
-ML_COSINE_DISTANCE = UserFunction(
-    name="ml_cosine_distance",
-    form="ml_cosine_distance(embedding REAL[], ref VARCHAR) -> DOUBLE",
-    description=(
-        "One minus the cosine similarity of each row's embedding and ref "
-        f"({_REFERENCE_FORMS}): 0 for the same direction, 2 for opposite ones; NULL where a row "
-        "has no embedding."
-    ),
-    node=MlCosineDistance,
-    generators={"duckdb": _latent_distance_duckdb},
-)
+
+ML_DISTANCE = _latent_distance(MlDistance, (
+    "Euclidean distance in the model's latent space between each row's embedding and ref: "
+    f"{_REFERENCE_FORMS}. NULL where a row has no embedding. ORDER BY it with TOP k for the "
+    "k most similar spectra (a nearest-neighbour search), or compare it with a radius."))
+
+ML_COSINE_DISTANCE = _latent_distance(MlCosineDistance, (
+    "One minus the cosine similarity of each row's embedding and ref "
+    f"({_REFERENCE_FORMS}): 0 for the same direction, 2 for opposite ones; NULL where a row "
+    "has no embedding."))
 
 ML_VECTOR = UserFunction(
     name="ml_vector",
