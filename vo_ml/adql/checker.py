@@ -342,6 +342,7 @@ def _resolve_ml_distances(scope: Scope) -> list[Reference]:
                                         resolved.column.sql_name))
         else:
             _check_dimension(call, dimension, _reference_dimension(reference))
+            reference.meta["dimension"] = dimension
     return references
 
 

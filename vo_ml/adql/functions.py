@@ -201,7 +201,6 @@ def _latent_distance_duckdb(generator: Generator, node: exp.Expr) -> str:
                   .where(exp.or_(*keys)).limit(1).subquery())
         other = generator.sql(lookup)
     elif isinstance(reference, MlVector):
-        reference.meta["dimension"] = dimension
         other = generator.sql(reference)
     else:
         other = f"CAST({generator.sql(reference)} AS FLOAT[{dimension}])"

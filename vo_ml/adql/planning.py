@@ -32,14 +32,13 @@ class NeighbourQuery:
     #: The reference row's key value, or the vector written in the query.
     reference: str | None
     vector: tuple[float, ...] | None
-    key_columns: tuple[str, ...]
     candidate_sql: str
     #: True when conditions or joins may drop candidates, so fewer than k could be left.
     filtered: bool
 
 
-def neighbour_shape(tree: exp.Query) -> tuple[LatentDistance, exp.Select, int] | None:
-    """The distance, query and k of a plannable nearest-neighbour query, else None."""
+def neighbour_shape(tree: exp.Query) -> tuple[LatentDistance, int] | None:
+    """The distance and k of a plannable nearest-neighbour query, else None."""
     if not isinstance(tree, exp.Select) or tree.args.get("distinct") or tree.args.get("group"):
         return None
     limit, order = tree.args.get("limit"), tree.args.get("order")
@@ -55,7 +54,7 @@ def neighbour_shape(tree: exp.Query) -> tuple[LatentDistance, exp.Select, int] |
     reference = distance.expressions[1]
     if not (isinstance(reference, (exp.Literal, MlVector))):
         return None
-    return distance, tree, int(count.this)
+    return distance, int(count.this)
 
 
 def _ordered_distance(key: exp.Expr, tree: exp.Select) -> LatentDistance | None:
@@ -79,22 +78,21 @@ def plan_neighbours(tree: exp.Query,
     shape = neighbour_shape(tree)
     if shape is None:
         return generate(tree), None
-    distance, select, k = shape
+    distance, k = shape
     embedding, reference = distance.expressions
-    filtered = bool(select.args.get("where") or select.args.get("joins"))
-    rows = _qualified(embedding, select, distance.meta["table"])
-    select.where(exp.Not(this=exp.Is(this=rows(embedding.name), expression=exp.Null())),
-                 copy=False)
-    exact_sql = generate(select)
+    filtered = bool(tree.args.get("where") or tree.args.get("joins"))
+    rows = _qualified(embedding, tree, distance.meta["table"])
+    tree.where(exp.Not(this=exp.Is(this=rows(embedding.name), expression=exp.Null())), copy=False)
+    exact_sql = generate(tree)
     restriction = exp.In(this=rows("rowid"), query=exp.select("id").from_(CANDIDATES).subquery())
-    select.where(restriction, copy=False)
-    candidate_sql = generate(select)
+    tree.where(restriction, copy=False)
+    candidate_sql = generate(tree)
     return exact_sql, NeighbourQuery(
         table=distance.meta["table"], column=distance.meta["column"],
         metric="cosine" if isinstance(distance, MlCosineDistance) else "l2", k=k,
         reference=reference.this if isinstance(reference, exp.Literal) else None,
         vector=tuple(vector_values(reference)) if isinstance(reference, MlVector) else None,
-        key_columns=distance.meta["keys"], candidate_sql=candidate_sql, filtered=filtered)
+        candidate_sql=candidate_sql, filtered=filtered)
 
 
 def _qualified(embedding: exp.Column, select: exp.Select,

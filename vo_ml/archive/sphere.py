@@ -199,12 +199,10 @@ def _check_regions(lengths: np.ndarray, argument: str) -> None:
             "vertex and at least 3 vertices")
 
 
-def _matrices(column: pa.ListArray, rows: np.ndarray, length: int) -> np.ndarray:
-    """The values of the rows ``rows`` (each ``length`` long) of a list column, as an (n, length) matrix."""
+def _starts_and_values(column: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each row of a list column starts in its values, and the values."""
     offsets = column.offsets.to_numpy()
-    values = column.flatten().to_numpy(zero_copy_only=False)
-    starts = offsets[rows] - offsets[0]
-    return values[starts[:, None] + np.arange(length)]
+    return offsets[:-1] - offsets[0], column.flatten().to_numpy(zero_copy_only=False)
 
 
 def _by_shape(compute: Callable[..., np.ndarray], *columns: pa.ListArray) -> np.ma.MaskedArray:
@@ -214,10 +212,12 @@ def _by_shape(compute: Callable[..., np.ndarray], *columns: pa.ListArray) -> np.
     valid = np.logical_and.reduce([c.is_valid().to_numpy(zero_copy_only=False) for c in columns])
     for index, _ in enumerate(columns):
         _check_regions(lengths[valid, index], f"argument {index + 1}")
+    flat = [_starts_and_values(c) for c in columns]
     results: np.ma.MaskedArray | None = None
     for shape in np.unique(lengths[valid], axis=0):
         rows = np.flatnonzero(valid & (lengths == shape).all(axis=1))
-        arguments = [_matrices(c, rows, int(n)) for c, n in zip(columns, shape, strict=True)]
+        arguments = [values[starts[rows, None] + np.arange(n)]
+                     for (starts, values), n in zip(flat, shape, strict=True)]
         known = ~np.logical_or.reduce([np.isnan(a).any(axis=1) for a in arguments])
         values = compute(*(a[known] for a in arguments))
         if results is None:

@@ -40,8 +40,12 @@ class Plan:
     description: str
 
 
-def plan(sql: str, query: NeighbourQuery | None, mode: str) -> Plan:
-    """How to run a translated query: as it is, or with candidates from a neighbour index."""
+def plan(sql: str, query: NeighbourQuery | None, embeddings: dict[str, np.ndarray],
+         mode: str) -> Plan:
+    """How to run a translated query: as it is, or with candidates from a neighbour index.
+
+    ``embeddings`` are those of the rows the query names as references, by the name given.
+    """
     if mode not in SEARCH_MODES:
         raise DaliError(f"ML_SEARCH={mode!r} is not supported: use one of {', '.join(SEARCH_MODES)}")
     if query is None:
@@ -53,7 +57,8 @@ def plan(sql: str, query: NeighbourQuery | None, mode: str) -> Plan:
     if index is None:
         return Plan(sql, {}, f"{exact.description}; no up-to-date {query.metric} neighbour "
                              f"index of {query.table}.{query.column} (build it with 'vo-ml index')")
-    vector = np.asarray(query.vector if query.vector else _reference_vector(query), np.float32)
+    vector = np.asarray(embeddings[query.reference] if query.vector is None else query.vector,
+                        np.float32)
     count = max(_CANDIDATES_PER_ROW * query.k, _FEWEST_CANDIDATES)
     while True:
         candidates = pa.table({"id": index.search(vector, count)})
@@ -71,14 +76,6 @@ def _enough(query: NeighbourQuery, candidates: pa.Table) -> bool:
     found = archive().backend.execute(f"SELECT count(*) FROM ({query.candidate_sql})",
                                       tables={CANDIDATES: candidates})
     return int(found.columns[0][0]) >= query.k
-
-
-def _reference_vector(query: NeighbourQuery) -> np.ndarray:
-    keys = " OR ".join(f"{key} = ?" for key in query.key_columns)
-    found = archive().backend.execute(
-        f"SELECT {query.column} FROM {query.table} WHERE {keys} LIMIT 1",
-        [query.reference] * len(query.key_columns))
-    return np.asarray(found.columns[0][0])
 
 
 def _current_index(table: str, column: str, metric: str) -> NeighbourIndex | None:

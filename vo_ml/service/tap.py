@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 from flask import Blueprint, Response, current_app
 
 from vo_ml import adql
@@ -95,11 +96,11 @@ def run_query(parameters: DaliParameters, part: PartReader, timeout: float,
     schema = TapSchema([*state.schema.schemas, upload_schema(uploads)]) if uploads else state.schema
     try:
         translation = adql.translate(query, schema)
-        _check_references(translation.references)
+        embeddings = _reference_embeddings(translation.references)
     except adql.AdqlError as error:
         raise DaliError(str(error)) from None
     with query_errors(timeout):
-        chosen = similarity.plan(translation.sql, translation.neighbours,
+        chosen = similarity.plan(translation.sql, translation.neighbours, embeddings,
                                  parameters.get("ML_SEARCH", "auto").lower())
     tables = {adql.upload_view(u.name): u.rows for u in uploads} | chosen.tables
     stack = contextlib.ExitStack()
@@ -120,16 +121,20 @@ def _closing(chunks: Iterator[bytes], stack: contextlib.ExitStack) -> Iterator[b
         yield from chunks
 
 
-def _check_references(references: list[adql.Reference]) -> None:
-    """Every row named as a similarity reference must exist and have an embedding, or the
-    distances would all be NULL."""
+def _reference_embeddings(references: list[adql.Reference]) -> dict[str, np.ndarray]:
+    """The embedding of every row named as a similarity reference, by the name given; each row
+    must exist and have one, or the distances would all be NULL."""
     backend = archive().backend
+    embeddings = {}
     for reference in references:
         keys = " OR ".join(f"{key} = ?" for key in reference.key_columns)
         found = backend.execute(
-            f"SELECT {reference.embedding_column} IS NOT NULL FROM {reference.table} "
-            f"WHERE {keys} LIMIT 1", [reference.value] * len(reference.key_columns))
+            f"SELECT {reference.embedding_column} FROM {reference.table} WHERE {keys} LIMIT 1",
+            [reference.value] * len(reference.key_columns))
         if not len(found):
             raise adql.unknown_reference_error(reference)
-        if not found.columns[0][0]:
+        embedding = found.columns[0][0]
+        if np.ma.getmaskarray(embedding).all():
             raise adql.unembedded_reference_error(reference)
+        embeddings[reference.value] = np.ma.getdata(embedding)
+    return embeddings
