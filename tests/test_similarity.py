@@ -8,14 +8,20 @@ distances numpy computes over all embeddings the service publishes.
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
+from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 import pyvo
 import requests
-from astropy.io.votable import parse
+from astropy import units as u
+from astropy.io import fits
+from astropy.io.votable import from_table, parse
 from astropy.table import Table
-from conftest import TABLE
+from conftest import DATA, MILES, TABLE, VO_ML, serving
 
 TAU_CETI = "ivo://vo-ml.example/miles?m0067"
 
@@ -69,7 +75,8 @@ def test_top_k_matches_brute_force_with_the_plan_named(tap_url, embeddings, mode
                                   f"'{TAU_CETI}') AS d FROM {TABLE} ORDER BY d", ML_SEARCH=mode)
     _assert_nearest(result, embeddings, brute_force(embeddings, _vector_of(embeddings, TAU_CETI)), 10)
     assert result["obs_publisher_did"][0] == TAU_CETI
-    assert plan.startswith("approximate: 91 candidates from the HNSW index" if mode == "auto"
+    assert plan.startswith("approximate: 91 candidates near the reference from the HNSW index"
+                           if mode == "auto"
                            else "exact: every row")
 
 
@@ -124,3 +131,199 @@ def test_an_uploaded_embedding_is_a_reference_in_a_join(service, embeddings):
 def test_similarity_errors_are_dali_documents(tap_url, query, fragment):
     response = requests.post(f"{tap_url}/sync", data={"LANG": "ADQL", "QUERY": query}, timeout=60)
     assert response.status_code == 400 and fragment in response.text
+
+
+# --- references uploaded with the query: embeddings, and spectra through ml_encode ----------
+
+HELD_OUT = DATA / "miles_held_out"
+
+
+def _spectra(*paths: Path) -> Table:
+    """Spectra as a user uploads them: one row each, wavelength (Angstrom) and flux arrays."""
+    rows = []
+    for path in paths:
+        with fits.open(path) as hdus:
+            header, flux = hdus[0].header, np.asarray(hdus[0].data, dtype=np.float64).ravel()
+        pixels = np.arange(flux.size) + 1 - header.get("CRPIX1", 1)
+        rows.append((path.stem, header["CRVAL1"] + header["CDELT1"] * pixels, flux))
+    table = Table({"name": [r[0] for r in rows], "wavelength": np.stack([r[1] for r in rows]),
+                   "flux": np.stack([r[2] for r in rows])})
+    table["wavelength"].unit = u.AA
+    return table
+
+
+def _upload(tap_url: str, query: str, table: Table, **params: str):
+    """A sync query with ``table`` uploaded as TAP_UPLOAD.mine: (result, plan), or the response
+    itself when the service refuses the query."""
+    document = io.BytesIO()
+    from_table(table).to_xml(document)
+    response = requests.post(f"{tap_url}/sync", data={
+        "LANG": "ADQL", "QUERY": query, "UPLOAD": "mine,param:spectra", **params},
+        files={"spectra": ("mine.xml", document.getvalue())}, timeout=120)
+    if response.status_code != 200:
+        return response
+    votable = parse(io.BytesIO(response.content))
+    plan = next(i.value for i in votable.resources[0].infos if i.name == "vo_ml_plan")
+    return votable.get_first_table().to_table(), plan
+
+
+LIKE_MINE = (f"SELECT TOP {{k}} s.obs_publisher_did, s.teff, s.logg, ml_distance(s.embedding, "
+             f"ml_encode(u.wavelength, u.flux)) AS d FROM {TABLE} AS s, TAP_UPLOAD.mine AS u "
+             "ORDER BY d")
+
+
+@pytest.mark.parametrize(("star", "teff", "logg"), [("m0807", 4634, 2.57), ("m0416", 5401, 4.60)])
+def test_a_held_out_star_finds_archive_stars_of_its_kind(tap_url, archive, embeddings, star,
+                                                         teff, logg):
+    from vo_ml.ml.embedding import latent_vectors
+    from vo_ml.spectra.readers import read_spectrum
+
+    path = HELD_OUT / f"MILES_res2.50_star_{star}V.fits"
+    result, plan = _upload(tap_url, LIKE_MINE.format(k=5), _spectra(path))
+    assert plan.startswith("approximate") and "near the reference" in plan
+    # The same star through the ingest reader and the archive's preprocessing, encoded here.
+    flux, mask = archive["config"].preprocessing.apply(read_spectrum(path))
+    vector = latent_vectors(flux[None], mask[None], archive["model_dir"])[0]
+    _assert_nearest(result, embeddings, brute_force(embeddings, vector.astype(np.float64)), 5)
+    assert abs(np.median(result["teff"]) - teff) < 300
+    assert abs(np.median(result["logg"]) - logg) < 0.6
+
+
+def test_an_archive_spectrum_uploaded_is_its_own_nearest_row(tap_url):
+    tau_ceti = _spectra(MILES / "MILES_res2.50_star_m0067V.fits")
+    tau_ceti["wavelength"] = tau_ceti["wavelength"].to(u.nm)
+    result, _ = _upload(tap_url, LIKE_MINE.format(k=1), tau_ceti)
+    assert result["obs_publisher_did"][0] == TAU_CETI and result["d"][0] < 1e-4
+
+
+def _pairs(embeddings: Table, references: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(reference number, row number) of every pair, and their distances, nearest first."""
+    distances = np.stack([brute_force(embeddings, r) for r in references])
+    order = np.argsort(distances, axis=None, kind="stable")
+    return np.stack(np.unravel_index(order, distances.shape), axis=1), distances.ravel()[order]
+
+
+@pytest.mark.parametrize("mode", ["auto", "exact"])
+def test_nearest_pairs_to_many_uploaded_references(tap_url, embeddings, mode):
+    references = np.asarray(embeddings["embedding"][[5, 40, 77]], dtype=np.float64)
+    mine = Table({"name": ["a", "b", "c"], "vec": references.astype(np.float32)})
+    result, plan = _upload(tap_url, f"SELECT TOP 12 u.name, s.obs_publisher_did, "
+                                    f"ml_distance(s.embedding, u.vec) AS d FROM {TABLE} AS s "
+                                    "JOIN TAP_UPLOAD.mine AS u ON s.teff > 4000 ORDER BY d",
+                           mine, ML_SEARCH=mode)
+    warm = np.asarray(np.ma.filled(embeddings["teff"], 0)) > 4000
+    _, distances = _pairs(embeddings[warm], references)
+    np.testing.assert_allclose(np.asarray(result["d"]), distances[:12], rtol=1e-5, atol=1e-6)
+    assert plan.startswith("approximate: ") == (mode == "auto")
+
+
+def test_a_latent_cone_is_every_row_within_the_radius(tap_url, embeddings):
+    """A small cone, so that it stays below the share of the table that goes exact."""
+    distances = brute_force(embeddings, _vector_of(embeddings, TAU_CETI))
+    radius = float(np.sort(distances)[5]) + 1e-4
+    result, plan = _sync(tap_url, f"SELECT obs_publisher_did, ml_distance(embedding, "
+                                  f"'{TAU_CETI}') AS d FROM {TABLE} WHERE teff > 5000 AND "
+                                  f"ml_distance(embedding, '{TAU_CETI}') < {radius} ORDER BY d")
+    inside = (distances < radius) & (np.ma.filled(embeddings["teff"], 0) > 5000)
+    assert sorted(result["obs_publisher_did"]) == sorted(embeddings["obs_publisher_did"][inside])
+    assert plan.startswith("latent cone: ")
+
+
+def test_a_radius_join_against_uploaded_references(tap_url, embeddings):
+    references = np.asarray(embeddings["embedding"][[3, 30, 60, 90]], dtype=np.float64)
+    pairs, distances = _pairs(embeddings, references)
+    radius = float(distances[6]) + 1e-4
+    mine = Table({"name": ["a", "b", "c", "d"], "vec": references.astype(np.float32)})
+    query = (f"SELECT u.name, s.obs_publisher_did FROM {TABLE} AS s JOIN TAP_UPLOAD.mine AS u "
+             f"ON {radius} >= ml_distance(s.embedding, u.vec)")
+    expected = sorted((str(mine["name"][i]), str(embeddings["obs_publisher_did"][j]))
+                      for i, j in pairs[distances <= radius])
+    for mode, kind in (("auto", "latent cone: "), ("exact", "exact: ")):
+        result, plan = _upload(tap_url, query, mine, ML_SEARCH=mode)
+        assert sorted(zip(result["name"], result["obs_publisher_did"], strict=True)) == expected
+        assert plan.startswith(kind)
+
+
+@pytest.mark.parametrize(("query", "fragment"), [
+    (f"SELECT TOP 3 ml_distance(embedding, ml_encode(embedding, embedding)) AS d FROM {TABLE} "
+     "ORDER BY d", "must be array columns of one TAP_UPLOAD table"),
+    ("SELECT ml_encode(wavelength, flux) FROM TAP_UPLOAD.mine", "as the second argument of"),
+    (f"SELECT TOP 3 ml_distance(s.embedding, ml_encode(u.name, u.flux)) AS d FROM {TABLE} AS s, "
+     "TAP_UPLOAD.mine AS u ORDER BY d", "must be array columns"),
+])
+def test_ml_encode_errors_name_the_problem(tap_url, query, fragment):
+    response = _upload(tap_url, query, _spectra(HELD_OUT / "MILES_res2.50_star_m0807V.fits"))
+    assert response.status_code == 400 and "ADQL-E06" in response.text
+    assert fragment in response.text
+
+
+def test_uploaded_wavelengths_must_be_a_length(tap_url):
+    spectra = _spectra(HELD_OUT / "MILES_res2.50_star_m0807V.fits")
+    spectra["wavelength"].unit = u.s
+    response = _upload(tap_url, LIKE_MINE.format(k=3), spectra)
+    assert response.status_code == 400 and "is not a length" in response.text
+
+
+# --- archives changed after they were indexed ------------------------------------------------
+
+
+def _copy_archive(archive: dict, folder: Path, edit: str, parameters: list | None = None) -> Path:
+    """A copy of the session's archive and its index, with ``edit`` run on it."""
+    db = folder / "miles.duckdb"
+    shutil.copy(archive["db"], db)
+    shutil.copytree(f"{archive['db']}.neighbours", f"{db}.neighbours")
+    with duckdb.connect() as connection:
+        connection.execute("ATTACH ? AS archive", [str(db)])
+        connection.execute("USE archive")
+        connection.execute(edit, parameters or [])
+    return db
+
+
+TIES_AND_NULLS = (f"UPDATE {TABLE} SET embedding = CASE WHEN obs_id = 'm0082' THEN NULL ELSE "
+                  f"(SELECT embedding FROM {TABLE} WHERE obs_publisher_did = ?) END "
+                  "WHERE obs_id IN ('m0082', 'm0322', 'm0353')")
+
+
+@pytest.fixture(scope="module")
+def edited(archive, tmp_path_factory) -> dict:
+    """Served copies: one with ties and a NULL embedding, indexed again with `vo-ml index`, and
+    one with the same edit after its index was built (stale)."""
+    reindexed = _copy_archive(archive, tmp_path_factory.mktemp("ties"), TIES_AND_NULLS, [TAU_CETI])
+    subprocess.run([VO_ML, "index", "--db", str(reindexed), "--table", TABLE], check=True,
+                   capture_output=True)
+    stale = _copy_archive(archive, tmp_path_factory.mktemp("stale"), TIES_AND_NULLS, [TAU_CETI])
+    with serving(reindexed) as fresh_root, serving(stale) as stale_root:
+        yield {"fresh": f"{fresh_root}/tap", "stale": f"{stale_root}/tap"}
+
+
+@pytest.mark.parametrize(("served", "mode", "kind"), [
+    ("fresh", "auto", "approximate: "), ("fresh", "exact", "exact: "),
+    ("stale", "auto", "exact: every row of miles.spectra with a embedding compared; no up-to-date"),
+])
+def test_ties_and_rows_without_embedding_after_an_edit(edited, served, mode, kind):
+    tap_url = edited[served]
+    current = pyvo.dal.TAPService(tap_url).search(
+        f"SELECT obs_publisher_did, embedding FROM {TABLE} WHERE embedding IS NOT NULL",
+        maxrec=10000).to_table()
+    assert len(current) == 90
+    result, plan = _sync(tap_url, f"SELECT TOP 6 obs_publisher_did, ml_distance(embedding, "
+                                  f"'{TAU_CETI}') AS d FROM {TABLE} ORDER BY d", ML_SEARCH=mode)
+    _assert_nearest(result, current, brute_force(current, _vector_of(current, TAU_CETI)), 6)
+    assert sorted(result["obs_publisher_did"][:3]) == sorted(
+        [TAU_CETI, "ivo://vo-ml.example/miles?m0322", "ivo://vo-ml.example/miles?m0353"])
+    assert np.allclose(result["d"][:3], 0) and "ivo://vo-ml.example/miles?m0082" not in list(
+        result["obs_publisher_did"])
+    assert plan.startswith(kind)
+
+
+def test_a_moved_model_is_a_clear_error_until_models_dir_names_it(archive, tmp_path):
+    moved = _copy_archive(archive, tmp_path, "UPDATE vo_ml.models SET card = json_merge_patch("
+                                             "card, '{\"location\": \"/nowhere/model\"}')")
+    spectra = _spectra(HELD_OUT / "MILES_res2.50_star_m0807V.fits")
+    with serving(moved) as root:
+        response = _upload(f"{root}/tap", LIKE_MINE.format(k=3), spectra)
+    assert response.status_code == 400 and "ADQL-E12" in response.text
+    assert "/nowhere/model" in response.text and "MODELS_DIR" in response.text
+    with serving(moved, {"MODELS_DIR": str(archive["model_dir"].parent)}) as root:
+        result, _ = _upload(f"{root}/tap", LIKE_MINE.format(k=3), spectra)
+    assert len(result) == 3

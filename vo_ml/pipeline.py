@@ -107,7 +107,8 @@ def ingest(
     try:
         backend.ensure_table(table, [c for c in table.columns if c.name not in ML_COLUMNS])
         backend.publish_tap_schema(tap_schema.load())
-        store = SpectrumStore(store_path(db, config.table), config.grid)
+        store = SpectrumStore(store_path(db, config.table), config.grid,
+                             config.preprocessing.steps())
         _reconcile(store, backend.ingested_dids(table.name))
         backend.record_failures([(source, None, reason) for source, reason in fetch_failures])
         summary.failed.extend(fetch_failures)
@@ -285,11 +286,15 @@ def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None,
         if current and current["model_id"] == card["model_id"] and not _rows_without_embedding(
                 backend, table):
             return False
-        embeddings = embed_store(SpectrumStore(store_path(db, table)), model_dir,
-                                 scheduler=scheduler, workers=workers)
+        store = SpectrumStore(store_path(db, table))
+        embeddings = embed_store(store, model_dir, scheduler=scheduler, workers=workers)
+        # Where the model is and how the spectra were prepared, so that the service can encode
+        # uploaded spectra as these were (ml_encode).
+        recorded = {**card, "location": str(Path(model_dir).resolve()),
+                    "preprocess": store.preprocess}
         backend.write_ml_columns(tap_schema.load().table(table), MlColumns(
             embeddings.model_id, embeddings.dids, embeddings.latent, embeddings.map_xy,
-            embeddings.recon_error, card))
+            embeddings.recon_error, recorded))
         backend.publish_tap_schema(tap_schema.load())
         build_index(backend, db, table, "embedding")
     finally:

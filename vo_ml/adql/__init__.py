@@ -5,10 +5,18 @@ Queries may call the standard ADQL functions and the service's own, declared in
 """
 
 from vo_ml.adql.errors import AdqlError
-from vo_ml.adql.functions import FUNCTIONS, OPTIONAL_FEATURES
-from vo_ml.adql.model import UPLOAD_SCHEMA, OutputColumn, Reference, Translation, upload_view
+from vo_ml.adql.functions import FUNCTIONS, OPTIONAL_FEATURES, REFERENCES
+from vo_ml.adql.model import (
+    UPLOAD_SCHEMA,
+    Encoding,
+    OutputColumn,
+    Reference,
+    Translation,
+    upload_view,
+)
 from vo_ml.adql.translation import (
     check,
+    missing_model_error,
     translate,
     unembedded_reference_error,
     unknown_reference_error,
@@ -17,13 +25,16 @@ from vo_ml.adql.translation import (
 __all__ = [
     "FUNCTIONS",
     "OPTIONAL_FEATURES",
+    "REFERENCES",
     "UPLOAD_SCHEMA",
     "upload_view",
     "AdqlError",
+    "Encoding",
     "OutputColumn",
     "Reference",
     "Translation",
     "check",
+    "missing_model_error",
     "translate",
     "unembedded_reference_error",
     "unknown_reference_error",

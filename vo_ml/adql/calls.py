@@ -21,6 +21,7 @@ from vo_ml.adql.functions import (
     AdqlFunction,
     DeclaredFunction,
     LatentDistance,
+    MlEncode,
     MlVector,
     vector_values,
 )
@@ -47,6 +48,8 @@ def check_calls(tree: exp.Query, declared: Mapping[str, DeclaredFunction]) -> No
         _check_latent_distance(call)
     for call in tree.find_all(MlVector):
         _check_ml_vector(call)
+    for call in tree.find_all(MlEncode):
+        _check_ml_encode(call)
 
 
 def geometry_of(value: exp.Expr) -> str | None:
@@ -135,19 +138,26 @@ def _check_latent_distance(call: LatentDistance) -> None:
                   detail="the first argument must be an embedding column, e.g. embedding")
     if isinstance(reference, exp.Literal) and reference.is_string:
         return
-    if isinstance(reference, MlVector) or (
+    if isinstance(reference, (MlVector, MlEncode)) or (
             isinstance(reference, exp.Column) and not isinstance(reference.this, exp.Star)):
         return
     raise E06(**position(call), function=name,
               detail=f"the second argument must be the {REFERENCE_KEY} or obs_id of a row (a "
-                     "string literal), another embedding column, or ml_vector('x1 x2 ...')")
+                     "string literal), another embedding column, ml_vector('x1 x2 ...') or "
+                     "ml_encode(wavelength, flux)")
+
+
+def _is_reference(call: exp.Func) -> bool:
+    """True for the second argument of a latent distance, the only place a reference can be."""
+    parent = call.parent
+    return isinstance(parent, LatentDistance) and len(parent.expressions) == 2 and (
+        parent.expressions[1] is call)
 
 
 def _check_ml_vector(call: MlVector) -> None:
     arguments = call.expressions
     text = arguments[0] if len(arguments) == 1 else None
-    if not (isinstance(text, exp.Literal) and text.is_string) or call.parent is None or not (
-            isinstance(call.parent, LatentDistance)):
+    if not (isinstance(text, exp.Literal) and text.is_string and _is_reference(call)):
         raise E06(**position(call), function="ml_vector",
                   detail="write ml_vector('x1 x2 ...') as the second argument of ml_distance or "
                          "ml_cosine_distance")
@@ -156,3 +166,14 @@ def _check_ml_vector(call: MlVector) -> None:
     except ValueError:
         raise E06(**position(call), function="ml_vector",
                   detail=f"'{text.this}' is not a list of numbers separated by spaces") from None
+
+
+def _check_ml_encode(call: MlEncode) -> None:
+    arguments = call.expressions
+    columns = len(arguments) == 2 and all(
+        isinstance(a, exp.Column) and not isinstance(a.this, exp.Star) for a in arguments)
+    if not (columns and _is_reference(call)):
+        raise E06(**position(call), function="ml_encode",
+                  detail="write ml_encode(wavelength, flux), with two array columns of an "
+                         "uploaded table, as the second argument of ml_distance or "
+                         "ml_cosine_distance")

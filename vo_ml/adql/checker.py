@@ -25,12 +25,13 @@ from vo_ml.adql.functions import (
     REFERENCE_KEY,
     DeclaredFunction,
     LatentDistance,
+    MlEncode,
     MlVector,
     vector_values,
 )
 from vo_ml.adql.geometry import region_column, region_kind
 from vo_ml.adql.grammar import check_grammar
-from vo_ml.adql.model import UPLOAD_SCHEMA, OutputColumn, Reference, upload_view
+from vo_ml.adql.model import UPLOAD_SCHEMA, Encoding, OutputColumn, Reference, upload_view
 from vo_ml.archive.tap_schema import Column, Table, TapSchema, undelimited
 
 #: How sqlglot prints a token in parse errors.
@@ -159,8 +160,18 @@ def label_outputs(tree: exp.Query) -> None:
             item.replace(exp.alias_(item.copy(), label))
 
 
-def resolve(tree: exp.Query, schema: TapSchema) -> tuple[list[OutputColumn], list[Reference]]:
-    """Check tables and columns of every scope; return the outputs and the ml_distance references."""
+@dataclass
+class Resolution:
+    """What checking a query's names found: its output columns, the rows it names as latent
+    references (to look up) and the uploaded spectra it encodes (to encode)."""
+
+    outputs: list[OutputColumn]
+    references: list[Reference]
+    encodings: list[Encoding]
+
+
+def resolve(tree: exp.Query, schema: TapSchema) -> Resolution:
+    """Check tables and columns of every scope, and the arguments of every latent distance."""
     _resolve_tables(tree, schema)
     try:
         scopes = traverse_scope(tree)
@@ -168,12 +179,14 @@ def resolve(tree: exp.Query, schema: TapSchema) -> tuple[list[OutputColumn], lis
         raise E09(construct=str(error)) from None
     outputs: dict[int, tuple[ResolvedColumn, ...]] = {}
     references: list[Reference] = []
+    encodings: dict[tuple, Encoding] = {}
     for scope in scopes:
         sources = _sources(scope, outputs)
         _resolve_columns(scope, sources, outputs)
-        references.extend(_resolve_ml_distances(scope))
+        references.extend(_resolve_ml_distances(scope, encodings))
         outputs[id(scope.expression)] = _outputs(scope, sources, outputs)
-    return [c.output() for c in outputs[id(tree)]], list(dict.fromkeys(references))
+    return Resolution([c.output() for c in outputs[id(tree)]], list(dict.fromkeys(references)),
+                      list(encodings.values()))
 
 
 def _resolve_tables(tree: exp.Query, schema: TapSchema) -> None:
@@ -320,9 +333,10 @@ def _qualifier_source(column: exp.Column, scope: Scope, sources: dict[str, Sourc
               suggestion=did_you_mean(column.table, list(sources)))
 
 
-def _resolve_ml_distances(scope: Scope) -> list[Reference]:
+def _resolve_ml_distances(scope: Scope, encodings: dict[tuple, Encoding]) -> list[Reference]:
     """Record the published table, column and dimension behind each latent distance, for the
-    generators and checks; return the rows named by key, which the caller looks up."""
+    generators and checks; return the rows named by key, which the caller looks up, and add the
+    uploaded spectra to encode to ``encodings``."""
     references = []
     for call in find_all_in_scope(scope.expression, LatentDistance):
         name = call.sql_name().lower()
@@ -340,10 +354,31 @@ def _resolve_ml_distances(scope: Scope) -> list[Reference]:
         if isinstance(reference, exp.Literal):
             references.append(Reference(resolved.table.name, keys, reference.this,
                                         resolved.column.sql_name))
+        elif isinstance(reference, MlEncode):
+            encoding = _encoding(reference, resolved, encodings)
+            reference.meta.update(encoded=encoding.column, dimension=dimension)
         else:
             _check_dimension(call, dimension, _reference_dimension(reference))
             reference.meta["dimension"] = dimension
     return references
+
+
+def _encoding(call: MlEncode, embedding: ResolvedColumn,
+              encodings: dict[tuple, Encoding]) -> Encoding:
+    """The encoding an ``ml_encode`` asks for: both arguments array columns of one upload."""
+    wavelength, flux = (argument.meta.get("resolved") for argument in call.expressions)
+    upload = wavelength.table if wavelength else None
+    if not (upload and flux and flux.table == upload and upload.name.startswith(f"{UPLOAD_SCHEMA}.")
+            and all(c.column and c.column.is_array for c in (wavelength, flux))):
+        raise E06(**position(call), function="ml_encode",
+                  detail=f"'{call.sql()}': wavelength and flux must be array columns of one "
+                         f"{UPLOAD_SCHEMA} table, one spectrum per row")
+    key = (upload.name, wavelength.name, flux.name, embedding.table.name)
+    if key not in encodings:
+        encodings[key] = Encoding(upload.name.partition(".")[2], wavelength.name, flux.name,
+                                  wavelength.column.unit, embedding.table.name,
+                                  f"vo_ml_encoded_{len(encodings)}")
+    return encodings[key]
 
 
 def _dimension(column: Column) -> int | None:

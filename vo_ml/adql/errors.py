@@ -111,6 +111,13 @@ class E11(AdqlError):
     )
 
 
+class E12(AdqlError):
+    """ml_encode cannot encode: the table has no model, or the service cannot load it."""
+
+    code = "ADQL-E12"
+    message_template = "ml_encode: there is no model to encode with for {table}: {reason}"
+
+
 def position(node: exp.Expr) -> dict[str, int]:
     """The ``line`` and ``col`` of an error about ``node``: its first token the parser positioned."""
     for candidate in (node, *node.find_all(exp.Identifier)):

@@ -22,6 +22,9 @@ from sqlglot.generator import Generator
 
 #: Column whose value a string reference (an ml_distance ``ref``) is looked up by.
 REFERENCE_KEY = "obs_publisher_did"
+#: The table the SQL reads the embeddings of rows named as references from (registered with
+#: the query by whoever runs it, after looking them up): columns ``reference`` and ``embedding``.
+REFERENCES = "vo_ml_references"
 #: Meta key of a CAST: its target type as written (``DOUBLE PRECISION``, ``CHAR(30)``), since
 #: sqlglot reads ADQL's REAL and the backend's FLOAT alike.
 CAST_TYPE_META_KEY = "adql_type"
@@ -166,6 +169,19 @@ class MlVector(exp.Expression, exp.Func):
     _sql_names = ["ML_VECTOR"]
 
 
+class MlEncode(exp.Expression, exp.Func):
+    """``ml_encode(wavelength, flux)``: a spectrum uploaded with the query, as a reference.
+
+    The service encodes each uploaded row with the model of the embedding it is compared with
+    before the SQL runs, into an added column of the upload (``meta["encoded"]``, set by the
+    checker), which is what the SQL reads.
+    """
+
+    arg_types = {"expressions": False}
+    is_var_len_args = True
+    _sql_names = ["ML_ENCODE"]
+
+
 SqlGenerator = Callable[[Generator, exp.Expr], str]
 
 
@@ -190,17 +206,22 @@ def _latent_vector_duckdb(generator: Generator, node: exp.Expr) -> str:
     return f"CAST([{', '.join(map(repr, vector_values(node)))}] AS FLOAT[{dimension}])"
 
 
+def _encoded_duckdb(generator: Generator, node: exp.Expr) -> str:
+    wavelength = node.expressions[0]
+    encoded = exp.column(node.meta["encoded"], table=wavelength.args.get("table"))
+    return f"CAST({generator.sql(encoded)} AS FLOAT[{node.meta['dimension']}])"
+
+
 def _latent_distance_duckdb(generator: Generator, node: exp.Expr) -> str:
-    """The backend's array distance to the reference: a row found by key (a scalar subquery),
-    a vector, or another embedding, cast to the embedding's type so dimensions must agree."""
+    """The backend's array distance to the reference: a row named by key (its embedding, looked
+    up before the query runs, read from :data:`REFERENCES`), a vector, or another embedding, cast
+    to the embedding's type so dimensions must agree."""
     embedding, reference = node.expressions
     dimension = node.meta["dimension"]
     if isinstance(reference, exp.Literal):
-        keys = [exp.column(key).eq(reference.copy()) for key in node.meta["keys"]]
-        lookup = (exp.select(exp.column(node.meta["column"])).from_(exp.to_table(node.meta["table"]))
-                  .where(exp.or_(*keys)).limit(1).subquery())
-        other = generator.sql(lookup)
-    elif isinstance(reference, MlVector):
+        lookup = f"(SELECT embedding FROM {REFERENCES} WHERE reference = {generator.sql(reference)})"
+        other = f"CAST({lookup} AS FLOAT[{dimension}])"
+    elif isinstance(reference, (MlVector, MlEncode)):
         other = generator.sql(reference)
     else:
         other = f"CAST({generator.sql(reference)} AS FLOAT[{dimension}])"
@@ -208,7 +229,8 @@ def _latent_distance_duckdb(generator: Generator, node: exp.Expr) -> str:
 
 
 _REFERENCE_FORMS = (f"the {REFERENCE_KEY} or obs_id of a row, another embedding (a self-join or a "
-                    "TAP_UPLOAD column) or ml_vector('x1 x2 ...')")
+                    "TAP_UPLOAD column), ml_vector('x1 x2 ...') or ml_encode(wavelength, flux) of "
+                    "an uploaded spectrum")
 
 def _latent_distance(node: type[LatentDistance], description: str) -> UserFunction:
     name = node.sql_name().lower()
@@ -238,9 +260,24 @@ ML_VECTOR = UserFunction(
     generators={"duckdb": _latent_vector_duckdb},
 )
 
+ML_ENCODE = UserFunction(
+    name="ml_encode",
+    form="ml_encode(wavelength REAL[], flux REAL[]) -> REAL[]",
+    description=(
+        "The latent vector of a spectrum uploaded with the query (TAP UPLOAD), as the ref of "
+        "ml_distance or ml_cosine_distance: wavelength and flux are array columns of one "
+        "uploaded table, one spectrum per row. Wavelengths are in the column's length unit "
+        "(Angstrom when it has none), in the archive's medium (air or vacuum) and frame. Each "
+        "spectrum is resampled onto the model's grid, normalised as the archive's spectra were "
+        "and encoded with the model that made the embedding it is compared with."
+    ),
+    node=MlEncode,
+    generators={"duckdb": _encoded_duckdb},
+)
+
 #: User-defined functions by lower-case name.
 FUNCTIONS: Mapping[str, UserFunction] = MappingProxyType(
-    {f.name: f for f in (ML_DISTANCE, ML_COSINE_DISTANCE, ML_VECTOR)})
+    {f.name: f for f in (ML_DISTANCE, ML_COSINE_DISTANCE, ML_VECTOR, ML_ENCODE)})
 
 
 def generator_transforms(backend: str) -> dict[type[exp.Expr], SqlGenerator]:

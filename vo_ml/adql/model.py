@@ -28,6 +28,21 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class Encoding:
+    """Uploaded spectra named by ``ml_encode(wavelength, flux)``: before the query runs, the
+    service encodes every row of ``upload`` (its TAP_UPLOAD name) with the model of ``table``'s
+    embeddings and adds the vectors to the upload as column ``column``, which the SQL reads."""
+
+    upload: str
+    wavelength: str
+    flux: str
+    #: The wavelength column's unit as uploaded, None when it has none.
+    wavelength_unit: str | None
+    table: str
+    column: str
+
+
+@dataclass(frozen=True)
 class OutputColumn:
     """One result column: its label exactly as the SQL result names it, and its metadata.
 
@@ -46,6 +61,7 @@ class Translation:
 
     sql: str
     references: list[Reference] = field(default_factory=list)
+    encodings: list[Encoding] = field(default_factory=list)
     output_columns: list[OutputColumn] = field(default_factory=list)
     #: Set for ``TOP k ... ORDER BY ml_distance(...)``: how to run it with a neighbour index
     #: (a :class:`vo_ml.adql.planning.NeighbourQuery`); ``sql`` is then the exact search.

@@ -1,11 +1,21 @@
-"""Nearest-neighbour queries: ``TOP k ... ORDER BY ml_distance(embedding, ref)``.
+"""Similarity queries a neighbour index can speed up: nearest neighbours and latent cones.
+
+Two shapes are planned:
+
+- ``TOP k ... ORDER BY ml_distance(embedding, ref)``: the k rows nearest the reference;
+- a latent cone, ``ml_distance(embedding, ref) < r`` (or ``<=``) among the conditions every
+  row must meet (the WHERE clause, or the ON clause of an inner join): every row within r.
+
+``ref`` must be known before the query runs: a row named by key, ``ml_vector``, or references
+uploaded with the query (an embedding column of a TAP_UPLOAD table, or ``ml_encode``), in which
+case every uploaded row is a reference.
 
 Such a query is translated twice. The exact SQL scans every row that has an embedding. The
 candidate SQL is the same query restricted to the rows a neighbour index proposes (their
-``rowid`` in the upload-like table :data:`CANDIDATES`): the service runs it with candidates from
-the index, widening them while filters or joins leave fewer than k rows, and re-ranks exactly
-in SQL, so the rows and distances are those of the exact query whenever the true neighbours
-are among the candidates. Rows without an embedding are left out of both.
+``rowid`` in the upload-like table :data:`CANDIDATES`), so the rows and distances are those of
+the exact query whenever the true answer is among the candidates; the service makes sure it is
+(see :mod:`vo_ml.service.similarity`), with :attr:`NeighbourQuery.check_sql` for the nearest
+neighbours. Rows without an embedding are left out of both.
 """
 
 from __future__ import annotations
@@ -15,30 +25,78 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from vo_ml.adql.functions import LatentDistance, MlCosineDistance, MlVector, vector_values
+from vo_ml.adql.functions import LatentDistance, MlCosineDistance, MlEncode, MlVector, vector_values
+from vo_ml.adql.model import UPLOAD_SCHEMA, upload_view
 
 #: The table of candidate rowids the candidate SQL reads (registered with the query).
 CANDIDATES = "vo_ml_candidates"
+#: The label of the distance the check SQL reads.
+_CHECKED_DISTANCE = "vo_ml_distance"
 
 
 @dataclass(frozen=True)
 class NeighbourQuery:
-    """What the service needs to run a nearest-neighbour query with an index."""
+    """What the service needs to run a similarity query with an index."""
 
     table: str
     column: str
     metric: str
-    k: int
-    #: The reference row's key value, or the vector written in the query.
+    #: TOP k of a nearest-neighbour query; None for a latent cone.
+    k: int | None
+    #: The radius of a latent cone; None for a nearest-neighbour query.
+    radius: float | None
+    #: The reference row's key value, the vector written in the query, or the uploaded table
+    #: (as the backend knows it) and column whose rows are the references: one of the three.
     reference: str | None
     vector: tuple[float, ...] | None
+    upload: tuple[str, str] | None
     candidate_sql: str
+    #: Over the candidates: how many rows the query returns, and the largest distance among them.
+    check_sql: str
     #: True when conditions or joins may drop candidates, so fewer than k could be left.
     filtered: bool
 
 
-def neighbour_shape(tree: exp.Query) -> tuple[LatentDistance, int] | None:
-    """The distance and k of a plannable nearest-neighbour query, else None."""
+def plan_neighbours(tree: exp.Query,
+                    generate: Callable[[exp.Expr], str]) -> tuple[str, NeighbourQuery | None]:
+    """The exact SQL of ``tree`` and, for a plannable similarity query, how to run it with an
+    index. ``generate`` turns a tree into backend SQL."""
+    shape = _cone(tree) or _nearest(tree)
+    if shape is None:
+        return generate(tree), None
+    distance, k, radius = shape
+    embedding, reference = distance.expressions
+    filtered = bool(tree.args.get("where") or tree.args.get("joins"))
+    rows = _qualified(embedding, tree, distance.meta["table"])
+    tree.where(exp.Not(this=exp.Is(this=rows(embedding.name), expression=exp.Null())), copy=False)
+    exact_sql = generate(tree)
+    restriction = exp.In(this=rows("rowid"), query=exp.select("id").from_(CANDIDATES).subquery())
+    tree.where(restriction, copy=False)
+    candidate_sql = generate(tree)
+    return exact_sql, NeighbourQuery(
+        table=distance.meta["table"], column=distance.meta["column"],
+        metric="cosine" if isinstance(distance, MlCosineDistance) else "l2", k=k, radius=radius,
+        reference=reference.this if isinstance(reference, exp.Literal) else None,
+        vector=tuple(vector_values(reference)) if isinstance(reference, MlVector) else None,
+        upload=_uploaded_references(reference), candidate_sql=candidate_sql,
+        check_sql=_check_sql(tree, distance, generate), filtered=filtered)
+
+
+def _check_sql(tree: exp.Select, distance: LatentDistance,
+               generate: Callable[[exp.Expr], str]) -> str:
+    """The row count and largest distance of what the candidate SQL returns. The distance is
+    added to the select list for this SQL only: copying the tree would copy the published
+    tables its columns refer to."""
+    tree.expressions.append(exp.alias_(exp.Var(this=generate(distance)), _CHECKED_DISTANCE))
+    try:
+        return (f"SELECT count(*), max({_CHECKED_DISTANCE}) FROM ({generate(tree)}) "
+                "AS vo_ml_checked")
+    finally:
+        tree.expressions.pop()
+
+
+def _nearest(tree: exp.Query) -> tuple[LatentDistance, int, None] | None:
+    """The distance and k of ``TOP k ... ORDER BY <latent distance>``, else None."""
     if not isinstance(tree, exp.Select) or tree.args.get("distinct") or tree.args.get("group"):
         return None
     limit, order = tree.args.get("limit"), tree.args.get("order")
@@ -49,12 +107,9 @@ def neighbour_shape(tree: exp.Query) -> tuple[LatentDistance, int] | None:
         return None
     first = order.expressions[0]
     distance = _ordered_distance(first.this, tree)
-    if distance is None or first.args.get("desc"):
+    if distance is None or first.args.get("desc") or not _known_before(distance):
         return None
-    reference = distance.expressions[1]
-    if not (isinstance(reference, (exp.Literal, MlVector))):
-        return None
-    return distance, int(count.this)
+    return distance, int(count.this), None
 
 
 def _ordered_distance(key: exp.Expr, tree: exp.Select) -> LatentDistance | None:
@@ -69,30 +124,53 @@ def _ordered_distance(key: exp.Expr, tree: exp.Select) -> LatentDistance | None:
     return None
 
 
-def plan_neighbours(tree: exp.Query,
-                    generate: Callable[[exp.Expr], str]) -> tuple[str, NeighbourQuery | None]:
-    """The exact SQL of ``tree`` and, for a nearest-neighbour query, how to run it with an index.
+def _cone(tree: exp.Query) -> tuple[LatentDistance, None, float] | None:
+    """The distance and radius of a latent cone every row of the result must lie in, else None."""
+    if not isinstance(tree, exp.Select):
+        return None
+    conditions = [tree.args["where"].this] if tree.args.get("where") else []
+    for join in tree.args.get("joins") or []:
+        if join.args.get("on") and not join.side and join.kind in ("", "INNER"):
+            conditions.append(join.args["on"])
+    for condition in (c for written in conditions for c in _conjuncts(written)):
+        if isinstance(condition, (exp.LT, exp.LTE)):
+            distance, radius = condition.this.unnest(), condition.expression.unnest()
+        elif isinstance(condition, (exp.GT, exp.GTE)):
+            distance, radius = condition.expression.unnest(), condition.this.unnest()
+        else:
+            continue
+        if isinstance(distance, LatentDistance) and _known_before(distance) and isinstance(
+                radius, exp.Literal) and radius.is_number:
+            return distance, None, float(radius.this)
+    return None
 
-    ``generate`` turns the tree into backend SQL.
-    """
-    shape = neighbour_shape(tree)
-    if shape is None:
-        return generate(tree), None
-    distance, k = shape
-    embedding, reference = distance.expressions
-    filtered = bool(tree.args.get("where") or tree.args.get("joins"))
-    rows = _qualified(embedding, tree, distance.meta["table"])
-    tree.where(exp.Not(this=exp.Is(this=rows(embedding.name), expression=exp.Null())), copy=False)
-    exact_sql = generate(tree)
-    restriction = exp.In(this=rows("rowid"), query=exp.select("id").from_(CANDIDATES).subquery())
-    tree.where(restriction, copy=False)
-    candidate_sql = generate(tree)
-    return exact_sql, NeighbourQuery(
-        table=distance.meta["table"], column=distance.meta["column"],
-        metric="cosine" if isinstance(distance, MlCosineDistance) else "l2", k=k,
-        reference=reference.this if isinstance(reference, exp.Literal) else None,
-        vector=tuple(vector_values(reference)) if isinstance(reference, MlVector) else None,
-        candidate_sql=candidate_sql, filtered=filtered)
+
+def _conjuncts(condition: exp.Expr) -> list[exp.Expr]:
+    """The conditions ``condition`` ANDs together."""
+    condition = condition.unnest()
+    if isinstance(condition, exp.And):
+        return _conjuncts(condition.this) + _conjuncts(condition.expression)
+    return [condition]
+
+
+def _known_before(distance: LatentDistance) -> bool:
+    """Whether the reference's vectors are known before the query runs (none is another row of
+    an archive table)."""
+    reference = distance.expressions[1]
+    return isinstance(reference, (exp.Literal, MlVector)) or _uploaded_references(
+        reference) is not None
+
+
+def _uploaded_references(reference: exp.Expr) -> tuple[str, str] | None:
+    """The upload (as the backend knows it) and column whose rows are the references."""
+    if isinstance(reference, MlEncode):
+        wavelength = reference.expressions[0].meta["resolved"]
+        return upload_view(wavelength.table.name.partition(".")[2]), reference.meta["encoded"]
+    resolved = reference.meta.get("resolved") if isinstance(reference, exp.Column) else None
+    if resolved is None or resolved.table is None:
+        return None
+    schema, _, name = resolved.table.name.partition(".")
+    return (upload_view(name), resolved.name) if schema == UPLOAD_SCHEMA else None
 
 
 def _qualified(embedding: exp.Column, select: exp.Select,

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from vo_ml.adql import geometry
 from vo_ml.adql.checker import label_outputs, parse, resolve
 from vo_ml.adql.dialect import BACKENDS
-from vo_ml.adql.errors import E08, E11, AdqlError
+from vo_ml.adql.errors import E08, E11, E12, AdqlError
 from vo_ml.adql.functions import declared_functions
 from vo_ml.adql.model import Reference, Translation
 from vo_ml.adql.planning import plan_neighbours
@@ -25,13 +25,14 @@ def translate(adql: str, schema: TapSchema, backend: str = "duckdb") -> Translat
     tree = parse(adql)
     geometry.prepare(tree)
     label_outputs(tree)
-    output_columns, references = resolve(tree, schema)
+    resolution = resolve(tree, schema)
     geometry.convert_units(tree)
     # The tree is ours alone: generating from it without sqlglot's defensive deep copy saves
     # most of the translation time (its meta holds whole published tables).
     sql, neighbours = plan_neighbours(
         tree, lambda node: node.sql(dialect=BACKENDS[backend], copy=False))
-    return Translation(sql, references, output_columns, neighbours)
+    return Translation(sql, resolution.references, resolution.encodings, resolution.outputs,
+                       neighbours)
 
 
 def check(adql: str, schema: TapSchema | None = None, udfs: Iterable[str] = ()) -> None:
@@ -58,3 +59,8 @@ def unembedded_reference_error(reference: Reference) -> AdqlError:
     """The error for an ml_distance reference whose row has no embedding yet."""
     return E11(table=reference.table, key_columns=" or ".join(reference.key_columns),
                value=reference.value, column=reference.embedding_column)
+
+
+def missing_model_error(table: str, reason: str) -> AdqlError:
+    """The error for an ml_encode whose table's model is not there to encode with."""
+    return E12(table=table, reason=reason)

@@ -11,6 +11,7 @@ builds it again. Service processes map the file read-only and share it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -29,6 +30,8 @@ METRICS = {"l2": faiss.METRIC_L2, "cosine": faiss.METRIC_INNER_PRODUCT}
 #: HNSW graph degree and build effort: recall@10 above 0.99 up to 1024 dimensions.
 _GRAPH_DEGREE = 32
 _BUILD_EFFORT = 80
+#: Relative slack of the exact range scan: float32 sums may round a distance across the radius.
+_ROUNDING = 1e-5
 
 
 def index_path(db: Path | str, table: str, column: str, metric: str) -> Path:
@@ -96,9 +99,37 @@ class NeighbourIndex:
     def rows(self) -> int:
         return int(self.meta["rows"])
 
-    def search(self, vector: np.ndarray, count: int) -> np.ndarray:
-        """The rowids of about the ``count`` rows nearest ``vector``, nearest first."""
-        query = _prepared(np.asarray(vector).reshape(1, -1), self.meta["metric"])
+    def search(self, vectors: np.ndarray, count: int) -> tuple[np.ndarray, float]:
+        """The rowids of about the ``count`` rows nearest each of ``vectors`` (without repeats,
+        nearest first for one vector), and the reach of the search: no row left out is nearer
+        to its reference than that (infinite when every row was proposed)."""
+        queries = _prepared(np.atleast_2d(vectors), self.meta["metric"])
         parameters = faiss.SearchParametersHNSW(efSearch=max(2 * count, 64))
-        _, ids = self.index.search(query, min(count, self.rows), params=parameters)
-        return ids[0][ids[0] >= 0]
+        found, ids = self.index.search(queries, min(count, self.rows), params=parameters)
+        distances = np.where(ids >= 0, self._distance(found), np.nan)
+        reach = np.inf if count >= self.rows else float(np.nanmax(distances, axis=1).min())
+        proposed = ids[ids >= 0]
+        return (proposed if len(queries) == 1 else np.unique(proposed)), reach
+
+    def within(self, vectors: np.ndarray, radius: float) -> np.ndarray:
+        """The rowids of every row within ``radius`` of any of ``vectors``: an exact scan of the
+        vectors the index stores (a little beyond the radius, so rounding loses no row)."""
+        flat = faiss.downcast_index(faiss.downcast_index(self.index.index).storage)
+        queries = _prepared(np.atleast_2d(vectors), self.meta["metric"])
+        if self.meta["metric"] == "cosine":
+            threshold = 1.0 - radius - _ROUNDING
+        else:
+            threshold = (max(radius, 0.0) * (1 + _ROUNDING)) ** 2 + _ROUNDING
+        _, _, positions = flat.range_search(queries, threshold)
+        return np.unique(self._labels[positions])
+
+    def _distance(self, found: np.ndarray) -> np.ndarray:
+        """The metric's distance from what faiss returns (squared L2, or the cosine)."""
+        if self.meta["metric"] == "cosine":
+            return 1.0 - found
+        return np.sqrt(np.maximum(found, 0.0))
+
+    @functools.cached_property
+    def _labels(self) -> np.ndarray:
+        """The rowid of each vector, in the order the index stores them."""
+        return faiss.vector_to_array(self.index.id_map)

@@ -30,7 +30,8 @@ from vo_ml.ml.training import load_card
 from vo_ml.spectra.grid import downsample
 from vo_ml.spectra.store import SpectrumStore
 
-__all__ = ["Embeddings", "embed_store", "encode", "encode_batch", "load_model", "reconstruct"]
+__all__ = ["Embeddings", "embed_store", "encode", "encode_batch", "latent_vectors", "load_model",
+           "reconstruct"]
 
 
 @dataclass
@@ -189,6 +190,14 @@ def _scheduler(address: str | None, workers: int | None
                 progress(future)
             return future.result()
         yield on_cluster, max(1, sum(client.nthreads().values()))
+
+
+def latent_vectors(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path) -> np.ndarray:
+    """Latent vectors of spectra on the store's grid (as :meth:`Preprocessing.apply` leaves
+    them), sampled and encoded exactly as the archive's own were."""
+    card = load_model(str(model_dir))[2]
+    model_flux, model_mask = downsample(flux, mask, downsampling(card["config"]))
+    return encode(model_flux, model_mask, model_dir)[:, :int(card["latent_dim"])]
 
 
 def reconstruct(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path

@@ -45,6 +45,9 @@ DEFAULTS = {
     "ASYNC_MAX_WAIT": 60,
     #: Seconds between sweeps for expired jobs and jobs of processes that died.
     "ASYNC_SWEEP_SECONDS": 30.0,
+    #: Where ml_encode looks for the model of a table (``<MODELS_DIR>/<model id>``) before the
+    #: folder it was embedded from; set it when the archive was moved from where it was built.
+    "MODELS_DIR": None,
 }
 
 #: CORS: browser clients on other sites (Aladin Lite, web notebooks) may read every answer.

@@ -61,6 +61,18 @@ def examples_for(table: str | None, reference: str | None) -> list[Example]:
             f"SELECT TOP 20 obs_publisher_did, target_name, snr, ml_distance(embedding, '{reference}') AS d "
             f"FROM {table} WHERE snr > 50 ORDER BY d"),
         Example(
+            "latent-cone", "Every spectrum within a latent radius",
+            "All spectra whose latent distance to a reference spectrum is below 0.5, nearest "
+            "first: a cone in the latent space, answered exactly.",
+            f"SELECT obs_publisher_did, target_name, ml_distance(embedding, '{reference}') AS d "
+            f"FROM {table} WHERE ml_distance(embedding, '{reference}') < 0.5 ORDER BY d"),
+        Example(
+            "similar-by-angle", "Similar spectra by cosine distance",
+            "The 20 spectra whose latent vectors point most nearly the same way as the "
+            "reference's, whatever their length.",
+            f"SELECT TOP 20 obs_publisher_did, target_name, "
+            f"ml_cosine_distance(embedding, '{reference}') AS d FROM {table} ORDER BY d"),
+        Example(
             "latent-map", "The latent map",
             "The 2-D map position (ml_x, ml_y) and reconstruction error of every spectrum, for a "
             "scatter plot in TOPCAT.",

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 from flask import Blueprint, Response, current_app
 
 from vo_ml import adql
@@ -31,6 +32,7 @@ from vo_ml.service.dal import (
     request_part,
 )
 from vo_ml.service.dali import DaliError, DaliParameters
+from vo_ml.service.encoding import encode_uploads
 from vo_ml.service.formats import output_format
 from vo_ml.service.uploads import read_uploads, upload_schema, upload_specs
 
@@ -97,12 +99,15 @@ def run_query(parameters: DaliParameters, part: PartReader, timeout: float,
     try:
         translation = adql.translate(query, schema)
         embeddings = _reference_embeddings(translation.references)
+        if translation.encodings:
+            uploads = encode_uploads(uploads, translation.encodings)
     except adql.AdqlError as error:
         raise DaliError(str(error)) from None
+    tables = {adql.upload_view(u.name): u.rows for u in uploads} | _references_table(embeddings)
     with query_errors(timeout):
-        chosen = similarity.plan(translation.sql, translation.neighbours, embeddings,
+        chosen = similarity.plan(translation.sql, translation.neighbours, embeddings, tables,
                                  parameters.get("ML_SEARCH", "auto").lower())
-    tables = {adql.upload_view(u.name): u.rows for u in uploads} | chosen.tables
+    tables |= chosen.tables
     stack = contextlib.ExitStack()
     try:
         rows = open_rows(stack, chosen.sql, maxrec, timeout, stop, tables,
@@ -119,6 +124,15 @@ def _closing(chunks: Iterator[bytes], stack: contextlib.ExitStack) -> Iterator[b
     """``chunks``, then the query closed, however the reader stops (a client may hang up)."""
     with stack:
         yield from chunks
+
+
+def _references_table(embeddings: dict[str, np.ndarray]) -> dict[str, pa.Table]:
+    """The table the SQL reads the embeddings of rows named as references from."""
+    if not embeddings:
+        return {}
+    return {adql.REFERENCES: pa.table({
+        "reference": list(embeddings),
+        "embedding": pa.array([v.tolist() for v in embeddings.values()], pa.list_(pa.float32()))})}
 
 
 def _reference_embeddings(references: list[adql.Reference]) -> dict[str, np.ndarray]:

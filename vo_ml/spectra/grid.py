@@ -218,6 +218,12 @@ class Preprocessing:
             raise ValueError(f"preprocess.normalise {preprocessing.normalise!r}: use median or continuum")
         return preprocessing
 
+    def steps(self) -> dict:
+        """The ``preprocess`` section of a config that gives these steps (the grid aside)."""
+        return {"frame": self.frame, "gaps": [list(w) for w in self.gaps],
+                "telluric": [list(w) for w in self.telluric], "normalise": self.normalise,
+                "fwhm": self.fwhm}
+
     def apply(
         self, spectrum: Spectrum, radial_velocity: float | None = None
     ) -> tuple[np.ndarray, np.ndarray]:

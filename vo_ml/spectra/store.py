@@ -33,14 +33,18 @@ def rows_per_chunk(pixels: int) -> int:
 class SpectrumStore:
     """Preprocessed spectra on one grid, appended in batches, read in row chunks."""
 
-    def __init__(self, path: str | Path, grid: Grid | None = None) -> None:
+    def __init__(self, path: str | Path, grid: Grid | None = None,
+                 preprocess: dict | None = None) -> None:
+        """Open the store at ``path``, or create it for spectra on ``grid`` prepared by the
+        ``preprocess`` steps (an archive config's, recorded so that spectra from elsewhere can be
+        prepared the same way)."""
         self.path = Path(path)
         if not (self.path / "zarr.json").exists():
             if grid is None:
                 raise FileNotFoundError(
                     f"no spectrum store at {self.path}: run 'vo-ml ingest' first to create it"
                 )
-            self._create(grid)
+            self._create(grid, preprocess or {})
         self._group = zarr.open_group(str(self.path), mode="a")
         self.grid = Grid(**self._group.attrs["grid"])
         if grid is not None and grid != self.grid:
@@ -49,19 +53,25 @@ class SpectrumStore:
                 f"{grid.as_dict()}: use a new store for a new grid"
             )
 
-    def _create(self, grid: Grid) -> None:
+    def _create(self, grid: Grid, preprocess: dict) -> None:
         """Build the empty store beside its final place and rename it in: a kill while creating
         never leaves a store without its arrays."""
         scratch = self.path.with_name(self.path.name + ".partial")
         shutil.rmtree(scratch, ignore_errors=True)
         group = zarr.open_group(str(scratch), mode="w")
         group.attrs["grid"] = grid.as_dict()
+        group.attrs["preprocess"] = preprocess
         chunk = (rows_per_chunk(grid.pixels), grid.pixels)
         # Normalised flux is noise-like and barely compresses: storing it raw keeps ingest fast.
         group.create_array("flux", shape=(0, grid.pixels), dtype="f4", chunks=chunk, compressors=None)
         group.create_array("mask", shape=(0, grid.pixels), dtype="bool", chunks=chunk)
         group.create_array("did", shape=(0,), dtype=str, chunks=(4096,))
         scratch.rename(self.path)
+
+    @property
+    def preprocess(self) -> dict:
+        """The preprocessing steps of the archive config the spectra were ingested with."""
+        return dict(self._group.attrs.get("preprocess") or {})
 
     def __len__(self) -> int:
         return self._group["did"].shape[0]
