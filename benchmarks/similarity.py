@@ -30,7 +30,6 @@ import io
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,12 +40,12 @@ import psutil
 import pyarrow as pa
 import requests
 from astropy.io.votable import parse
+from served import VO_ML, percentile, start_server
 
 from vo_ml.archive import tap_schema
 from vo_ml.archive.duckdb_backend import DuckDBBackend
 from vo_ml.archive.tap_schema import Column, Schema, Table, TapSchema
 
-VO_ML = str(Path(sys.executable).with_name("vo-ml"))
 TABLE = "bench.spectra"
 FILTER = "snr > 50"
 #: Rows written to the archive per batch while it is built.
@@ -125,11 +124,6 @@ def build_index(db: Path) -> tuple[float, float]:
     return time.perf_counter() - started, peak / 2**20
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
 def top10_query(reference: str, filtered: bool) -> str:
     where = f" WHERE {FILTER}" if filtered else ""
     return (f"SELECT TOP 10 obs_id, ml_distance(embedding, '{reference}') AS d "
@@ -190,16 +184,6 @@ def direct_exact(db: Path, dimension: int, references: list[str]) -> float:
     return statistics.median(timings)
 
 
-def serve(db: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    server = subprocess.Popen([VO_ML, "serve", "--db", str(db), "--host", "127.0.0.1",
-                               "--port", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    root = f"http://127.0.0.1:{port}"
-    _wait(root, server)
-    return server, root
-
-
 def report(figures: dict, index: tuple[float, float], rows: int) -> None:
     seconds, megabytes = index
     print(f"\n== {figures['dimension']}-d, {rows:,} rows ==", flush=True)
@@ -231,34 +215,13 @@ def main() -> None:
         db = build_archive(folder, arguments.rows, dimension)
         print(f"archive {db}: {time.perf_counter() - started:.1f} s", flush=True)
         index = build_index(db)
-        server, root = serve(db)
+        server, root = start_server(db)
         try:
             figures = measure(root, db, dimension, references, arguments.exact_queries)
         finally:
             server.terminate()
             server.wait(timeout=30)
         report(figures, index, arguments.rows)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait(root: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError("vo-ml serve exited early")
-        try:
-            if requests.get(f"{root}/tap/availability", timeout=2).ok:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise RuntimeError("vo-ml serve did not start")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import resource
 import statistics
 import subprocess
@@ -43,12 +42,12 @@ import pyarrow as pa
 import requests
 from astropy.io.votable import from_table
 from astropy.table import Table as AstropyTable
+from served import percentile, start_server
 
 from vo_ml.archive import tap_schema
 from vo_ml.archive.duckdb_backend import DuckDBBackend
 from vo_ml.archive.tap_schema import Column, Schema, Table, TapSchema
 
-VO_ML = str(Path(sys.executable).with_name("vo-ml"))
 LATENCY_QUERY = "SELECT TOP 100 id, ra, dec, name, mag FROM bench.sources WHERE id >= 500000 ORDER BY id"
 LATENCY_SQL = "SELECT id, ra, dec, name, mag FROM bench.sources WHERE id >= 500000 ORDER BY id LIMIT 100"
 CLIENTS = 8
@@ -113,11 +112,6 @@ def _direct_process(db: str, rows: int) -> None:
     elapsed = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(rows / elapsed, (peak - base) / 1024)
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def latency(root: str, db: Path, repeats: int) -> None:
@@ -227,39 +221,14 @@ def main() -> None:
     started = time.perf_counter()
     db = build_archive(folder, arguments.rows)
     print(f"archive: {arguments.rows:,} rows in {db} ({time.perf_counter() - started:.1f} s)")
-    port = _free_port()
-    server = subprocess.Popen([VO_ML, "serve", "--db", str(db), "--host", "127.0.0.1",
-                               "--port", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=os.environ | {
-                                  "VO_ML_TAP_MAXREC_LIMIT": str(arguments.rows)})
-    root = f"http://127.0.0.1:{port}"
+    server, root = start_server(db, {"VO_ML_TAP_MAXREC_LIMIT": str(arguments.rows)})
     try:
-        _wait(root)
         latency(root, db, arguments.repeats)
         throughput(root, db)
         streaming(root, db, psutil.Process(server.pid), arguments.rows)
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait(root: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{root}/tap/availability", timeout=2).ok:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise RuntimeError("vo-ml serve did not start")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Queries may call the standard ADQL functions and the service's own, declared in
 """
 
 from vo_ml.adql.errors import AdqlError
-from vo_ml.adql.functions import FUNCTIONS, OPTIONAL_FEATURES, REFERENCES
+from vo_ml.adql.functions import FUNCTIONS, OPTIONAL_FEATURES
 from vo_ml.adql.model import (
     UPLOAD_SCHEMA,
     Encoding,
@@ -25,7 +25,6 @@ from vo_ml.adql.translation import (
 __all__ = [
     "FUNCTIONS",
     "OPTIONAL_FEATURES",
-    "REFERENCES",
     "UPLOAD_SCHEMA",
     "upload_view",
     "AdqlError",

@@ -22,9 +22,6 @@ from sqlglot.generator import Generator
 
 #: Column whose value a string reference (an ml_distance ``ref``) is looked up by.
 REFERENCE_KEY = "obs_publisher_did"
-#: The table the SQL reads the embeddings of rows named as references from (registered with
-#: the query by whoever runs it, after looking them up): columns ``reference`` and ``embedding``.
-REFERENCES = "vo_ml_references"
 #: Meta key of a CAST: its target type as written (``DOUBLE PRECISION``, ``CHAR(30)``), since
 #: sqlglot reads ADQL's REAL and the backend's FLOAT alike.
 CAST_TYPE_META_KEY = "adql_type"
@@ -213,14 +210,15 @@ def _encoded_duckdb(generator: Generator, node: exp.Expr) -> str:
 
 
 def _latent_distance_duckdb(generator: Generator, node: exp.Expr) -> str:
-    """The backend's array distance to the reference: a row named by key (its embedding, looked
-    up before the query runs, read from :data:`REFERENCES`), a vector, or another embedding, cast
-    to the embedding's type so dimensions must agree."""
+    """The backend's array distance to the reference: a row found by key (a scalar subquery,
+    so the SQL runs on its own), a vector, or another embedding, cast to the embedding's type so
+    dimensions must agree."""
     embedding, reference = node.expressions
     dimension = node.meta["dimension"]
     if isinstance(reference, exp.Literal):
-        lookup = f"(SELECT embedding FROM {REFERENCES} WHERE reference = {generator.sql(reference)})"
-        other = f"CAST({lookup} AS FLOAT[{dimension}])"
+        value = generator.sql(reference)
+        keys = " OR ".join(f"{key} = {value}" for key in node.meta["keys"])
+        other = f"(SELECT {node.meta['column']} FROM {node.meta['table']} WHERE {keys} LIMIT 1)"
     elif isinstance(reference, (MlVector, MlEncode)):
         other = generator.sql(reference)
     else:

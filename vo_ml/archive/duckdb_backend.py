@@ -68,7 +68,6 @@ class DuckDBBackend(Backend):
                 f"no archive database at {self.path}: build one with 'vo-ml ingest' or 'vo-ml demo'"
             )
         self._connection = duckdb.connect(":memory:")
-        self._threads = threading.local()
         mode = " (READ_ONLY)" if read_only else ""
         try:
             self._connection.execute(f"ATTACH ? AS {CATALOG}{mode}", [self.path])
@@ -287,36 +286,17 @@ class DuckDBBackend(Backend):
         timeout: float | None = None, stop: threading.Event | None = None,
         tables: Mapping[str, pa.Table] | None = None,
     ) -> Iterator[ResultStream]:
-        with self._thread_cursor() as cursor:
-            watchdog = _Watchdog(cursor, timeout, stop)
-            try:
-                with _query_faults(watchdog):
-                    for name, table in (tables or {}).items():
-                        cursor.register(name, table)
-                    reader = cursor.sql(sql, params=parameters or None).to_arrow_reader(
-                        ROWS_PER_BATCH)
-                yield ResultStream(reader.schema, _limited(reader, limit, watchdog))
-            finally:
-                watchdog.finish()
-                for name in tables or {}:
-                    cursor.unregister(name)
-
-    @contextlib.contextmanager
-    def _thread_cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """The calling thread's cursor, opened once and kept (opening one takes about a
-        millisecond, as long as a small query); a fresh one while the kept one is reading."""
-        kept = getattr(self._threads, "cursor", None)
-        if kept is None:
-            kept = self._threads.cursor = self.cursor()
-        elif getattr(self._threads, "busy", False):
-            with contextlib.closing(self.cursor()) as fresh:
-                yield fresh
-            return
-        self._threads.busy = True
+        cursor = self.cursor()
+        watchdog = _Watchdog(cursor, timeout, stop)
         try:
-            yield kept
+            with _query_faults(watchdog):
+                for name, table in (tables or {}).items():
+                    cursor.register(name, table)
+                reader = cursor.sql(sql, params=parameters or None).to_arrow_reader(ROWS_PER_BATCH)
+            yield ResultStream(reader.schema, _limited(reader, limit, watchdog))
         finally:
-            self._threads.busy = False
+            watchdog.finish()
+            cursor.close()
 
 
 #: DuckDB's refusals of a query itself, as opposed to faults of the database or the service.

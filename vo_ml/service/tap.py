@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 from flask import Blueprint, Response, current_app
 
 from vo_ml import adql
@@ -103,7 +102,7 @@ def run_query(parameters: DaliParameters, part: PartReader, timeout: float,
             uploads = encode_uploads(uploads, translation.encodings)
     except adql.AdqlError as error:
         raise DaliError(str(error)) from None
-    tables = {adql.upload_view(u.name): u.rows for u in uploads} | _references_table(embeddings)
+    tables = {adql.upload_view(u.name): u.rows for u in uploads}
     with query_errors(timeout):
         chosen = similarity.plan(translation.sql, translation.neighbours, embeddings, tables,
                                  parameters.get("ML_SEARCH", "auto").lower())
@@ -124,15 +123,6 @@ def _closing(chunks: Iterator[bytes], stack: contextlib.ExitStack) -> Iterator[b
     """``chunks``, then the query closed, however the reader stops (a client may hang up)."""
     with stack:
         yield from chunks
-
-
-def _references_table(embeddings: dict[str, np.ndarray]) -> dict[str, pa.Table]:
-    """The table the SQL reads the embeddings of rows named as references from."""
-    if not embeddings:
-        return {}
-    return {adql.REFERENCES: pa.table({
-        "reference": list(embeddings),
-        "embedding": pa.array([v.tolist() for v in embeddings.values()], pa.list_(pa.float32()))})}
 
 
 def _reference_embeddings(references: list[adql.Reference]) -> dict[str, np.ndarray]:
