@@ -51,8 +51,9 @@ class NeighbourQuery:
     vector: tuple[float, ...] | None
     upload: tuple[str, str] | None
     candidate_sql: str
-    #: Over the candidates: how many rows the query returns, and the largest distance among them.
-    check_sql: str
+    #: Over the candidates: how many rows the query returns, and the largest distance among them
+    #: (nearest-neighbour queries only: a cone's candidates are complete as they are).
+    check_sql: str | None
     #: True when conditions or joins may drop candidates, so fewer than k could be left.
     filtered: bool
 
@@ -79,7 +80,8 @@ def plan_neighbours(tree: exp.Query,
         reference=reference.this if isinstance(reference, exp.Literal) else None,
         vector=tuple(vector_values(reference)) if isinstance(reference, MlVector) else None,
         upload=_uploaded_references(reference), candidate_sql=candidate_sql,
-        check_sql=_check_sql(tree, distance, generate), filtered=filtered)
+        check_sql=_check_sql(tree, distance, generate) if k is not None else None,
+        filtered=filtered)
 
 
 def _check_sql(tree: exp.Select, distance: LatentDistance,

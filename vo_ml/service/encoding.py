@@ -48,29 +48,33 @@ def _encoded(upload: Upload, encoding: adql.Encoding) -> pa.Array:
     """The latent vectors of the upload's spectra; NULL for a row without wavelength or flux."""
     from vo_ml.ml.embedding import latent_vectors  # TensorFlow loads only when a query encodes
 
-    model_dir, preprocessing = _model(encoding.table)
+    model_dir, preprocessing, dimension = _model(encoding.table)
     unit = _wavelength_unit(upload, encoding)
-    wavelengths = upload.rows.column(encoding.wavelength).to_pylist()
-    fluxes = upload.rows.column(encoding.flux).to_pylist()
+    wavelengths = _row_values(upload.rows.column(encoding.wavelength))
+    fluxes = _row_values(upload.rows.column(encoding.flux))
     prepared = {row: _prepared(upload, encoding, row, wavelength, flux, unit, preprocessing)
                 for row, (wavelength, flux) in enumerate(zip(wavelengths, fluxes, strict=True))
                 if wavelength is not None and flux is not None}
-    dimension = None
     vectors: list[list[float] | None] = [None] * len(wavelengths)
     if prepared:
         flux = np.stack([f for f, _ in prepared.values()])
         mask = np.stack([m for _, m in prepared.values()])
-        latent = latent_vectors(flux, mask, model_dir)
-        dimension = latent.shape[1]
-        for row, vector in zip(prepared, latent, strict=True):
+        for row, vector in zip(prepared, latent_vectors(flux, mask, model_dir), strict=True):
             vectors[row] = vector.tolist()
-    size = dimension or int(archive().backend.current_model(encoding.table)["latent_dim"])
-    return pa.array(vectors, type=pa.list_(pa.float32(), size))
+    return pa.array(vectors, type=pa.list_(pa.float32(), dimension))
 
 
-def _model(table: str) -> tuple[Path, Preprocessing]:
-    """The folder of the model that made ``table``'s embeddings, and how its spectra were
-    prepared; looked for in MODELS_DIR first, then where it was when the table was embedded."""
+def _row_values(column: pa.ChunkedArray) -> list[np.ndarray | None]:
+    """Each row's array as float64, NULL elements as NaN; None for a NULL row."""
+    lists = column.combine_chunks()
+    return [lists[row].values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            if lists[row].is_valid else None for row in range(len(lists))]
+
+
+def _model(table: str) -> tuple[Path, Preprocessing, int]:
+    """The folder of the model that made ``table``'s embeddings, how its spectra were prepared
+    and its latent dimension; the model is looked for in MODELS_DIR first, then where it was
+    when the table was embedded."""
     card = archive().backend.current_model(table)
     if card is None:
         raise adql.missing_model_error(
@@ -87,7 +91,7 @@ def _model(table: str) -> tuple[Path, Preprocessing]:
                    "the operator must copy the model folder there or set MODELS_DIR")
     preprocessing = Preprocessing.from_config({"grid": card["grid"],
                                                "preprocess": card.get("preprocess", {})})
-    return found, dataclasses.replace(preprocessing, frame="as-is")
+    return found, dataclasses.replace(preprocessing, frame="as-is"), int(card["latent_dim"])
 
 
 def _wavelength_unit(upload: Upload, encoding: adql.Encoding) -> u.UnitBase:
@@ -102,18 +106,17 @@ def _wavelength_unit(upload: Upload, encoding: adql.Encoding) -> u.UnitBase:
     return unit
 
 
-def _prepared(upload: Upload, encoding: adql.Encoding, row: int, wavelength: list, flux: list,
-              unit: u.UnitBase, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+def _prepared(upload: Upload, encoding: adql.Encoding, row: int, wavelength: np.ndarray,
+              flux: np.ndarray, unit: u.UnitBase,
+              preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
     """One uploaded spectrum on the model's grid, normalised, with its mask."""
     where = f"ml_encode: UPLOAD {upload.name} row {row + 1}"
     if len(wavelength) != len(flux):
         raise DaliError(f"{where}: {encoding.wavelength} has {len(wavelength)} values but "
                         f"{encoding.flux} has {len(flux)}; give one flux per wavelength")
-    values = np.array([np.nan if v is None else v for v in flux], dtype=np.float64)
-    waves = np.array([np.nan if v is None else v for v in wavelength], dtype=np.float64)
-    if not np.isfinite(waves).all() or np.any(np.diff(waves) <= 0):
+    if not np.isfinite(wavelength).all() or np.any(np.diff(wavelength) <= 0):
         raise DaliError(f"{where}: the wavelengths must be finite and strictly increasing")
-    spectrum = Spectrum(waves * unit, values, ~np.isfinite(values), SpectrumMeta(where, ""),
+    spectrum = Spectrum(wavelength * unit, flux, ~np.isfinite(flux), SpectrumMeta(where, ""),
                         medium=preprocessing.grid.medium, frame="rest")
     try:
         return preprocessing.apply(spectrum)

@@ -49,7 +49,7 @@ def plan(sql: str, query: NeighbourQuery | None, embeddings: dict[str, np.ndarra
     """How to run a translated query: as it is, or with candidates from a neighbour index.
 
     ``embeddings`` are those of the rows the query names as references, by the name given;
-    ``tables`` those registered with the query (uploads, references) by the name the SQL uses.
+    ``tables`` those registered with the query (its uploads) by the name the SQL uses.
     """
     if mode not in SEARCH_MODES:
         raise DaliError(f"ML_SEARCH={mode!r} is not supported: use one of {', '.join(SEARCH_MODES)}")
