@@ -32,6 +32,7 @@ from vo_ml.adql.functions import (
 from vo_ml.adql.geometry import region_column, region_kind
 from vo_ml.adql.grammar import check_grammar
 from vo_ml.adql.model import UPLOAD_SCHEMA, Encoding, OutputColumn, Reference, upload_view
+from vo_ml.archive.backend import REFERENCE_KEYS
 from vo_ml.archive.tap_schema import Column, Table, TapSchema, undelimited
 
 #: How sqlglot prints a token in parse errors.
@@ -348,7 +349,7 @@ def _resolve_ml_distances(scope: Scope, encodings: dict[tuple, Encoding]) -> lis
                       detail=f"'{embedding.sql()}' is not an embedding column of a table with "
                              f"{REFERENCE_KEY}")
         dimension = _dimension(resolved.column)
-        keys = tuple(k for k in (REFERENCE_KEY, "obs_id") if resolved.table.column(k))
+        keys = tuple(k for k in REFERENCE_KEYS if resolved.table.column(k))
         call.meta.update(table=resolved.table.name, column=resolved.column.sql_name,
                          dimension=dimension, keys=keys)
         if isinstance(reference, exp.Literal):

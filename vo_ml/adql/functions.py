@@ -20,8 +20,11 @@ from typing import ClassVar
 from sqlglot import exp
 from sqlglot.generator import Generator
 
-#: Column whose value a string reference (an ml_distance ``ref``) is looked up by.
-REFERENCE_KEY = "obs_publisher_did"
+from vo_ml.adql.model import reference_lookup
+from vo_ml.archive.backend import REFERENCE_KEYS
+
+#: The column a table must have for its rows to be named as references (an ml_distance ``ref``).
+REFERENCE_KEY = REFERENCE_KEYS[0]
 #: Meta key of a CAST: its target type as written (``DOUBLE PRECISION``, ``CHAR(30)``), since
 #: sqlglot reads ADQL's REAL and the backend's FLOAT alike.
 CAST_TYPE_META_KEY = "adql_type"
@@ -211,14 +214,17 @@ def _encoded_duckdb(generator: Generator, node: exp.Expr) -> str:
 
 def _latent_distance_duckdb(generator: Generator, node: exp.Expr) -> str:
     """The backend's array distance to the reference: a row found by key (a scalar subquery,
-    so the SQL runs on its own), a vector, or another embedding, cast to the embedding's type so
-    dimensions must agree."""
+    so the SQL runs on its own, or a parameter the service sets to the embedding it looked up),
+    a vector, or another embedding, cast to the embedding's type so dimensions must agree."""
     embedding, reference = node.expressions
     dimension = node.meta["dimension"]
     if isinstance(reference, exp.Literal):
-        value = generator.sql(reference)
-        keys = " OR ".join(f"{key} = {value}" for key in node.meta["keys"])
-        other = f"(SELECT {node.meta['column']} FROM {node.meta['table']} WHERE {keys} LIMIT 1)"
+        if node.meta.get("parameter"):
+            other = f"CAST(${node.meta['parameter']} AS FLOAT[{dimension}])"
+        else:
+            lookup = reference_lookup(node.meta["table"], node.meta["column"], node.meta["keys"],
+                                      generator.sql(reference))
+            other = f"({lookup})"
     elif isinstance(reference, (MlVector, MlEncode)):
         other = generator.sql(reference)
     else:

@@ -15,6 +15,16 @@ def upload_view(name: str) -> str:
     return f"tap_upload_{name.lower()}"
 
 
+def reference_lookup(table: str, embedding_column: str, key_columns: tuple[str, ...],
+                     value: str) -> str:
+    """SQL for the embedding of the row of ``table`` whose key columns (any) equal ``value``
+    (SQL text: a literal or a parameter). One branch per key rather than an OR, so that each is
+    an index lookup and not a scan of the table."""
+    branches = " UNION ALL ".join(f"SELECT {embedding_column} FROM {table} WHERE {key} = {value}"
+                                  for key in key_columns)
+    return f"SELECT {embedding_column} FROM ({branches}) LIMIT 1"
+
+
 @dataclass(frozen=True)
 class Reference:
     """A row named by value in the query (an ml_distance ``ref``): the row of ``table`` whose

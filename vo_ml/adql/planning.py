@@ -14,8 +14,10 @@ Such a query is translated twice. The exact SQL scans every row that has an embe
 candidate SQL is the same query restricted to the rows a neighbour index proposes (their
 ``rowid`` in the upload-like table :data:`CANDIDATES`), so the rows and distances are those of
 the exact query whenever the true answer is among the candidates; the service makes sure it is
-(see :mod:`vo_ml.service.similarity`), with :attr:`NeighbourQuery.check_sql` for the nearest
-neighbours. Rows without an embedding are left out of both.
+(see :mod:`vo_ml.service.similarity`), with :attr:`NeighbourQuery.ranked_sql` for the nearest
+neighbours. Rows without an embedding are left out of both. The service has looked up the
+rows named as references before it searches the index, so the candidate SQL takes their
+embeddings as parameters (:attr:`NeighbourQuery.parameters`) instead of looking them up again.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from vo_ml.adql.model import UPLOAD_SCHEMA, upload_view
 
 #: The table of candidate rowids the candidate SQL reads (registered with the query).
 CANDIDATES = "vo_ml_candidates"
-#: The label of the distance the check SQL reads.
-_CHECKED_DISTANCE = "vo_ml_distance"
+#: The label of the distance :attr:`NeighbourQuery.ranked_sql` adds to the select list.
+RANKED_DISTANCE = "vo_ml_distance"
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,15 @@ class NeighbourQuery:
     vector: tuple[float, ...] | None
     upload: tuple[str, str] | None
     candidate_sql: str
-    #: Over the candidates: how many rows the query returns, and the largest distance among them
+    #: The candidate SQL with the distance that ranks the rows as one more, last, column
+    #: (:data:`RANKED_DISTANCE`): its rows tell whether the candidates held the k nearest rows
     #: (nearest-neighbour queries only: a cone's candidates are complete as they are).
-    check_sql: str | None
+    ranked_sql: str | None
     #: True when conditions or joins may drop candidates, so fewer than k could be left.
     filtered: bool
+    #: The named parameters of the candidate and ranked SQL: the embedding of the row each names,
+    #: by (table, key value).
+    parameters: dict[str, tuple[str, str]]
 
 
 def plan_neighbours(tree: exp.Query,
@@ -73,6 +79,7 @@ def plan_neighbours(tree: exp.Query,
     exact_sql = generate(tree)
     restriction = exp.In(this=rows("rowid"), query=exp.select("id").from_(CANDIDATES).subquery())
     tree.where(restriction, copy=False)
+    parameters = _reference_parameters(tree)
     candidate_sql = generate(tree)
     return exact_sql, NeighbourQuery(
         table=distance.meta["table"], column=distance.meta["column"],
@@ -80,19 +87,31 @@ def plan_neighbours(tree: exp.Query,
         reference=reference.this if isinstance(reference, exp.Literal) else None,
         vector=tuple(vector_values(reference)) if isinstance(reference, MlVector) else None,
         upload=_uploaded_references(reference), candidate_sql=candidate_sql,
-        check_sql=_check_sql(tree, distance, generate) if k is not None else None,
-        filtered=filtered)
+        ranked_sql=_ranked_sql(tree, distance, generate) if k is not None else None,
+        filtered=filtered, parameters=parameters)
 
 
-def _check_sql(tree: exp.Select, distance: LatentDistance,
-               generate: Callable[[exp.Expr], str]) -> str:
-    """The row count and largest distance of what the candidate SQL returns. The distance is
-    added to the select list for this SQL only: copying the tree would copy the published
-    tables its columns refer to."""
-    tree.expressions.append(exp.alias_(exp.Var(this=generate(distance)), _CHECKED_DISTANCE))
+def _reference_parameters(tree: exp.Query) -> dict[str, tuple[str, str]]:
+    """Make every row named as a reference a parameter of the SQL generated from now on; return
+    the parameters, each with the (table, key value) of its row."""
+    parameters = {}
+    for distance in tree.find_all(LatentDistance):
+        reference = distance.expressions[1]
+        if isinstance(reference, exp.Literal):
+            name = f"vo_ml_reference_{len(parameters)}"
+            distance.meta["parameter"] = name
+            parameters[name] = (distance.meta["table"], reference.this)
+    return parameters
+
+
+def _ranked_sql(tree: exp.Select, distance: LatentDistance,
+                generate: Callable[[exp.Expr], str]) -> str:
+    """The candidate SQL with the ranking distance as its last column. The distance is added to
+    the select list for this SQL only: copying the tree would copy the published tables its
+    columns refer to."""
+    tree.expressions.append(exp.alias_(exp.Var(this=generate(distance)), RANKED_DISTANCE))
     try:
-        return (f"SELECT count(*), max({_CHECKED_DISTANCE}) FROM ({generate(tree)}) "
-                "AS vo_ml_checked")
+        return generate(tree)
     finally:
         tree.expressions.pop()
 

@@ -40,6 +40,10 @@ class QueryStopped(QueryError):
     """A query was stopped on request (an async job aborted or deleted while it ran)."""
 
 
+#: The columns a row is named by as a similarity reference, in the order they are tried.
+REFERENCE_KEYS = ("obs_publisher_did", "obs_id")
+
+
 @dataclass
 class QueryResult:
     """Column names and values (masked where NULL) of one query, in result order."""
@@ -158,7 +162,7 @@ class Backend(ABC):
 
     @abstractmethod
     def stream(
-        self, sql: str, parameters: Sequence | None = None, limit: int | None = None,
+        self, sql: str, parameters: Sequence | Mapping | None = None, limit: int | None = None,
         timeout: float | None = None, stop: threading.Event | None = None,
         tables: Mapping[str, pa.Table] | None = None,
     ) -> contextlib.AbstractContextManager[ResultStream]:
@@ -170,7 +174,7 @@ class Backend(ABC):
         """
 
     def execute(
-        self, sql: str, parameters: Sequence | None = None, limit: int | None = None,
+        self, sql: str, parameters: Sequence | Mapping | None = None, limit: int | None = None,
         timeout: float | None = None, stop: threading.Event | None = None,
         tables: Mapping[str, pa.Table] | None = None,
     ) -> QueryResult:
@@ -178,6 +182,11 @@ class Backend(ABC):
         with self.stream(sql, parameters, limit, timeout, stop, tables) as result:
             table = pa.Table.from_batches(list(result.batches), schema=result.schema)
         return QueryResult(table.column_names, [arrow_to_masked(c) for c in table.columns])
+
+    @abstractmethod
+    def lookup(self, sql: str, parameters: Sequence) -> list[tuple]:
+        """All rows of a query that reads a few rows by an index, as tuples (None for NULL):
+        no streaming, time limit or Arrow, whose set-up would cost more than such a query."""
 
     @abstractmethod
     def close(self) -> None:

@@ -85,6 +85,13 @@ class DuckDBBackend(Backend):
         cursor.execute(f"USE {CATALOG}")
         return cursor
 
+    def lookup(self, sql: str, parameters: Sequence) -> list[tuple]:
+        cursor = self.cursor()
+        try:
+            return cursor.execute(sql, parameters).fetchall()
+        finally:
+            cursor.close()
+
     def close(self) -> None:
         self._connection.close()
 
@@ -173,7 +180,9 @@ class DuckDBBackend(Backend):
         target = _quoted(table.name)
         sized = table.with_values(latent_dim=ml.latent_dim)
         ml_columns = [c for c in sized.columns if c.name in ML_COLUMNS]
-        with _transaction(self._connection) as connection, _registered(connection, "ml_values", values):
+        with (_transaction(self._connection) as connection,
+              _registered(connection, "ml_values", values),
+              _indexes_set_aside(connection, table.name)):
             existing = set(self.table_columns(table.name))
             for column in ml_columns:
                 if column.name in existing:
@@ -201,6 +210,7 @@ class DuckDBBackend(Backend):
         if obscore is not None:
             self._create_obscore_view(obscore, schema)
         published = self._as_published(schema)
+        self._index_columns(published)
         rows = tap_schema_rows(published)
         definitions = {t.name.split(".")[1]: t for t in published.schemas[-1].tables}
         with _transaction(self._connection) as connection:
@@ -213,6 +223,23 @@ class DuckDBBackend(Backend):
                     connection.executemany(
                         f'INSERT INTO "{TAP_SCHEMA}"."{name}" VALUES ({marks})', rows[name])
         return published
+
+    def _index_columns(self, schema: TapSchema) -> None:
+        """An index on every column published as indexed, so that TAP_SCHEMA's ``indexed`` is
+        true: above all the keys ml_distance looks its reference rows up by, which a scan of a
+        HARPS-sized table would otherwise read in full for every similarity query."""
+        tables = {name.lower() for (name,) in self._connection.execute(
+            "SELECT schema_name || '.' || table_name FROM duckdb_tables() "
+            "WHERE database_name = current_database()").fetchall()}
+        with _transaction(self._connection) as connection:
+            for table in schema.tables.values():
+                if table.name.lower() not in tables:
+                    continue
+                schema_name, name = table.name.split(".")
+                for column in (c for c in table.columns if c.indexed):
+                    connection.execute(
+                        f'CREATE INDEX IF NOT EXISTS "{name}_{column.sql_name}" '
+                        f'ON {_quoted(table.name)} ("{column.sql_name}")')
 
     def _create_obscore_view(self, view: Table, schema: TapSchema) -> None:
         """``ivoa.obscore`` as the union of every table with ObsCore columns (none: no view)."""
@@ -282,7 +309,7 @@ class DuckDBBackend(Backend):
 
     @contextlib.contextmanager
     def stream(
-        self, sql: str, parameters: Sequence | None = None, limit: int | None = None,
+        self, sql: str, parameters: Sequence | Mapping | None = None, limit: int | None = None,
         timeout: float | None = None, stop: threading.Event | None = None,
         tables: Mapping[str, pa.Table] | None = None,
     ) -> Iterator[ResultStream]:
@@ -314,40 +341,78 @@ def _register_sphere_functions(connection: duckdb.DuckDBPyConnection) -> None:
 
 
 class _Watchdog:
-    """Interrupts a cursor's query when its time runs out or ``stop`` is set, and says which."""
+    """Interrupts a cursor's query when its time runs out or ``stop`` is set, and says which.
 
-    POLL_SECONDS = 0.05
+    Every query's watchdog is checked by one thread of the process (:class:`_Watchdogs`):
+    starting a thread for each query would cost more than a query on an index takes.
+    """
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection, timeout: float | None,
                  stop: threading.Event | None) -> None:
+        self.cursor = cursor
         self.timeout = timeout
+        self.stop = stop
+        self.deadline = time.monotonic() + timeout if timeout else float("inf")
         self.fired: str | None = None
-        self._finished = threading.Event()
-        self._thread = None
         if timeout or stop is not None:
-            self._thread = threading.Thread(target=self._watch, args=(cursor, stop), daemon=True)
-            self._thread.start()
-
-    def _watch(self, cursor: duckdb.DuckDBPyConnection, stop: threading.Event | None) -> None:
-        deadline = time.monotonic() + self.timeout if self.timeout else float("inf")
-        while not self._finished.wait(self.POLL_SECONDS if stop is not None
-                                      else max(deadline - time.monotonic(), 0)):
-            if stop is not None and stop.is_set():
-                self.fired = "stop"
-            elif time.monotonic() >= deadline:
-                self.fired = "timeout"
-            else:
-                continue
-            cursor.interrupt()
-            return
+            _WATCHDOGS.add(self)
 
     def finish(self) -> None:
-        self._finished.set()
+        """The query is over: after this returns, it is never interrupted."""
+        _WATCHDOGS.discard(self)
 
     def error(self) -> QueryError:
         if self.fired == "stop":
             return QueryStopped("stopped on request")
         return QueryTimeout(f"stopped after {self.timeout:g} s")
+
+
+class _Watchdogs:
+    """The watchdogs of the queries running in the process, and the thread that fires them."""
+
+    POLL_SECONDS = 0.05
+
+    def __init__(self) -> None:
+        self._watched: set[_Watchdog] = set()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, watchdog: _Watchdog) -> None:
+        with self._changed:
+            self._watched.add(watchdog)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._watch, name="vo_ml-query-watchdog",
+                                                daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def discard(self, watchdog: _Watchdog) -> None:
+        with self._changed:
+            self._watched.discard(watchdog)
+
+    def _watch(self) -> None:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                for watchdog in list(self._watched):
+                    if watchdog.stop is not None and watchdog.stop.is_set():
+                        watchdog.fired = "stop"
+                    elif now >= watchdog.deadline:
+                        watchdog.fired = "timeout"
+                    else:
+                        continue
+                    self._watched.discard(watchdog)
+                    watchdog.cursor.interrupt()
+                self._changed.wait(self._next_check(now))
+
+    def _next_check(self, now: float) -> float | None:
+        """Seconds until a watchdog may fire: polling while any waits for a stop event."""
+        waits = [w.deadline - now for w in self._watched]
+        waits += [self.POLL_SECONDS for w in self._watched if w.stop is not None]
+        return max(min(waits), 0.0) if waits else None
+
+
+_WATCHDOGS = _Watchdogs()
 
 
 @contextlib.contextmanager
@@ -384,6 +449,22 @@ def _registered(connection: duckdb.DuckDBPyConnection, name: str, values: pa.Tab
         yield
     finally:
         connection.unregister(name)
+
+
+@contextlib.contextmanager
+def _indexes_set_aside(connection: duckdb.DuckDBPyConnection, table_name: str) -> Iterator[None]:
+    """The table's indexes dropped for the block and made again after it: DuckDB cannot drop
+    a column of a table that has an index."""
+    schema, name = table_name.split(".")
+    indexes = connection.execute(
+        "SELECT index_name, sql FROM duckdb_indexes() WHERE database_name = current_database() "
+        "AND lower(schema_name) = lower(?) AND lower(table_name) = lower(?)",
+        [schema, name]).fetchall()
+    for index_name, _ in indexes:
+        connection.execute(f'DROP INDEX "{schema}"."{index_name}"')
+    yield
+    for _, definition in indexes:
+        connection.execute(definition)
 
 
 class _transaction:

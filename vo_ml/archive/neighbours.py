@@ -2,11 +2,13 @@
 
 An index is a faiss HNSW graph over the rows that have an embedding, labelled with the rows'
 DuckDB ``rowid``, so a search answers with rows the SQL can select by. It proposes candidates
-only: the service re-ranks them with the exact distance in SQL. Each index records a
-fingerprint of the embeddings it was built from (row count and a hash of every rowid and
-vector); an index whose fingerprint no longer matches the table is stale and not used, so a
-re-embedded table is searched exactly until ``vo-ml index`` (or ``vo-ml embed``, which calls it)
-builds it again. Service processes map the file read-only and share it.
+only: the service re-ranks them with the exact distance in SQL. Beside the graph, the index keeps
+the rows' reference keys (:data:`REFERENCE_KEYS`) sorted, so that the service finds the vector of
+a row named in a query without asking the database. Each index records a fingerprint of what it
+was built from (row count and a hash of every rowid, vector and key); an index whose fingerprint
+no longer matches the table is stale and not used, so a re-embedded table is searched exactly
+until ``vo-ml index`` (or ``vo-ml embed``, which calls it) builds it again. Service processes map
+the files read-only and share them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from vo_ml.archive.backend import Backend
+from vo_ml.archive.backend import REFERENCE_KEYS, Backend
 
 __all__ = ["METRICS", "NeighbourIndex", "build_index", "fingerprint", "index_path"]
 
@@ -40,10 +42,18 @@ def index_path(db: Path | str, table: str, column: str, metric: str) -> Path:
 
 
 def fingerprint(backend: Backend, table: str, column: str) -> list[int]:
-    """Rows with an embedding, and a hash of their rowids and vectors: changes with any of them."""
-    found = backend.execute(f"SELECT count({column}), coalesce(sum(hash(rowid, {column})), 0) "
+    """Rows with an embedding, and a hash of their rowids, vectors and reference keys: changes
+    with any of them."""
+    hashed = ", ".join(["rowid", column, *_keys(backend, table)])
+    found = backend.execute(f"SELECT count({column}), coalesce(sum(hash({hashed})), 0) "
                             f"FROM {table} WHERE {column} IS NOT NULL")
     return [int(found.columns[0][0]), int(found.columns[1][0])]
+
+
+def _keys(backend: Backend, table: str) -> list[str]:
+    """The reference keys the table has."""
+    columns = backend.table_columns(table)
+    return [key for key in REFERENCE_KEYS if key in columns]
 
 
 def _prepared(vectors: np.ndarray, metric: str) -> np.ndarray:
@@ -58,7 +68,9 @@ def build_index(backend: Backend, db: Path | str, table: str, column: str,
     """Build and store the index of ``table.column``; written under a temporary name and renamed,
     so a reader never maps half a file."""
     started = time.perf_counter()
-    rows = backend.execute(f"SELECT rowid, {column} FROM {table} WHERE {column} IS NOT NULL")
+    keys = _keys(backend, table)
+    rows = backend.execute(f"SELECT rowid, {', '.join([column, *keys])} FROM {table} "
+                           f"WHERE {column} IS NOT NULL ORDER BY rowid")
     ids = np.asarray(rows.columns[0], dtype=np.int64)
     vectors = _prepared(np.stack(rows.columns[1]) if len(ids) else np.zeros((0, 1)), metric)
     graph = faiss.IndexHNSWFlat(vectors.shape[1], _GRAPH_DEGREE, METRICS[metric])
@@ -67,6 +79,8 @@ def build_index(backend: Backend, db: Path | str, table: str, column: str,
     index.add_with_ids(vectors, ids)
     path = index_path(db, table, column, metric)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for key, values in zip(keys, rows.columns[2:], strict=True):
+        _write_key_map(path, key, values)
     partial = path.with_suffix(".partial")
     faiss.write_index(index, str(partial))
     meta = {"table": table, "column": column, "metric": metric, "rows": len(ids),
@@ -78,6 +92,24 @@ def build_index(backend: Backend, db: Path | str, table: str, column: str,
     return path
 
 
+def _key_map_paths(path: Path, key: str) -> tuple[Path, Path]:
+    """The sorted values of a key column, and the position in the index of each one's row."""
+    return path.with_suffix(f".{key}.values.npy"), path.with_suffix(f".{key}.positions.npy")
+
+
+def _write_key_map(path: Path, key: str, values: np.ma.MaskedArray) -> None:
+    """Store the key of every indexed row, sorted (rows without one left out), for a binary
+    search; under temporary names renamed into place, like the index."""
+    present = np.flatnonzero(~np.ma.getmaskarray(values))
+    encoded = np.char.encode(np.asarray(np.ma.getdata(values)[present], dtype=str), "utf-8")
+    order = np.argsort(encoded, kind="stable")
+    for target, array in zip(_key_map_paths(path, key), (encoded[order], present[order]),
+                             strict=True):
+        partial = target.with_suffix(".partial.npy")
+        np.save(partial, array)
+        os.replace(partial, target)
+
+
 @dataclass
 class NeighbourIndex:
     """A stored index, mapped read-only."""
@@ -85,6 +117,8 @@ class NeighbourIndex:
     path: Path
     meta: dict
     index: faiss.Index
+    #: Per reference key: its sorted values, and the position in the index of each one's row.
+    _key_maps: dict[str, tuple[np.ndarray, np.ndarray]]
 
     @classmethod
     def load(cls, path: Path) -> NeighbourIndex | None:
@@ -93,7 +127,12 @@ class NeighbourIndex:
         if not (path.exists() and meta_path.exists()):
             return None
         index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
-        return cls(path, json.loads(meta_path.read_text()), index)
+        key_maps = {}
+        for key in REFERENCE_KEYS:
+            paths = _key_map_paths(path, key)
+            if all(p.exists() for p in paths):
+                key_maps[key] = tuple(np.load(p, mmap_mode="r") for p in paths)
+        return cls(path, json.loads(meta_path.read_text()), index, key_maps)
 
     @property
     def rows(self) -> int:
@@ -114,14 +153,33 @@ class NeighbourIndex:
     def within(self, vectors: np.ndarray, radius: float) -> np.ndarray:
         """The rowids of every row within ``radius`` of any of ``vectors``: an exact scan of the
         vectors the index stores (a little beyond the radius, so rounding loses no row)."""
-        flat = faiss.downcast_index(faiss.downcast_index(self.index.index).storage)
         queries = _prepared(np.atleast_2d(vectors), self.meta["metric"])
         if self.meta["metric"] == "cosine":
             threshold = 1.0 - radius - _ROUNDING
         else:
             threshold = (max(radius, 0.0) * (1 + _ROUNDING)) ** 2 + _ROUNDING
-        _, _, positions = flat.range_search(queries, threshold)
+        _, _, positions = self._storage.range_search(queries, threshold)
         return np.unique(self._labels[positions])
+
+    def vector_of(self, key: str, value: str) -> np.ndarray | None:
+        """The stored vector of a row whose ``key`` column is ``value``, or None when no indexed
+        row has it (or the index keeps no such key). Only for an L2 index, which stores the
+        vectors as the table holds them (a cosine index stores them normalised)."""
+        if self.meta["metric"] != "l2":
+            return None
+        if key not in self._key_maps:
+            return None
+        values, positions = self._key_maps[key]
+        wanted = value.encode("utf-8")
+        found = int(np.searchsorted(values, wanted))
+        if found == len(values) or values[found] != wanted:
+            return None
+        return self._storage.reconstruct(int(positions[found]))
+
+    @functools.cached_property
+    def _storage(self) -> faiss.IndexFlat:
+        """The vectors of the index, in the order it stores them."""
+        return faiss.downcast_index(faiss.downcast_index(self.index.index).storage)
 
     def _distance(self, found: np.ndarray) -> np.ndarray:
         """The metric's distance from what faiss returns (squared L2, or the cosine)."""

@@ -16,14 +16,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import pyarrow as pa
 from flask import Response, current_app, request
 
-from vo_ml.archive.backend import QueryError, QueryResult, QueryTimeout
+from vo_ml.archive.backend import QueryError, QueryResult, QueryTimeout, ResultStream
 from vo_ml.service import archive
 from vo_ml.service.dali import DaliError, DaliParameters, parse_maxrec
 from vo_ml.service.formats import CappedRows
 from vo_ml.service.votable import VOTABLE_MIME, error_votable
 
 __all__ = ["answer", "dali_error_response", "request_parameters", "request_part", "maxrec_of",
-           "run_limited", "open_rows", "query_errors", "TimeLimitError"]
+           "run_limited", "open_rows", "read_rows", "query_errors", "TimeLimitError"]
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,18 @@ def query_errors(timeout: float) -> Iterator[None]:
         raise DaliError(f"the database refused the query: {error}") from None
 
 
+def read_rows(table: pa.Table, maxrec: int, infos: tuple[tuple[str, str], ...] = ()) -> CappedRows:
+    """A result already read, as :func:`open_rows` gives one being read."""
+    return CappedRows(ResultStream(table.schema, iter(table.to_batches())), maxrec, infos)
+
+
 def open_rows(stack: contextlib.ExitStack, sql: str, maxrec: int, timeout: float,
               stop: threading.Event | None = None,
               tables: Mapping[str, pa.Table] | None = None,
-              infos: tuple[tuple[str, str], ...] = ()) -> CappedRows:
+              infos: tuple[tuple[str, str], ...] = (),
+              parameters: Mapping[str, object] | None = None) -> CappedRows:
     """Start the query, closed with ``stack``, and read its first batch; ``infos`` (name, value)
-    go into a VOTable result as INFO elements.
+    go into a VOTable result as INFO elements, ``parameters`` are the SQL's named parameters.
 
     Reading one batch before answering means the errors most queries can have (bad casts,
     division by zero, the time limit of a sort) still become a DALI error with its HTTP status
@@ -103,7 +109,7 @@ def open_rows(stack: contextlib.ExitStack, sql: str, maxrec: int, timeout: float
     """
     with query_errors(timeout):
         stream = stack.enter_context(archive().backend.stream(
-            sql, limit=maxrec + 1, timeout=timeout, stop=stop, tables=tables))
+            sql, parameters, limit=maxrec + 1, timeout=timeout, stop=stop, tables=tables))
         first = next(stream.batches, None)
     stream.batches = itertools.chain([first] if first is not None else [], stream.batches)
     return CappedRows(stream, maxrec, infos)

@@ -12,8 +12,8 @@ scans every row. The plan used is named in the result (``INFO name="vo_ml_plan"`
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -21,7 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vo_ml.adql.planning import CANDIDATES, NeighbourQuery
+from vo_ml import adql
+from vo_ml.adql.planning import CANDIDATES, RANKED_DISTANCE, NeighbourQuery
 from vo_ml.archive.neighbours import NeighbourIndex, fingerprint, index_path
 from vo_ml.service import archive
 from vo_ml.service.dali import DaliError
@@ -35,20 +36,25 @@ _FEWEST_CANDIDATES = 100
 _EXACT_SHARE = 0.1
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Plan:
     """The SQL to run, the tables it reads besides the archive, and what to tell the user."""
 
     sql: str
     tables: dict[str, pa.Table]
     description: str
+    parameters: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    #: The result itself when planning had to read it (a filtered nearest-neighbour search,
+    #: checked to be complete); ``sql`` is then what gave it.
+    rows: pa.Table | None = None
 
 
-def plan(sql: str, query: NeighbourQuery | None, embeddings: dict[str, np.ndarray],
-         tables: dict[str, pa.Table], mode: str) -> Plan:
+def plan(sql: str, query: NeighbourQuery | None,
+         embeddings: dict[tuple[str, str], np.ndarray], tables: dict[str, pa.Table],
+         mode: str) -> Plan:
     """How to run a translated query: as it is, or with candidates from a neighbour index.
 
-    ``embeddings`` are those of the rows the query names as references, by the name given;
+    ``embeddings`` are those of the rows the query names as references, by (table, name given);
     ``tables`` those registered with the query (its uploads) by the name the SQL uses.
     """
     if mode not in SEARCH_MODES:
@@ -66,18 +72,21 @@ def plan(sql: str, query: NeighbourQuery | None, embeddings: dict[str, np.ndarra
     if not len(vectors):
         return Plan(sql, {}, f"{exact.description} (no uploaded reference has a vector)")
     references = "the reference" if len(vectors) == 1 else f"{len(vectors)} references"
+    parameters = {name: embeddings[row] for name, row in query.parameters.items()}
     if query.radius is not None:
-        return _cone(query, index, vectors, references, exact)
+        return _cone(query, index, vectors, references, exact, parameters)
     count = max(_CANDIDATES_PER_ROW * query.k, _FEWEST_CANDIDATES)
     while True:
         ids, reach = index.search(vectors, count)
-        candidates = pa.table({"id": ids})
-        if not query.filtered or count >= index.rows or _complete(query, tables | {
-                CANDIDATES: candidates}, reach):
-            return Plan(query.candidate_sql, {CANDIDATES: candidates},
-                        f"approximate: {len(candidates)} candidates near {references} from the "
-                        f"HNSW index of {query.table}.{query.column}, re-ranked by the exact "
-                        "distance")
+        candidates = {CANDIDATES: pa.table({"id": ids})}
+        description = (f"approximate: {len(ids)} candidates near {references} from the HNSW "
+                       f"index of {query.table}.{query.column}, re-ranked by the exact distance")
+        if not query.filtered or count >= index.rows:
+            return Plan(query.candidate_sql, candidates, description, parameters)
+        ranked = _ranked(query, tables | candidates, parameters)
+        if _complete(ranked, query.k, reach):
+            return Plan(query.ranked_sql, candidates, description, parameters,
+                        ranked.drop_columns([RANKED_DISTANCE]))
         count *= 8
         if count > _EXACT_SHARE * index.rows:
             return Plan(sql, {}, f"{exact.description} (the conditions keep too few of the "
@@ -85,37 +94,74 @@ def plan(sql: str, query: NeighbourQuery | None, embeddings: dict[str, np.ndarra
 
 
 def _cone(query: NeighbourQuery, index: NeighbourIndex, vectors: np.ndarray, references: str,
-          exact: Plan) -> Plan:
+          exact: Plan, parameters: dict[str, np.ndarray]) -> Plan:
     """A latent cone: every row within the radius, found by an exact scan of the index's vectors
     (no graph search), so the result is the exact one."""
-    candidates = pa.table({"id": index.within(vectors, query.radius)})
-    if len(candidates) > _EXACT_SHARE * index.rows:
-        return Plan(exact.sql, {}, f"{exact.description} (the cone holds {len(candidates)} "
+    ids = index.within(vectors, query.radius)
+    if len(ids) > _EXACT_SHARE * index.rows:
+        return Plan(exact.sql, {}, f"{exact.description} (the cone holds {len(ids)} "
                                    "rows, too many for the index to help)")
-    return Plan(query.candidate_sql, {CANDIDATES: candidates},
-                f"latent cone: the {len(candidates)} rows within {query.radius:g} of "
+    return Plan(query.candidate_sql, {CANDIDATES: pa.table({"id": ids})},
+                f"latent cone: the {len(ids)} rows within {query.radius:g} of "
                 f"{references} in the stored vectors of the {query.metric} index of "
-                f"{query.table}.{query.column}, checked by the exact distance")
+                f"{query.table}.{query.column}, checked by the exact distance", parameters)
+
+
+def reference_embeddings(
+        references: list[adql.Reference]) -> dict[tuple[str, str], np.ndarray]:
+    """The embedding of every row named as a similarity reference, by (table, name given); each
+    row must exist and have one, or the distances would all be NULL. An up-to-date L2 index
+    holds them, keyed as the rows are named; otherwise the table is asked."""
+    embeddings = {}
+    for reference in references:
+        index = _current_index(reference.table, reference.embedding_column, "l2")
+        embedding = next((vector for key in reference.key_columns if index is not None and (
+            vector := index.vector_of(key, reference.value)) is not None), None)
+        if embedding is None:
+            embedding = _looked_up(reference)
+        embeddings[reference.table, reference.value] = embedding
+    return embeddings
+
+
+def _looked_up(reference: adql.Reference) -> np.ndarray:
+    """The embedding of the row a reference names, looked up in its table by one key column
+    after the other (each an index lookup)."""
+    for key in reference.key_columns:
+        found = archive().backend.lookup(
+            f"SELECT {reference.embedding_column} FROM {reference.table} WHERE {key} = ? LIMIT 1",
+            [reference.value])
+        if found and found[0][0] is None:
+            raise adql.unembedded_reference_error(reference)
+        if found:
+            return np.asarray(found[0][0], np.float32)
+    raise adql.unknown_reference_error(reference)
 
 
 def _reference_vectors(query: NeighbourQuery, embeddings: dict[str, np.ndarray],
                        tables: dict[str, pa.Table], dimension: int) -> np.ndarray:
     """The reference vectors, one row each: every uploaded one that is not NULL."""
     if query.upload is None:
-        vector = embeddings[query.reference] if query.vector is None else query.vector
+        vector = (embeddings[query.table, query.reference] if query.vector is None
+                  else query.vector)
         return np.asarray(vector, np.float32).reshape(1, -1)
     view, column = query.upload
     given = pc.drop_null(tables[view].column(column)).combine_chunks()
     return np.asarray(given.flatten(), np.float32).reshape(-1, dimension)
 
 
-def _complete(query: NeighbourQuery, tables: dict[str, pa.Table], reach: float) -> bool:
-    """Whether the candidates surely hold the k nearest rows that meet the conditions: k of
-    them do, and none is farther than the search reached (a row left out is farther still).
-    ``tables`` are those the query reads, the candidates among them."""
-    found = archive().backend.execute(query.check_sql, tables=tables)
-    rows, farthest = found.columns[0][0], found.columns[1][0]
-    return int(rows) >= query.k and (np.ma.is_masked(farthest) or float(farthest) <= reach)
+def _ranked(query: NeighbourQuery, tables: dict[str, pa.Table],
+            parameters: dict[str, np.ndarray]) -> pa.Table:
+    """The rows the candidates give (k at most), with their distance. ``tables`` are those the
+    query reads, the candidates among them."""
+    with archive().backend.stream(query.ranked_sql, parameters, tables=tables) as result:
+        return pa.Table.from_batches(list(result.batches), schema=result.schema)
+
+
+def _complete(ranked: pa.Table, k: int, reach: float) -> bool:
+    """Whether the candidates surely held the k nearest rows that meet the conditions: k of
+    them do, and none is farther than the search reached (a row left out is farther still)."""
+    farthest = pc.max(ranked.column(RANKED_DISTANCE)).as_py()
+    return ranked.num_rows >= k and (farthest is None or farthest <= reach)
 
 
 def _current_index(table: str, column: str, metric: str) -> NeighbourIndex | None:

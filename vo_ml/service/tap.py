@@ -15,7 +15,6 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
 from flask import Blueprint, Response, current_app
 
 from vo_ml import adql
@@ -27,6 +26,7 @@ from vo_ml.service.dal import (
     maxrec_of,
     open_rows,
     query_errors,
+    read_rows,
     request_parameters,
     request_part,
 )
@@ -97,7 +97,7 @@ def run_query(parameters: DaliParameters, part: PartReader, timeout: float,
     schema = TapSchema([*state.schema.schemas, upload_schema(uploads)]) if uploads else state.schema
     try:
         translation = adql.translate(query, schema)
-        embeddings = _reference_embeddings(translation.references)
+        embeddings = similarity.reference_embeddings(translation.references)
         if translation.encodings:
             uploads = encode_uploads(uploads, translation.encodings)
     except adql.AdqlError as error:
@@ -106,14 +106,17 @@ def run_query(parameters: DaliParameters, part: PartReader, timeout: float,
     with query_errors(timeout):
         chosen = similarity.plan(translation.sql, translation.neighbours, embeddings, tables,
                                  parameters.get("ML_SEARCH", "auto").lower())
-    tables |= chosen.tables
+    infos = (("vo_ml_plan", chosen.description),) if chosen.description else ()
     stack = contextlib.ExitStack()
-    try:
-        rows = open_rows(stack, chosen.sql, maxrec, timeout, stop, tables,
-                         (("vo_ml_plan", chosen.description),) if chosen.description else ())
-    except BaseException:
-        stack.close()
-        raise
+    if chosen.rows is not None:
+        rows = read_rows(chosen.rows, maxrec, infos)
+    else:
+        try:
+            rows = open_rows(stack, chosen.sql, maxrec, timeout, stop, tables | chosen.tables,
+                             infos, chosen.parameters)
+        except BaseException:
+            stack.close()
+            raise
     columns = [o.column for o in translation.output_columns]
     return Answer(fmt.mime, _closing(fmt.writer(rows, columns), stack),
                   lambda: rows.failure)
@@ -124,21 +127,3 @@ def _closing(chunks: Iterator[bytes], stack: contextlib.ExitStack) -> Iterator[b
     with stack:
         yield from chunks
 
-
-def _reference_embeddings(references: list[adql.Reference]) -> dict[str, np.ndarray]:
-    """The embedding of every row named as a similarity reference, by the name given; each row
-    must exist and have one, or the distances would all be NULL."""
-    backend = archive().backend
-    embeddings = {}
-    for reference in references:
-        keys = " OR ".join(f"{key} = ?" for key in reference.key_columns)
-        found = backend.execute(
-            f"SELECT {reference.embedding_column} FROM {reference.table} WHERE {keys} LIMIT 1",
-            [reference.value] * len(reference.key_columns))
-        if not len(found):
-            raise adql.unknown_reference_error(reference)
-        embedding = found.columns[0][0]
-        if np.ma.getmaskarray(embedding).all():
-            raise adql.unembedded_reference_error(reference)
-        embeddings[reference.value] = np.ma.getdata(embedding)
-    return embeddings
