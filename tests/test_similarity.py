@@ -89,6 +89,30 @@ def test_a_filter_widens_the_candidates_until_k_rows_pass(tap_url, embeddings):
     assert "re-ranked by the exact distance" in plan or plan.startswith("exact")
 
 
+def test_a_filtered_search_cut_by_maxrec_says_so(tap_url, embeddings):
+    response = requests.post(f"{tap_url}/sync", data={
+        "LANG": "ADQL", "MAXREC": 3, "QUERY": f"SELECT TOP 8 obs_publisher_did, ml_distance("
+        f"embedding, '{TAU_CETI}') AS d FROM {TABLE} WHERE teff < 5500 ORDER BY d"}, timeout=60)
+    votable = parse(io.BytesIO(response.content))
+    result = votable.get_first_table().to_table()
+    cool = embeddings[np.asarray(embeddings["teff"]) < 5500]
+    _assert_nearest(result, cool, brute_force(cool, _vector_of(embeddings, TAU_CETI)), 3)
+    infos = {i.name: i.value for i in votable.resources[0].infos}
+    assert infos["QUERY_STATUS"] == "OVERFLOW" and infos["vo_ml_plan"].startswith("approximate")
+
+
+def test_reference_keys_are_indexed_as_tap_schema_says(archive):
+    with duckdb.connect(str(archive["db"]), read_only=True) as connection:
+        indexed = {row[0] for row in connection.execute(
+            "SELECT column_name FROM TAP_SCHEMA.columns WHERE table_name = ? AND indexed = 1",
+            [TABLE]).fetchall()}
+        definitions = " ".join(row[0] for row in connection.execute(
+            "SELECT sql FROM duckdb_indexes() WHERE schema_name = 'miles' "
+            "AND table_name = 'spectra'").fetchall())
+    assert indexed == {"obs_publisher_did", "obs_id"}
+    assert all(f"({column})" in definitions for column in indexed)
+
+
 def test_obs_id_and_written_vectors_are_references_too(tap_url, embeddings):
     row = list(embeddings["obs_publisher_did"]).index(TAU_CETI)
     vector = np.asarray(embeddings["embedding"][row], dtype=np.float64)
@@ -314,6 +338,22 @@ def test_ties_and_rows_without_embedding_after_an_edit(edited, served, mode, kin
     assert np.allclose(result["d"][:3], 0) and "ivo://vo-ml.example/miles?m0082" not in list(
         result["obs_publisher_did"])
     assert plan.startswith(kind)
+
+
+def test_a_renamed_row_is_found_by_its_new_name_only(archive, tmp_path):
+    """The index keeps the rows' keys; once one changes, the index is stale and not asked."""
+    renamed = _copy_archive(archive, tmp_path,
+                            f"UPDATE {TABLE} SET obs_id = 'tau-ceti' WHERE obs_publisher_did = ?",
+                            [TAU_CETI])
+    query = ("SELECT TOP 3 obs_publisher_did, ml_distance(embedding, '{}') AS d "
+             f"FROM {TABLE} ORDER BY d")
+    with serving(renamed) as root:
+        result, plan = _sync(f"{root}/tap", query.format("tau-ceti"))
+        old_name = requests.post(f"{root}/tap/sync", data={
+            "LANG": "ADQL", "QUERY": query.format("m0067")}, timeout=60)
+    assert result["obs_publisher_did"][0] == TAU_CETI and result["d"][0] == 0
+    assert "no up-to-date l2 neighbour index" in plan
+    assert old_name.status_code == 400 and "'m0067'" in old_name.text
 
 
 def test_a_moved_model_is_a_clear_error_until_models_dir_names_it(archive, tmp_path):
