@@ -8,6 +8,7 @@ distances numpy computes over all embeddings the service publishes.
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -354,6 +355,21 @@ def test_a_renamed_row_is_found_by_its_new_name_only(archive, tmp_path):
     assert result["obs_publisher_did"][0] == TAU_CETI and result["d"][0] == 0
     assert "no up-to-date l2 neighbour index" in plan
     assert old_name.status_code == 400 and "'m0067'" in old_name.text
+
+
+def test_an_index_built_again_replaces_the_last_build_whole(archive, tmp_path):
+    db = _copy_archive(archive, tmp_path, "SELECT 1")
+    for _ in range(2):
+        subprocess.run([VO_ML, "index", "--db", str(db), "--table", TABLE], check=True,
+                       capture_output=True)
+    folder = Path(f"{db}.neighbours")
+    description = json.loads((folder / f"{TABLE}.embedding.l2.json").read_text())
+    built = sorted(p.name for p in folder.iterdir())
+    prefix = f"{TABLE}.embedding.l2.{description['build']}"
+    assert built == sorted([f"{TABLE}.embedding.l2.json", f"{prefix}.faiss",
+                            *(f"{prefix}.{key}.{part}.npy" for key in ("obs_id", "obs_publisher_did")
+                              for part in ("positions", "values"))])
+    assert description["rows"] == description["fingerprint"][0] == 91
 
 
 def test_a_moved_model_is_a_clear_error_until_models_dir_names_it(archive, tmp_path):

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm.auto import tqdm
 
 from vo_ml.archive.backend import REFERENCE_KEYS, Backend
 
@@ -37,8 +40,9 @@ _ROUNDING = 1e-5
 
 
 def index_path(db: Path | str, table: str, column: str, metric: str) -> Path:
-    """Where the index of ``table.column`` for ``metric`` lives: ``<db>.neighbours/``."""
-    return Path(f"{db}.neighbours") / f"{table}.{column}.{metric}.faiss"
+    """The description of the index of ``table.column`` for ``metric``, in ``<db>.neighbours/``:
+    JSON naming the build whose files hold the graph and the key maps."""
+    return Path(f"{db}.neighbours") / f"{table}.{column}.{metric}.json"
 
 
 def fingerprint(backend: Backend, table: str, column: str) -> list[int]:
@@ -65,49 +69,75 @@ def _prepared(vectors: np.ndarray, metric: str) -> np.ndarray:
 
 def build_index(backend: Backend, db: Path | str, table: str, column: str,
                 metric: str = "l2") -> Path:
-    """Build and store the index of ``table.column``; written under a temporary name and renamed,
-    so a reader never maps half a file."""
+    """Build and store the index of ``table.column``, reading the embeddings batch by batch (the
+    memory is the index's own). A build's files have names of their own; the description naming
+    them is written last and renamed into place, so a reader always finds one whole build."""
     started = time.perf_counter()
-    keys = _keys(backend, table)
-    rows = backend.execute(f"SELECT rowid, {', '.join([column, *keys])} FROM {table} "
-                           f"WHERE {column} IS NOT NULL ORDER BY rowid")
-    ids = np.asarray(rows.columns[0], dtype=np.int64)
-    vectors = _prepared(np.stack(rows.columns[1]) if len(ids) else np.zeros((0, 1)), metric)
-    graph = faiss.IndexHNSWFlat(vectors.shape[1], _GRAPH_DEGREE, METRICS[metric])
-    graph.hnsw.efConstruction = _BUILD_EFFORT
-    index = faiss.IndexIDMap(graph)
-    index.add_with_ids(vectors, ids)
     path = index_path(db, table, column, metric)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for key, values in zip(keys, rows.columns[2:], strict=True):
-        _write_key_map(path, key, values)
-    partial = path.with_suffix(".partial")
-    faiss.write_index(index, str(partial))
-    meta = {"table": table, "column": column, "metric": metric, "rows": len(ids),
-            "dimension": int(vectors.shape[1]), "fingerprint": fingerprint(backend, table, column),
+    build = f"{time.time_ns():x}"
+    current = fingerprint(backend, table, column)
+    index, keys = _indexed(backend, table, column, metric, current[0])
+    faiss.write_index(index, str(_graph_path(path, build)))
+    for key, values in keys.items():
+        _write_key_map(path, build, key, values)
+    meta = {"table": table, "column": column, "metric": metric, "rows": int(index.ntotal),
+            "dimension": int(index.d), "fingerprint": current, "build": build,
             "build_seconds": round(time.perf_counter() - started, 3)}
-    path.with_suffix(".json.partial").write_text(json.dumps(meta))
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(meta))
     os.replace(partial, path)
-    os.replace(path.with_suffix(".json.partial"), path.with_suffix(".json"))
+    for stale in path.parent.glob(f"{path.stem}.*"):
+        if stale != path and not stale.name.startswith(f"{path.stem}.{build}."):
+            stale.unlink(missing_ok=True)
     return path
 
 
-def _key_map_paths(path: Path, key: str) -> tuple[Path, Path]:
+def _indexed(backend: Backend, table: str, column: str, metric: str,
+             rows: int) -> tuple[faiss.Index, dict[str, pa.ChunkedArray]]:
+    """The HNSW index of the rows with an embedding, labelled by rowid, and their reference
+    keys in the order the index holds them."""
+    keys = _keys(backend, table)
+    index = None
+    values: dict[str, list[pa.Array]] = {key: [] for key in keys}
+    query = f"SELECT rowid, {', '.join([column, *keys])} FROM {table} WHERE {column} IS NOT NULL"
+    with (backend.stream(query) as result,
+          tqdm(total=rows, desc=f"index {table}.{column}", unit="row") as bar):
+        for batch in (b for b in result.batches if b.num_rows):
+            flat = batch.column(1).flatten().to_numpy(zero_copy_only=False)
+            vectors = _prepared(flat.reshape(batch.num_rows, -1), metric)
+            if index is None:
+                graph = faiss.IndexHNSWFlat(vectors.shape[1], _GRAPH_DEGREE, METRICS[metric])
+                graph.hnsw.efConstruction = _BUILD_EFFORT
+                index = faiss.IndexIDMap(graph)
+            index.add_with_ids(vectors, batch.column(0).to_numpy().astype(np.int64))
+            for number, key in enumerate(keys, start=2):
+                values[key].append(batch.column(number))
+            bar.update(batch.num_rows)
+    if index is None:
+        index = faiss.IndexIDMap(faiss.IndexHNSWFlat(1, _GRAPH_DEGREE, METRICS[metric]))
+    return index, {key: pa.chunked_array(arrays, pa.string()) for key, arrays in values.items()}
+
+
+def _graph_path(path: Path, build: str) -> Path:
+    return path.with_name(f"{path.stem}.{build}.faiss")
+
+
+def _key_map_paths(path: Path, build: str, key: str) -> tuple[Path, Path]:
     """The sorted values of a key column, and the position in the index of each one's row."""
-    return path.with_suffix(f".{key}.values.npy"), path.with_suffix(f".{key}.positions.npy")
+    return (path.with_name(f"{path.stem}.{build}.{key}.values.npy"),
+            path.with_name(f"{path.stem}.{build}.{key}.positions.npy"))
 
 
-def _write_key_map(path: Path, key: str, values: np.ma.MaskedArray) -> None:
+def _write_key_map(path: Path, build: str, key: str, values: pa.ChunkedArray) -> None:
     """Store the key of every indexed row, sorted (rows without one left out), for a binary
-    search; under temporary names renamed into place, like the index."""
-    present = np.flatnonzero(~np.ma.getmaskarray(values))
-    encoded = np.char.encode(np.asarray(np.ma.getdata(values)[present], dtype=str), "utf-8")
+    search."""
+    present = np.flatnonzero(pc.is_valid(values).to_numpy(zero_copy_only=False))
+    encoded = np.array(values.drop_null().cast(pa.binary()).to_pylist(), dtype=bytes)
     order = np.argsort(encoded, kind="stable")
-    for target, array in zip(_key_map_paths(path, key), (encoded[order], present[order]),
+    for target, array in zip(_key_map_paths(path, build, key), (encoded[order], present[order]),
                              strict=True):
-        partial = target.with_suffix(".partial.npy")
-        np.save(partial, array)
-        os.replace(partial, target)
+        np.save(target, array)
 
 
 @dataclass
@@ -122,17 +152,20 @@ class NeighbourIndex:
 
     @classmethod
     def load(cls, path: Path) -> NeighbourIndex | None:
-        """The index at ``path``, or None when there is none."""
-        meta_path = path.with_suffix(".json")
-        if not (path.exists() and meta_path.exists()):
+        """The index described at ``path``, or None when there is none (or a newer build has
+        just replaced it: the next request finds that one)."""
+        try:
+            meta = json.loads(path.read_text())
+            graph = _graph_path(path, meta["build"])
+            index = faiss.read_index(str(graph), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+            key_maps = {}
+            for key in REFERENCE_KEYS:
+                paths = _key_map_paths(path, meta["build"], key)
+                if all(p.exists() for p in paths):
+                    key_maps[key] = tuple(np.load(p, mmap_mode="r") for p in paths)
+        except (FileNotFoundError, KeyError, RuntimeError):
             return None
-        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
-        key_maps = {}
-        for key in REFERENCE_KEYS:
-            paths = _key_map_paths(path, key)
-            if all(p.exists() for p in paths):
-                key_maps[key] = tuple(np.load(p, mmap_mode="r") for p in paths)
-        return cls(path, json.loads(meta_path.read_text()), index, key_maps)
+        return cls(path, meta, index, key_maps)
 
     @property
     def rows(self) -> int:
@@ -140,8 +173,9 @@ class NeighbourIndex:
 
     def search(self, vectors: np.ndarray, count: int) -> tuple[np.ndarray, float]:
         """The rowids of about the ``count`` rows nearest each of ``vectors`` (without repeats,
-        nearest first for one vector), and the reach of the search: no row left out is nearer
-        to its reference than that (infinite when every row was proposed)."""
+        nearest first for one vector), and the reach of the search: a row left out is nearer to
+        its reference than that only if the graph search missed it (infinite when every row was
+        proposed)."""
         queries = _prepared(np.atleast_2d(vectors), self.meta["metric"])
         parameters = faiss.SearchParametersHNSW(efSearch=max(2 * count, 64))
         found, ids = self.index.search(queries, min(count, self.rows), params=parameters)
@@ -161,20 +195,20 @@ class NeighbourIndex:
         _, _, positions = self._storage.range_search(queries, threshold)
         return np.unique(self._labels[positions])
 
-    def vector_of(self, key: str, value: str) -> np.ndarray | None:
-        """The stored vector of a row whose ``key`` column is ``value``, or None when no indexed
-        row has it (or the index keeps no such key). Only for an L2 index, which stores the
-        vectors as the table holds them (a cosine index stores them normalised)."""
+    def vector_named(self, keys: tuple[str, ...], value: str) -> np.ndarray | None:
+        """The stored vector of a row whose first key column among ``keys`` to have it is
+        ``value``, or None when no indexed row has it (or the index keeps none of the keys).
+        Only for an L2 index, which stores the vectors as the table holds them (a cosine index
+        stores them normalised)."""
         if self.meta["metric"] != "l2":
             return None
-        if key not in self._key_maps:
-            return None
-        values, positions = self._key_maps[key]
         wanted = value.encode("utf-8")
-        found = int(np.searchsorted(values, wanted))
-        if found == len(values) or values[found] != wanted:
-            return None
-        return self._storage.reconstruct(int(positions[found]))
+        for key in (k for k in keys if k in self._key_maps):
+            values, positions = self._key_maps[key]
+            found = int(np.searchsorted(values, wanted))
+            if found < len(values) and values[found] == wanted:
+                return self._storage.reconstruct(int(positions[found]))
+        return None
 
     @functools.cached_property
     def _storage(self) -> faiss.IndexFlat:

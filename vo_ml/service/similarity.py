@@ -2,9 +2,11 @@
 
 ``TOP k ... ORDER BY ml_distance(embedding, ref)`` (see :mod:`vo_ml.adql.planning`) runs on
 candidates from the table's HNSW index near each reference, re-ranked with the exact distance
-in SQL. With conditions or joins, candidates may be dropped: they are widened eightfold until k
-rows survive and none of them is farther than the search reached, and once they would be a
-large share of the table the query runs exactly instead. A latent cone (``ml_distance(...) <
+in SQL. With conditions or joins, candidates may be dropped: the ranked rows are read, and the
+candidates widened eightfold until k rows survive and none of them is farther than the search
+reached (the rows read last are the answer); once the candidates would be a large share of the
+table the query runs exactly instead. Rows named as references are found in the index's key
+maps, and in the table when the index does not have them. A latent cone (``ml_distance(...) <
 r``) takes every row within r of any reference from an exact scan of the vectors the index
 stores. Without an up-to-date index, or when the request asks ``ML_SEARCH=exact``, the query
 scans every row. The plan used is named in the result (``INFO name="vo_ml_plan"``).
@@ -115,11 +117,9 @@ def reference_embeddings(
     embeddings = {}
     for reference in references:
         index = _current_index(reference.table, reference.embedding_column, "l2")
-        embedding = next((vector for key in reference.key_columns if index is not None and (
-            vector := index.vector_of(key, reference.value)) is not None), None)
-        if embedding is None:
-            embedding = _looked_up(reference)
-        embeddings[reference.table, reference.value] = embedding
+        embedding = index and index.vector_named(reference.key_columns, reference.value)
+        embeddings[reference.table, reference.value] = (
+            _looked_up(reference) if embedding is None else embedding)
     return embeddings
 
 
@@ -158,8 +158,10 @@ def _ranked(query: NeighbourQuery, tables: dict[str, pa.Table],
 
 
 def _complete(ranked: pa.Table, k: int, reach: float) -> bool:
-    """Whether the candidates surely held the k nearest rows that meet the conditions: k of
-    them do, and none is farther than the search reached (a row left out is farther still)."""
+    """Whether the candidates held the k nearest rows that meet the conditions, as far as the
+    search can tell: k of them do, and none is farther than the search reached (a row it left
+    out is farther still, unless the graph search missed it: the index is approximate, and the
+    benchmark measures how often that happens)."""
     farthest = pc.max(ranked.column(RANKED_DISTANCE)).as_py()
     return ranked.num_rows >= k and (farthest is None or farthest <= reach)
 
@@ -167,8 +169,7 @@ def _complete(ranked: pa.Table, k: int, reach: float) -> bool:
 def _current_index(table: str, column: str, metric: str) -> NeighbourIndex | None:
     """The table's index, if one is stored and was built from the embeddings the table holds."""
     path = index_path(archive().backend.path, table, column, metric)
-    meta = path.with_suffix(".json")
-    return _loaded(path, meta.stat().st_mtime_ns if meta.exists() else 0)
+    return _loaded(path, path.stat().st_mtime_ns if path.exists() else 0)
 
 
 @functools.lru_cache(maxsize=32)
