@@ -96,26 +96,33 @@ def build_index(backend: Backend, db: Path | str, table: str, column: str,
 def _indexed(backend: Backend, table: str, column: str, metric: str,
              rows: int) -> tuple[faiss.Index, dict[str, pa.ChunkedArray]]:
     """The HNSW index of the rows with an embedding, labelled by rowid, and their reference
-    keys in the order the index holds them."""
+    keys in the order the index holds them. The vectors are read batch by batch into one array
+    and added at once: faiss links the nodes of a graph built in small batches less well (at
+    16-d, recall@10 fell from 1.0 to 0.98 with batches of 8192 rows)."""
     keys = _keys(backend, table)
-    index = None
+    ids = np.empty(rows, np.int64)
+    vectors = None
     values: dict[str, list[pa.Array]] = {key: [] for key in keys}
     query = f"SELECT rowid, {', '.join([column, *keys])} FROM {table} WHERE {column} IS NOT NULL"
+    read = 0
     with (backend.stream(query) as result,
-          tqdm(total=rows, desc=f"index {table}.{column}", unit="row") as bar):
+          tqdm(total=rows, desc=f"read {table}.{column}", unit="row") as bar):
         for batch in (b for b in result.batches if b.num_rows):
             flat = batch.column(1).flatten().to_numpy(zero_copy_only=False)
-            vectors = _prepared(flat.reshape(batch.num_rows, -1), metric)
-            if index is None:
-                graph = faiss.IndexHNSWFlat(vectors.shape[1], _GRAPH_DEGREE, METRICS[metric])
-                graph.hnsw.efConstruction = _BUILD_EFFORT
-                index = faiss.IndexIDMap(graph)
-            index.add_with_ids(vectors, batch.column(0).to_numpy().astype(np.int64))
+            if vectors is None:
+                vectors = np.empty((rows, flat.size // batch.num_rows), np.float32)
+            vectors[read:read + batch.num_rows] = flat.reshape(batch.num_rows, -1)
+            ids[read:read + batch.num_rows] = batch.column(0).to_numpy()
             for number, key in enumerate(keys, start=2):
                 values[key].append(batch.column(number))
+            read += batch.num_rows
             bar.update(batch.num_rows)
-    if index is None:
-        index = faiss.IndexIDMap(faiss.IndexHNSWFlat(1, _GRAPH_DEGREE, METRICS[metric]))
+    graph = faiss.IndexHNSWFlat(1 if vectors is None else vectors.shape[1], _GRAPH_DEGREE,
+                                METRICS[metric])
+    graph.hnsw.efConstruction = _BUILD_EFFORT
+    index = faiss.IndexIDMap(graph)
+    if vectors is not None:
+        index.add_with_ids(_prepared(vectors[:read], metric), ids[:read])
     return index, {key: pa.chunked_array(arrays, pa.string()) for key, arrays in values.items()}
 
 
