@@ -90,18 +90,6 @@ def test_a_filter_widens_the_candidates_until_k_rows_pass(tap_url, embeddings):
     assert "re-ranked by the exact distance" in plan or plan.startswith("exact")
 
 
-def test_a_filtered_search_cut_by_maxrec_says_so(tap_url, embeddings):
-    response = requests.post(f"{tap_url}/sync", data={
-        "LANG": "ADQL", "MAXREC": 3, "QUERY": f"SELECT TOP 8 obs_publisher_did, ml_distance("
-        f"embedding, '{TAU_CETI}') AS d FROM {TABLE} WHERE teff < 5500 ORDER BY d"}, timeout=60)
-    votable = parse(io.BytesIO(response.content))
-    result = votable.get_first_table().to_table()
-    cool = embeddings[np.asarray(embeddings["teff"]) < 5500]
-    _assert_nearest(result, cool, brute_force(cool, _vector_of(embeddings, TAU_CETI)), 3)
-    infos = {i.name: i.value for i in votable.resources[0].infos}
-    assert infos["QUERY_STATUS"] == "OVERFLOW" and infos["vo_ml_plan"].startswith("approximate")
-
-
 def test_reference_keys_are_indexed_as_tap_schema_says(archive):
     with duckdb.connect(str(archive["db"]), read_only=True) as connection:
         indexed = {row[0] for row in connection.execute(
@@ -357,6 +345,38 @@ def test_a_renamed_row_is_found_by_its_new_name_only(archive, tmp_path):
     assert old_name.status_code == 400 and "'m0067'" in old_name.text
 
 
+def test_a_name_is_resolved_by_one_rule_however_the_query_runs(archive, tmp_path):
+    """Publisher DID before obs_id: a row whose DID is the name, without an embedding, is the
+    reference (an error) even though another row has the name as its obs_id."""
+    unembedded = "ivo://vo-ml.example/miles?m0082"
+    db = _copy_archive(archive, tmp_path,
+                       f"UPDATE {TABLE} SET embedding = CASE WHEN obs_publisher_did = $1 THEN "
+                       f"NULL ELSE embedding END, obs_id = CASE WHEN obs_publisher_did = $2 "
+                       "THEN $1 ELSE obs_id END", [unembedded, TAU_CETI])
+    subprocess.run([VO_ML, "index", "--db", str(db), "--table", TABLE], check=True,
+                   capture_output=True)
+    query = (f"SELECT TOP 3 obs_publisher_did, ml_distance(embedding, '{unembedded}') AS d "
+             f"FROM {TABLE} ORDER BY d")
+    with serving(db) as root:
+        answers = [requests.post(f"{root}/tap/sync", data={
+            "LANG": "ADQL", "QUERY": query, "ML_SEARCH": mode}, timeout=60) for mode in
+            ("auto", "exact")]
+        _, indexed = _sync(f"{root}/tap", query.replace(unembedded, TAU_CETI))
+    assert indexed.startswith("approximate")
+    for answer in answers:
+        assert answer.status_code == 400 and "has no embedding" in answer.text
+
+
+def test_a_damaged_index_is_not_used(archive, tmp_path):
+    db = _copy_archive(archive, tmp_path, "SELECT 1")
+    for damaged in Path(f"{db}.neighbours").glob("*.obs_id.values.npy"):
+        damaged.write_bytes(damaged.read_bytes()[:100])
+    with serving(db) as root:
+        result, plan = _sync(f"{root}/tap", f"SELECT TOP 3 obs_publisher_did, ml_distance("
+                                            f"embedding, '{TAU_CETI}') AS d FROM {TABLE} ORDER BY d")
+    assert result["obs_publisher_did"][0] == TAU_CETI and "no up-to-date l2" in plan
+
+
 def test_an_index_built_again_replaces_the_last_build_whole(archive, tmp_path):
     db = _copy_archive(archive, tmp_path, "SELECT 1")
     for _ in range(2):
@@ -370,6 +390,65 @@ def test_an_index_built_again_replaces_the_last_build_whole(archive, tmp_path):
                             *(f"{prefix}.{key}.{part}.npy" for key in ("obs_id", "obs_publisher_did")
                               for part in ("positions", "values"))])
     assert description["rows"] == description["fingerprint"][0] == 91
+
+
+@pytest.fixture(scope="module")
+def grown(archive, tmp_path_factory) -> dict:
+    """A served copy with 15 more copies of every row, their embeddings moved by noise, indexed
+    again: big enough (1456 rows) for a filtered search to read its ranked candidates."""
+    db = _copy_archive(archive, tmp_path_factory.mktemp("grown"), "SELECT 1")
+    with duckdb.connect() as connection:
+        connection.execute("ATTACH ? AS archive", [str(db)])
+        connection.execute("USE archive")
+        connection.execute("SELECT setseed(0.42)")
+        dimension = connection.execute(
+            f"SELECT max(len(embedding)) FROM {TABLE}").fetchone()[0]
+        connection.execute(
+            f"INSERT INTO {TABLE} SELECT spectra.* REPLACE (obs_publisher_did || '-' || copy AS "
+            "obs_publisher_did, obs_id || '-' || copy AS obs_id, CAST(list_transform(CAST("
+            f"embedding AS FLOAT[]), lambda x: x + (random() - 0.5) * 0.3) AS FLOAT[{dimension}]) "
+            "AS embedding) "
+            f"FROM {TABLE}, range(1, 16) AS copies(copy)")
+    subprocess.run([VO_ML, "index", "--db", str(db), "--table", TABLE], check=True,
+                   capture_output=True)
+    with serving(db) as root:
+        rows = pyvo.dal.TAPService(f"{root}/tap").search(
+            f"SELECT obs_publisher_did, teff, embedding FROM {TABLE} WHERE embedding IS NOT NULL",
+            maxrec=100000).to_table()
+        yield {"tap": f"{root}/tap", "rows": rows}
+
+
+def test_a_filtered_search_reads_its_ranked_candidates_once(grown):
+    rows = grown["rows"]
+    assert len(rows) == 91 * 16
+    result, plan = _sync(grown["tap"], f"SELECT TOP 6 obs_publisher_did, teff AS vo_ml_distance, "
+                                       f"ml_distance(embedding, '{TAU_CETI}') AS d FROM {TABLE} "
+                                       "WHERE teff < 5500 ORDER BY d")
+    cool = rows[np.asarray(rows["teff"]) < 5500]
+    _assert_nearest(result, cool, brute_force(cool, _vector_of(rows, TAU_CETI)), 6)
+    assert (np.asarray(result["vo_ml_distance"]) < 5500).all()
+    assert plan.startswith("approximate: 100 candidates")
+
+
+def test_a_filtered_search_cut_by_maxrec_says_so(grown):
+    response = requests.post(f"{grown['tap']}/sync", data={
+        "LANG": "ADQL", "MAXREC": 3, "QUERY": f"SELECT TOP 8 obs_publisher_did, ml_distance("
+        f"embedding, '{TAU_CETI}') AS d FROM {TABLE} WHERE teff < 5500 ORDER BY d"}, timeout=60)
+    votable = parse(io.BytesIO(response.content))
+    result = votable.get_first_table().to_table()
+    cool = grown["rows"][np.asarray(grown["rows"]["teff"]) < 5500]
+    _assert_nearest(result, cool, brute_force(cool, _vector_of(grown["rows"], TAU_CETI)), 3)
+    infos = {i.name: i.value for i in votable.resources[0].infos}
+    assert infos["QUERY_STATUS"] == "OVERFLOW" and infos["vo_ml_plan"].startswith("approximate")
+
+
+def test_a_filter_that_keeps_too_few_candidates_runs_exactly(grown):
+    result, plan = _sync(grown["tap"], f"SELECT TOP 5 obs_publisher_did, ml_distance(embedding, "
+                                       f"'{TAU_CETI}') AS d FROM {TABLE} WHERE teff > 9000 "
+                                       "ORDER BY d")
+    hot = grown["rows"][np.asarray(grown["rows"]["teff"]) > 9000]
+    _assert_nearest(result, hot, brute_force(hot, _vector_of(grown["rows"], TAU_CETI)), 5)
+    assert "keep too few of the nearest rows" in plan
 
 
 def test_a_moved_model_is_a_clear_error_until_models_dir_names_it(archive, tmp_path):

@@ -17,12 +17,14 @@ def upload_view(name: str) -> str:
 
 def reference_lookup(table: str, embedding_column: str, key_columns: tuple[str, ...],
                      value: str) -> str:
-    """SQL for the embedding of the row of ``table`` whose key columns (any) equal ``value``
-    (SQL text: a literal or a parameter). One branch per key rather than an OR, so that each is
-    an index lookup and not a scan of the table."""
-    branches = " UNION ALL ".join(f"SELECT {embedding_column} FROM {table} WHERE {key} = {value}"
-                                  for key in key_columns)
-    return f"SELECT {embedding_column} FROM ({branches}) LIMIT 1"
+    """SQL for the embedding of the row of ``table`` named ``value`` (SQL text): the first key
+    column any row has it in, the lowest rowid among those rows, the rule the service follows
+    too. One branch per key rather than an OR, so that each is an index lookup and not a scan
+    of the table."""
+    branches = " UNION ALL ".join(
+        f"SELECT {embedding_column}, {order} AS vo_ml_key, rowid AS vo_ml_row FROM {table} "
+        f"WHERE {key} = {value}" for order, key in enumerate(key_columns))
+    return f"SELECT {embedding_column} FROM ({branches}) ORDER BY vo_ml_key, vo_ml_row LIMIT 1"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from vo_ml.adql.model import UPLOAD_SCHEMA, upload_view
 
 #: The table of candidate rowids the candidate SQL reads (registered with the query).
 CANDIDATES = "vo_ml_candidates"
-#: The label of the distance :attr:`NeighbourQuery.ranked_sql` adds to the select list.
+#: The label of the distance :attr:`NeighbourQuery.ranked_sql` adds to the select list (the
+#: service reads it by position, as a select item may have the same name).
 RANKED_DISTANCE = "vo_ml_distance"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,6 +34,8 @@ from vo_ml.archive.backend import (
 from vo_ml.archive.tap_schema import Column, Schema, Table, TapSchema, tap_schema_rows
 
 __all__ = ["DuckDBBackend"]
+
+log = logging.getLogger(__name__)
 
 TAP_SCHEMA = "TAP_SCHEMA"
 #: The ObsCore view, and the columns a table needs to appear in it.
@@ -89,6 +92,8 @@ class DuckDBBackend(Backend):
         cursor = self.cursor()
         try:
             return cursor.execute(sql, parameters).fetchall()
+        except _QUERY_FAULTS as error:
+            raise QueryError(str(error).splitlines()[0]) from None
         finally:
             cursor.close()
 
@@ -235,11 +240,12 @@ class DuckDBBackend(Backend):
             for table in schema.tables.values():
                 if table.name.lower() not in tables:
                     continue
-                schema_name, name = table.name.split(".")
+                name = table.name.split(".")[1]
                 for column in (c for c in table.columns if c.indexed):
-                    connection.execute(
-                        f'CREATE INDEX IF NOT EXISTS "{name}_{column.sql_name}" '
-                        f'ON {_quoted(table.name)} ("{column.sql_name}")')
+                    # The lengths keep the names of (a_b, c) and (a, b_c) apart.
+                    index = f"vo_ml_{len(name)}_{name}_{len(column.sql_name)}_{column.sql_name}"
+                    connection.execute(f'CREATE INDEX IF NOT EXISTS "{index}" '
+                                       f'ON {_quoted(table.name)} ("{column.sql_name}")')
 
     def _create_obscore_view(self, view: Table, schema: TapSchema) -> None:
         """``ivoa.obscore`` as the union of every table with ObsCore columns (none: no view)."""
@@ -402,8 +408,17 @@ class _Watchdogs:
                     else:
                         continue
                     self._watched.discard(watchdog)
-                    watchdog.cursor.interrupt()
+                    self._interrupt(watchdog)
                 self._changed.wait(self._next_check(now))
+
+    @staticmethod
+    def _interrupt(watchdog: _Watchdog) -> None:
+        """Interrupt the query; its connection may be gone already (the backend closed), and
+        that must not end the thread every other query's limit depends on."""
+        try:
+            watchdog.cursor.interrupt()
+        except duckdb.Error as error:
+            log.warning("could not interrupt a query past its %s: %s", watchdog.fired, error)
 
     def _next_check(self, now: float) -> float | None:
         """Seconds until a watchdog may fire: polling while any waits for a stop event."""

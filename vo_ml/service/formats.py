@@ -30,8 +30,8 @@ __all__ = ["CappedRows", "OutputFormat", "OUTPUT_FORMATS", "output_format"]
 class CappedRows:
     """The first ``maxrec`` rows of a result, as portable batches; ``overflow`` once read.
 
-    The stream is expected to hold at most ``maxrec + 1`` rows: one more than MAXREC is how
-    the service learns, without counting the whole result, that MAXREC cut it.
+    At most ``maxrec + 1`` rows are read from the stream: one more than MAXREC is how the
+    service learns, without counting the whole result, that MAXREC cut it.
     """
 
     def __init__(self, stream: ResultStream, maxrec: int,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from pathlib import Path
 
 import faiss
@@ -24,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vo_ml import adql
-from vo_ml.adql.planning import CANDIDATES, RANKED_DISTANCE, NeighbourQuery
-from vo_ml.archive.neighbours import NeighbourIndex, fingerprint, index_path
+from vo_ml.adql.planning import CANDIDATES, NeighbourQuery
+from vo_ml.archive.neighbours import NeighbourIndex, description_path, fingerprint
 from vo_ml.service import archive
 from vo_ml.service.dali import DaliError
 
@@ -53,11 +54,13 @@ class Plan:
 
 def plan(sql: str, query: NeighbourQuery | None,
          embeddings: dict[tuple[str, str], np.ndarray], tables: dict[str, pa.Table],
-         mode: str) -> Plan:
+         mode: str, timeout: float | None = None, stop: threading.Event | None = None) -> Plan:
     """How to run a translated query: as it is, or with candidates from a neighbour index.
 
     ``embeddings`` are those of the rows the query names as references, by (table, name given);
-    ``tables`` those registered with the query (its uploads) by the name the SQL uses.
+    ``tables`` those registered with the query (its uploads) by the name the SQL uses. A query
+    planning runs (the ranked rows of a filtered search) is stopped after ``timeout`` seconds
+    or when ``stop`` is set, as the query itself would be.
     """
     if mode not in SEARCH_MODES:
         raise DaliError(f"ML_SEARCH={mode!r} is not supported: use one of {', '.join(SEARCH_MODES)}")
@@ -85,10 +88,11 @@ def plan(sql: str, query: NeighbourQuery | None,
                        f"index of {query.table}.{query.column}, re-ranked by the exact distance")
         if not query.filtered or count >= index.rows:
             return Plan(query.candidate_sql, candidates, description, parameters)
-        ranked = _ranked(query, tables | candidates, parameters)
-        if _complete(ranked, query.k, reach):
+        ranked = _ranked(query, tables | candidates, parameters, timeout, stop)
+        distances = ranked.column(ranked.num_columns - 1)
+        if _complete(distances, query.k, reach):
             return Plan(query.ranked_sql, candidates, description, parameters,
-                        ranked.drop_columns([RANKED_DISTANCE]))
+                        ranked.remove_column(ranked.num_columns - 1))
         count *= 8
         if count > _EXACT_SHARE * index.rows:
             return Plan(sql, {}, f"{exact.description} (the conditions keep too few of the "
@@ -117,7 +121,8 @@ def reference_embeddings(
     embeddings = {}
     for reference in references:
         index = _current_index(reference.table, reference.embedding_column, "l2")
-        embedding = index and index.vector_named(reference.key_columns, reference.value)
+        embedding = None if index is None else index.vector_named(reference.key_columns,
+                                                                  reference.value)
         embeddings[reference.table, reference.value] = (
             _looked_up(reference) if embedding is None else embedding)
     return embeddings
@@ -125,11 +130,11 @@ def reference_embeddings(
 
 def _looked_up(reference: adql.Reference) -> np.ndarray:
     """The embedding of the row a reference names, looked up in its table by one key column
-    after the other (each an index lookup)."""
+    after the other (each an index lookup), the lowest rowid first: the rule of the SQL."""
     for key in reference.key_columns:
         found = archive().backend.lookup(
-            f"SELECT {reference.embedding_column} FROM {reference.table} WHERE {key} = ? LIMIT 1",
-            [reference.value])
+            f"SELECT {reference.embedding_column} FROM {reference.table} WHERE {key} = ? "
+            "ORDER BY rowid LIMIT 1", [reference.value])
         if found and found[0][0] is None:
             raise adql.unembedded_reference_error(reference)
         if found:
@@ -137,7 +142,7 @@ def _looked_up(reference: adql.Reference) -> np.ndarray:
     raise adql.unknown_reference_error(reference)
 
 
-def _reference_vectors(query: NeighbourQuery, embeddings: dict[str, np.ndarray],
+def _reference_vectors(query: NeighbourQuery, embeddings: dict[tuple[str, str], np.ndarray],
                        tables: dict[str, pa.Table], dimension: int) -> np.ndarray:
     """The reference vectors, one row each: every uploaded one that is not NULL."""
     if query.upload is None:
@@ -149,37 +154,41 @@ def _reference_vectors(query: NeighbourQuery, embeddings: dict[str, np.ndarray],
     return np.asarray(given.flatten(), np.float32).reshape(-1, dimension)
 
 
-def _ranked(query: NeighbourQuery, tables: dict[str, pa.Table],
-            parameters: dict[str, np.ndarray]) -> pa.Table:
-    """The rows the candidates give (k at most), with their distance. ``tables`` are those the
-    query reads, the candidates among them."""
-    with archive().backend.stream(query.ranked_sql, parameters, tables=tables) as result:
+def _ranked(query: NeighbourQuery, tables: dict[str, pa.Table], parameters: dict[str, np.ndarray],
+            timeout: float | None, stop: threading.Event | None) -> pa.Table:
+    """The rows the candidates give (k at most), with their distance as the last column (by
+    position: a select item may have its name). ``tables`` are those the query reads, the
+    candidates among them."""
+    with archive().backend.stream(query.ranked_sql, parameters, timeout=timeout, stop=stop,
+                                  tables=tables) as result:
         return pa.Table.from_batches(list(result.batches), schema=result.schema)
 
 
-def _complete(ranked: pa.Table, k: int, reach: float) -> bool:
+def _complete(distances: pa.ChunkedArray, k: int, reach: float) -> bool:
     """Whether the candidates held the k nearest rows that meet the conditions, as far as the
-    search can tell: k of them do, and none is farther than the search reached (a row it left
-    out is farther still, unless the graph search missed it: the index is approximate, and the
-    benchmark measures how often that happens)."""
-    farthest = pc.max(ranked.column(RANKED_DISTANCE)).as_py()
-    return ranked.num_rows >= k and (farthest is None or farthest <= reach)
+    search can tell: k rows do (``distances`` are theirs), and none is farther than the search
+    reached (a row it left out is farther still, unless the graph search missed it: the index
+    is approximate, and the benchmark measures how often that happens)."""
+    farthest = pc.max(distances).as_py()
+    return len(distances) >= k and (farthest is None or farthest <= reach)
 
 
 def _current_index(table: str, column: str, metric: str) -> NeighbourIndex | None:
     """The table's index, if one is stored and was built from the embeddings the table holds."""
-    path = index_path(archive().backend.path, table, column, metric)
+    path = description_path(archive().backend.path, table, column, metric)
     return _loaded(path, path.stat().st_mtime_ns if path.exists() else 0)
 
 
 @functools.lru_cache(maxsize=32)
 def _loaded(path: Path, version: int) -> NeighbourIndex | None:
-    """An index file, loaded once per version (the archive is read-only while served)."""
+    """An index, loaded once per version of its description (the archive is read-only while
+    served)."""
     index = NeighbourIndex.load(path) if version else None
     # One search is far too small for OpenMP's spinning worker threads, which only fight with
     # the other requests for the cores: every search runs on its request's thread.
     faiss.omp_set_num_threads(1)
     if index is None:
         return None
-    current = fingerprint(archive().backend, index.meta["table"], index.meta["column"])
+    current = fingerprint(archive().backend, index.meta["table"], index.meta["column"],
+                          index.meta["metric"])
     return index if current == index.meta["fingerprint"] else None

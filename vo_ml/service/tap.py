@@ -97,7 +97,8 @@ def run_query(parameters: DaliParameters, part: PartReader, timeout: float,
     schema = TapSchema([*state.schema.schemas, upload_schema(uploads)]) if uploads else state.schema
     try:
         translation = adql.translate(query, schema)
-        embeddings = similarity.reference_embeddings(translation.references)
+        with query_errors(timeout):
+            embeddings = similarity.reference_embeddings(translation.references)
         if translation.encodings:
             uploads = encode_uploads(uploads, translation.encodings)
     except adql.AdqlError as error:
@@ -105,7 +106,7 @@ def run_query(parameters: DaliParameters, part: PartReader, timeout: float,
     tables = {adql.upload_view(u.name): u.rows for u in uploads}
     with query_errors(timeout):
         chosen = similarity.plan(translation.sql, translation.neighbours, embeddings, tables,
-                                 parameters.get("ML_SEARCH", "auto").lower())
+                                 parameters.get("ML_SEARCH", "auto").lower(), timeout, stop)
     infos = (("vo_ml_plan", chosen.description),) if chosen.description else ()
     stack = contextlib.ExitStack()
     if chosen.rows is not None:
