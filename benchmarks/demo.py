@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pyvo  # noqa: E402
-import requests  # noqa: E402
+from served import start_server  # noqa: E402
 
 from vo_ml import adql  # noqa: E402
 from vo_ml.archive.duckdb_backend import DuckDBBackend  # noqa: E402
@@ -39,28 +36,13 @@ QUERY = ("SELECT TOP 20 obs_publisher_did, target_name, teff, "
 
 
 def latency(db: Path, dids: list[str], queries: int) -> tuple[np.ndarray, np.ndarray]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).with_name("vo-ml")), "serve", "--db",
-                               str(db), "--port", str(port)], stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/tap"
-    try:
-        for _ in range(300):
-            try:
-                if requests.get(f"{url}/availability", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        service = pyvo.dal.TAPService(url)
+    with start_server(db) as root:
+        service = pyvo.dal.TAPService(f"{root}/tap")
         http = []
         for did in dids[:queries]:
             started = time.perf_counter()
             service.search(QUERY.format(did=did))
             http.append(time.perf_counter() - started)
-    finally:
-        server.terminate()
-        server.wait()
     backend = DuckDBBackend(db, read_only=True)
     schema = backend.read_tap_schema()
     direct = []

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 from dask.distributed import Client, LocalCluster  # noqa: E402
+from served import VO_ML  # noqa: E402
 
 from vo_ml.ml.embedding import encode_batch, load_model  # noqa: E402
 from vo_ml.ml.models import downsampling  # noqa: E402
@@ -46,7 +46,6 @@ from vo_ml.resources import config_file, load_yaml  # noqa: E402
 from vo_ml.spectra.labels import CsvDescriber  # noqa: E402
 from vo_ml.spectra.store import SpectrumStore  # noqa: E402
 
-VO_ML = str(Path(sys.executable).with_name("vo-ml"))
 TABLE = "harps.spectra"
 
 

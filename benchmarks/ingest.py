@@ -27,9 +27,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+from served import VO_ML
+
 from vo_ml.spectra.readers import read_spectrum
 
-VO_ML = str(Path(sys.executable).with_name("vo-ml"))
 HARPS = Path(__file__).resolve().parents[2] / "shared/data/real_spectra/harps_s1d/fits"
 
 

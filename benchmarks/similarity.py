@@ -108,10 +108,24 @@ def build_archive(folder: Path, rows: int, dimension: int) -> Path:
 
 
 def build_index(db: Path) -> tuple[float, float]:
-    """(seconds, peak resident MB) of ``vo-ml index`` on the archive, in its own process."""
-    started = time.perf_counter()
-    process = subprocess.Popen([VO_ML, "index", "--db", str(db), "--table", TABLE],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    """(seconds, peak resident MB) of ``vo-ml index`` on the archive, in its own process.
+
+    Its stderr (a progress bar, and the reason when it fails) goes to a file: a pipe read only
+    after the exit would fill up and stop the build."""
+    with tempfile.TemporaryFile(mode="w+") as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen([VO_ML, "index", "--db", str(db), "--table", TABLE],
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        peak = _peak_memory(process)
+        elapsed = time.perf_counter() - started
+        if process.returncode != 0:
+            stderr.seek(0)
+            raise RuntimeError(f"vo-ml index failed:\n{stderr.read()}")
+    return elapsed, peak / 2**20
+
+
+def _peak_memory(process: subprocess.Popen) -> int:
+    """The highest resident memory, in bytes, seen while ``process`` ran; waits for its exit."""
     watched, peak = psutil.Process(process.pid), 0
     while process.poll() is None:
         try:
@@ -119,9 +133,8 @@ def build_index(db: Path) -> tuple[float, float]:
         except psutil.NoSuchProcess:
             break
         time.sleep(0.05)
-    if process.returncode != 0:
-        raise RuntimeError(f"vo-ml index failed: {process.stderr.read()}")
-    return time.perf_counter() - started, peak / 2**20
+    process.wait()
+    return peak
 
 
 def top10_query(reference: str, filtered: bool) -> str:
@@ -215,12 +228,8 @@ def main() -> None:
         db = build_archive(folder, arguments.rows, dimension)
         print(f"archive {db}: {time.perf_counter() - started:.1f} s", flush=True)
         index = build_index(db)
-        server, root = start_server(db)
-        try:
+        with start_server(db) as root:
             figures = measure(root, db, dimension, references, arguments.exact_queries)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
         report(figures, index, arguments.rows)
 
 

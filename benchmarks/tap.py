@@ -42,14 +42,12 @@ import pyarrow as pa
 import requests
 from astropy.io.votable import from_table
 from astropy.table import Table as AstropyTable
-from served import percentile, start_server
+from served import percentile, server_process
 
 from vo_ml.archive import tap_schema
 from vo_ml.archive.duckdb_backend import DuckDBBackend
 from vo_ml.archive.tap_schema import Column, Schema, Table, TapSchema
 
-LATENCY_QUERY = "SELECT TOP 100 id, ra, dec, name, mag FROM bench.sources WHERE id >= 500000 ORDER BY id"
-LATENCY_SQL = "SELECT id, ra, dec, name, mag FROM bench.sources WHERE id >= 500000 ORDER BY id LIMIT 100"
 CLIENTS = 8
 
 BENCH_TABLE = Table("bench", "bench.sources", "generated rows for the TAP benchmark", (
@@ -79,6 +77,15 @@ def build_archive(folder: Path, rows: int) -> Path:
                                           *published.schemas]))
     backend.close()
     return db
+
+
+def latency_queries(rows: int) -> tuple[str, str]:
+    """The TOP 100 on the indexed id from the middle of the table (id 500000 at the default
+    size), as ADQL for the service and as SQL for the direct path. A fixed start past the end
+    of a smaller table would give no rows, which astropy cannot write."""
+    columns, where = "id, ra, dec, name, mag", f"WHERE id >= {rows // 2} ORDER BY id"
+    return (f"SELECT TOP 100 {columns} FROM bench.sources {where}",
+            f"SELECT {columns} FROM bench.sources {where} LIMIT 100")
 
 
 def direct_votable(connection: duckdb.DuckDBPyConnection, sql: str) -> bytes:
@@ -114,13 +121,14 @@ def _direct_process(db: str, rows: int) -> None:
     print(rows / elapsed, (peak - base) / 1024)
 
 
-def latency(root: str, db: Path, repeats: int) -> None:
+def latency(root: str, db: Path, repeats: int, queries: tuple[str, str]) -> None:
+    query, sql = queries
     session = requests.Session()
-    params = {"LANG": "ADQL", "QUERY": LATENCY_QUERY}
+    params = {"LANG": "ADQL", "QUERY": query}
     connection = duckdb.connect(str(db), read_only=True)
     for _ in range(10):
         session.get(f"{root}/tap/sync", params=params).raise_for_status()
-        direct_votable(connection, LATENCY_SQL)
+        direct_votable(connection, sql)
     service, direct = [], []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -128,7 +136,7 @@ def latency(root: str, db: Path, repeats: int) -> None:
         service.append(time.perf_counter() - started)
         assert response.status_code == 200 and response.content.count(b"<FIELD") == 5
         started = time.perf_counter()
-        direct_votable(connection, LATENCY_SQL)
+        direct_votable(connection, sql)
         direct.append(time.perf_counter() - started)
     ms = 1000
     print(f"TOP 100 on the indexed id, {repeats} requests:")
@@ -140,8 +148,9 @@ def latency(root: str, db: Path, repeats: int) -> None:
     print(f"  overhead per query (p50): {overhead * ms:+.2f} ms (goal <= 2 ms)")
 
 
-def throughput(root: str, db: Path, seconds: float = 10.0) -> None:
-    params = {"LANG": "ADQL", "QUERY": LATENCY_QUERY}
+def throughput(root: str, db: Path, queries: tuple[str, str], seconds: float = 10.0) -> None:
+    query, sql = queries
+    params = {"LANG": "ADQL", "QUERY": query}
     connection = duckdb.connect(str(db), read_only=True)
 
     def hammer(work) -> int:
@@ -157,7 +166,7 @@ def throughput(root: str, db: Path, seconds: float = 10.0) -> None:
 
     def direct_client() -> int:
         cursor = connection.cursor()
-        return hammer(lambda: direct_votable(cursor, LATENCY_SQL))
+        return hammer(lambda: direct_votable(cursor, sql))
 
     rates = {}
     for name, client in (("direct", direct_client), ("service", service_client)):
@@ -221,14 +230,11 @@ def main() -> None:
     started = time.perf_counter()
     db = build_archive(folder, arguments.rows)
     print(f"archive: {arguments.rows:,} rows in {db} ({time.perf_counter() - started:.1f} s)")
-    server, root = start_server(db, {"VO_ML_TAP_MAXREC_LIMIT": str(arguments.rows)})
-    try:
-        latency(root, db, arguments.repeats)
-        throughput(root, db)
+    with server_process(db, {"VO_ML_TAP_MAXREC_LIMIT": str(arguments.rows)}) as (root, server):
+        queries = latency_queries(arguments.rows)
+        latency(root, db, arguments.repeats, queries)
+        throughput(root, db, queries)
         streaming(root, db, psutil.Process(server.pid), arguments.rows)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import pyvo
 import requests
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,6 +29,11 @@ TABLE = "miles.spectra"
 #: The installed console script, run as users run it (``python -m`` from the checkout would
 #: import the source tree instead of the installed package).
 VO_ML = str(Path(sys.executable).with_name("vo-ml"))
+#: The similarity reference of the tests: tau Ceti, a star of the MILES fixtures.
+TAU_CETI = "ivo://vo-ml.example/miles?m0067"
+#: A query DuckDB needs minutes for: a five-fold self-join of the table.
+SLOW = (f"SELECT COUNT(*) FROM {TABLE} AS a, {TABLE} AS b, {TABLE} AS c, {TABLE} AS d, {TABLE} AS e "
+        "WHERE a.snr + b.snr + c.snr + d.snr + e.snr > 0")
 
 
 def quick_model_config() -> dict:
@@ -122,16 +128,37 @@ def server_process(db: Path, settings: dict[str, str] | None = None, port: int |
                 server.kill()
 
 
+def copy_archive(archive: dict, folder: Path, *, index: bool = False) -> Path:
+    """A copy of the session's archive in ``folder`` (with its neighbour index if ``index``),
+    for a server or an edit of its own: a served DuckDB file is locked against the writers other
+    tests run, and a server keeps its jobs beside the file it serves."""
+    db = folder / "miles.duckdb"
+    shutil.copy(archive["db"], db)
+    if index:
+        shutil.copytree(f"{archive['db']}.neighbours", f"{db}.neighbours")
+    return db
+
+
 @pytest.fixture(scope="session")
 def tap_url(archive, tmp_path_factory) -> str:
-    """The TAP root URL of `vo-ml serve` on a copy of the session's archive.
-
-    A copy, because a served DuckDB file is locked against the writers other tests run."""
-    served = tmp_path_factory.mktemp("served") / "miles.duckdb"
-    shutil.copy(archive["db"], served)
-    shutil.copytree(f"{archive['db']}.neighbours", f"{served}.neighbours")
-    with serving(served) as root:
+    """The TAP root URL of `vo-ml serve` on a copy of the session's archive and its index."""
+    with serving(copy_archive(archive, tmp_path_factory.mktemp("served"), index=True)) as root:
         yield f"{root}/tap"
+
+
+@pytest.fixture(scope="session")
+def service(tap_url) -> pyvo.dal.TAPService:
+    """pyvo's client of the session's server, as users query it."""
+    return pyvo.dal.TAPService(tap_url)
+
+
+def votlint(stilts: str, document: bytes, tmp_path: Path) -> str:
+    """What ``stilts votlint`` reports on ``document`` (empty when the VOTable is valid)."""
+    path = tmp_path / "document.vot"
+    path.write_bytes(document)
+    run = subprocess.run([stilts, "votlint", f"votable={path}"], capture_output=True, text=True,
+                         timeout=300)
+    return run.stdout + run.stderr
 
 
 def _wait_until_up(url: str, server: subprocess.Popen) -> None:

@@ -1,9 +1,9 @@
 """The IVOA lyonetia ADQL suite through `vo-ml adql check`: valid queries pass, invalid ones fail.
 
-Cases come from shared/conformance/lyonetia beside the repository when it is there, else from the
-copy in tests/data/lyonetia; a case is named file:index, since UUIDs repeat across files. Every
-case runs in-process through the CLI's own entry point: the console script takes about 0.8 s to
-start, 400 s for the whole suite. A few cases also run as the real console script.
+Cases come from the copy of the suite in tests/data/lyonetia; a case is named file:index, since
+UUIDs repeat across files. Every case runs in-process through the CLI's own entry point: the
+console script takes about 0.8 s to start, 400 s for the whole suite. A few cases also run as
+the real console script.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from conftest import VO_ML
 
 from vo_ml.cli import main
 
-SHARED = Path(__file__).parents[2] / "shared" / "conformance" / "lyonetia" / "cases.jsonl"
-BUNDLED = Path(__file__).parent / "data" / "lyonetia" / "cases.jsonl"
+CASES_FILE = Path(__file__).parent / "data" / "lyonetia" / "cases.jsonl"
 
 #: gavo/ holds DaCHS's parser tests, and DaCHS takes any ivo_-prefixed name for a user-defined
 #: function: these cases call such functions that no <functions> block declares. They are
@@ -45,8 +44,8 @@ SUBPROCESS_CASES = ["gavo/simpleunit.xml:0", "ivoa/O2_user_defined_functions.xml
 
 
 def load_cases() -> dict[str, dict]:
-    source = SHARED if SHARED.is_file() else BUNDLED
-    cases = (json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line)
+    lines = CASES_FILE.read_text(encoding="utf-8").splitlines()
+    cases = (json.loads(line) for line in lines if line)
     return {f"{case['file']}:{case['index']}": case for case in cases}
 
 

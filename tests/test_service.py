@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import io
-import shutil
 import time
 
 import numpy as np
 import pytest
-import pyvo
 import requests
 from astropy.io.votable import parse
-from conftest import TABLE, serving
+from conftest import SLOW, TABLE, TAU_CETI, copy_archive, serving
 from pyvo.dal import DALAccessError
 
-TAU_CETI = "ivo://vo-ml.example/miles?m0067"
 SIMILAR = (f"SELECT TOP 10 obs_publisher_did, target_name, teff, "
            f"ml_distance(embedding, '{TAU_CETI}') AS d FROM {TABLE} ORDER BY d")
-
-
-@pytest.fixture(scope="module")
-def service(tap_url):
-    return pyvo.dal.TAPService(tap_url)
 
 
 def test_tap_schema_lists_the_embedding_column_with_its_arraysize(service):
@@ -199,13 +191,9 @@ def test_tap_schema_lists_its_own_foreign_keys_and_the_size_of_vectors(service):
 
 
 def test_a_query_over_the_time_limit_is_stopped_with_an_error_document(archive, tmp_path):
-    served = tmp_path / "miles.duckdb"
-    shutil.copy(archive["db"], served)
-    slow = (f"SELECT COUNT(*) FROM {TABLE} AS a, {TABLE} AS b, {TABLE} AS c, {TABLE} AS d, {TABLE} AS e "
-            "WHERE a.snr + b.snr + c.snr + d.snr + e.snr > 0")
-    with serving(served, {"QUERY_TIMEOUT": "0.5"}) as root:
+    with serving(copy_archive(archive, tmp_path), {"QUERY_TIMEOUT": "0.5"}) as root:
         started = time.perf_counter()
-        response = requests.get(f"{root}/tap/sync", params={"LANG": "ADQL", "QUERY": slow}, timeout=60)
+        response = requests.get(f"{root}/tap/sync", params={"LANG": "ADQL", "QUERY": SLOW}, timeout=60)
         elapsed = time.perf_counter() - started
         quick = requests.get(f"{root}/tap/sync", params={
             "LANG": "ADQL", "QUERY": f"SELECT TOP 1 obs_id FROM {TABLE}"}, timeout=60)

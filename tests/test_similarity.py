@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,14 +21,7 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.io.votable import from_table, parse
 from astropy.table import Table
-from conftest import DATA, MILES, TABLE, VO_ML, serving
-
-TAU_CETI = "ivo://vo-ml.example/miles?m0067"
-
-
-@pytest.fixture(scope="module")
-def service(tap_url):
-    return pyvo.dal.TAPService(tap_url)
+from conftest import DATA, MILES, TABLE, TAU_CETI, VO_ML, copy_archive, serving
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +44,17 @@ def _vector_of(embeddings: Table, did: str) -> np.ndarray:
                       dtype=np.float64)
 
 
-def _sync(tap_url: str, query: str, **params: str):
-    response = requests.post(f"{tap_url}/sync", data={"LANG": "ADQL", "QUERY": query, **params},
-                             timeout=60)
+def _answer(response: requests.Response) -> tuple[Table, str]:
+    """The result of a query that must have succeeded, and the plan the service says it used."""
     assert response.status_code == 200, response.text
     votable = parse(io.BytesIO(response.content))
     plan = next(i.value for i in votable.resources[0].infos if i.name == "vo_ml_plan")
     return votable.get_first_table().to_table(), plan
+
+
+def _sync(tap_url: str, query: str, **params: str) -> tuple[Table, str]:
+    return _answer(requests.post(f"{tap_url}/sync",
+                                 data={"LANG": "ADQL", "QUERY": query, **params}, timeout=60))
 
 
 def _assert_nearest(result: Table, candidates: Table, distances: np.ndarray, k: int) -> None:
@@ -81,13 +77,15 @@ def test_top_k_matches_brute_force_with_the_plan_named(tap_url, embeddings, mode
                            else "exact: every row")
 
 
-def test_a_filter_widens_the_candidates_until_k_rows_pass(tap_url, embeddings):
+def test_a_filter_on_fewer_rows_than_the_first_candidates_ranks_every_row(tap_url, embeddings):
+    """The first candidates (at least 100) are more than the 91 rows: all of them, no widening."""
     result, plan = _sync(tap_url, f"SELECT TOP 5 obs_publisher_did, ml_distance(embedding, "
                                   f"'{TAU_CETI}') AS d FROM {TABLE} WHERE teff > 7000 ORDER BY d")
     hot = embeddings[np.asarray(embeddings["teff"]) > 7000]
-    assert len(result) == 5 and (np.asarray(hot["teff"]) > 7000).all()
+    assert len(result) == 5
     _assert_nearest(result, hot, brute_force(hot, _vector_of(embeddings, TAU_CETI)), 5)
-    assert "re-ranked by the exact distance" in plan or plan.startswith("exact")
+    assert plan.startswith("approximate: 91 candidates near the reference from the HNSW index")
+    assert "re-ranked by the exact distance" in plan
 
 
 def test_reference_keys_are_indexed_as_tap_schema_says(archive):
@@ -165,19 +163,14 @@ def _spectra(*paths: Path) -> Table:
     return table
 
 
-def _upload(tap_url: str, query: str, table: Table, **params: str):
-    """A sync query with ``table`` uploaded as TAP_UPLOAD.mine: (result, plan), or the response
-    itself when the service refuses the query."""
+def _upload(tap_url: str, query: str, table: Table, **params: str) -> requests.Response:
+    """A sync query with ``table`` uploaded as TAP_UPLOAD.mine (read a success with
+    :func:`_answer`)."""
     document = io.BytesIO()
     from_table(table).to_xml(document)
-    response = requests.post(f"{tap_url}/sync", data={
+    return requests.post(f"{tap_url}/sync", data={
         "LANG": "ADQL", "QUERY": query, "UPLOAD": "mine,param:spectra", **params},
         files={"spectra": ("mine.xml", document.getvalue())}, timeout=120)
-    if response.status_code != 200:
-        return response
-    votable = parse(io.BytesIO(response.content))
-    plan = next(i.value for i in votable.resources[0].infos if i.name == "vo_ml_plan")
-    return votable.get_first_table().to_table(), plan
 
 
 LIKE_MINE = (f"SELECT TOP {{k}} s.obs_publisher_did, s.teff, s.logg, ml_distance(s.embedding, "
@@ -192,7 +185,7 @@ def test_a_held_out_star_finds_archive_stars_of_its_kind(tap_url, archive, embed
     from vo_ml.spectra.readers import read_spectrum
 
     path = HELD_OUT / f"MILES_res2.50_star_{star}V.fits"
-    result, plan = _upload(tap_url, LIKE_MINE.format(k=5), _spectra(path))
+    result, plan = _answer(_upload(tap_url, LIKE_MINE.format(k=5), _spectra(path)))
     assert plan.startswith("approximate") and "near the reference" in plan
     # The same star through the ingest reader and the archive's preprocessing, encoded here.
     flux, mask = archive["config"].preprocessing.apply(read_spectrum(path))
@@ -205,7 +198,7 @@ def test_a_held_out_star_finds_archive_stars_of_its_kind(tap_url, archive, embed
 def test_an_archive_spectrum_uploaded_is_its_own_nearest_row(tap_url):
     tau_ceti = _spectra(MILES / "MILES_res2.50_star_m0067V.fits")
     tau_ceti["wavelength"] = tau_ceti["wavelength"].to(u.nm)
-    result, _ = _upload(tap_url, LIKE_MINE.format(k=1), tau_ceti)
+    result, _ = _answer(_upload(tap_url, LIKE_MINE.format(k=1), tau_ceti))
     assert result["obs_publisher_did"][0] == TAU_CETI and result["d"][0] < 1e-4
 
 
@@ -220,10 +213,10 @@ def _pairs(embeddings: Table, references: np.ndarray) -> tuple[np.ndarray, np.nd
 def test_nearest_pairs_to_many_uploaded_references(tap_url, embeddings, mode):
     references = np.asarray(embeddings["embedding"][[5, 40, 77]], dtype=np.float64)
     mine = Table({"name": ["a", "b", "c"], "vec": references.astype(np.float32)})
-    result, plan = _upload(tap_url, f"SELECT TOP 12 u.name, s.obs_publisher_did, "
-                                    f"ml_distance(s.embedding, u.vec) AS d FROM {TABLE} AS s "
-                                    "JOIN TAP_UPLOAD.mine AS u ON s.teff > 4000 ORDER BY d",
-                           mine, ML_SEARCH=mode)
+    result, plan = _answer(_upload(tap_url, f"SELECT TOP 12 u.name, s.obs_publisher_did, "
+                                            f"ml_distance(s.embedding, u.vec) AS d FROM {TABLE} "
+                                            "AS s JOIN TAP_UPLOAD.mine AS u ON s.teff > 4000 "
+                                            "ORDER BY d", mine, ML_SEARCH=mode))
     warm = np.asarray(np.ma.filled(embeddings["teff"], 0)) > 4000
     _, distances = _pairs(embeddings[warm], references)
     np.testing.assert_allclose(np.asarray(result["d"]), distances[:12], rtol=1e-5, atol=1e-6)
@@ -252,7 +245,7 @@ def test_a_radius_join_against_uploaded_references(tap_url, embeddings):
     expected = sorted((str(mine["name"][i]), str(embeddings["obs_publisher_did"][j]))
                       for i, j in pairs[distances <= radius])
     for mode, kind in (("auto", "latent cone: "), ("exact", "exact: ")):
-        result, plan = _upload(tap_url, query, mine, ML_SEARCH=mode)
+        result, plan = _answer(_upload(tap_url, query, mine, ML_SEARCH=mode))
         assert sorted(zip(result["name"], result["obs_publisher_did"], strict=True)) == expected
         assert plan.startswith(kind)
 
@@ -282,9 +275,7 @@ def test_uploaded_wavelengths_must_be_a_length(tap_url):
 
 def _copy_archive(archive: dict, folder: Path, edit: str, parameters: list | None = None) -> Path:
     """A copy of the session's archive and its index, with ``edit`` run on it."""
-    db = folder / "miles.duckdb"
-    shutil.copy(archive["db"], db)
-    shutil.copytree(f"{archive['db']}.neighbours", f"{db}.neighbours")
+    db = copy_archive(archive, folder, index=True)
     with duckdb.connect() as connection:
         connection.execute("ATTACH ? AS archive", [str(db)])
         connection.execute("USE archive")
@@ -368,7 +359,7 @@ def test_a_name_is_resolved_by_one_rule_however_the_query_runs(archive, tmp_path
 
 
 def test_a_damaged_index_is_not_used(archive, tmp_path):
-    db = _copy_archive(archive, tmp_path, "SELECT 1")
+    db = copy_archive(archive, tmp_path, index=True)
     for damaged in Path(f"{db}.neighbours").glob("*.obs_id.values.npy"):
         damaged.write_bytes(damaged.read_bytes()[:100])
     with serving(db) as root:
@@ -378,7 +369,7 @@ def test_a_damaged_index_is_not_used(archive, tmp_path):
 
 
 def test_an_index_built_again_replaces_the_last_build_whole(archive, tmp_path):
-    db = _copy_archive(archive, tmp_path, "SELECT 1")
+    db = copy_archive(archive, tmp_path, index=True)
     for _ in range(2):
         subprocess.run([VO_ML, "index", "--db", str(db), "--table", TABLE], check=True,
                        capture_output=True)
@@ -394,9 +385,10 @@ def test_an_index_built_again_replaces_the_last_build_whole(archive, tmp_path):
 
 @pytest.fixture(scope="module")
 def grown(archive, tmp_path_factory) -> dict:
-    """A served copy with 15 more copies of every row, their embeddings moved by noise, indexed
-    again: big enough (1456 rows) for a filtered search to read its ranked candidates."""
-    db = _copy_archive(archive, tmp_path_factory.mktemp("grown"), "SELECT 1")
+    """A served copy with 99 more copies of every row, their embeddings moved by noise, indexed
+    again: big enough (9100 rows) for a filtered search to read its ranked candidates, and to
+    widen them from 100 to 800 (the service goes exact beyond a tenth of the rows)."""
+    db = copy_archive(archive, tmp_path_factory.mktemp("grown"), index=True)
     with duckdb.connect() as connection:
         connection.execute("ATTACH ? AS archive", [str(db)])
         connection.execute("USE archive")
@@ -408,7 +400,7 @@ def grown(archive, tmp_path_factory) -> dict:
             "obs_publisher_did, obs_id || '-' || copy AS obs_id, CAST(list_transform(CAST("
             f"embedding AS FLOAT[]), lambda x: x + (random() - 0.5) * 0.3) AS FLOAT[{dimension}]) "
             "AS embedding) "
-            f"FROM {TABLE}, range(1, 16) AS copies(copy)")
+            f"FROM {TABLE}, range(1, 100) AS copies(copy)")
     subprocess.run([VO_ML, "index", "--db", str(db), "--table", TABLE], check=True,
                    capture_output=True)
     with serving(db) as root:
@@ -420,7 +412,7 @@ def grown(archive, tmp_path_factory) -> dict:
 
 def test_a_filtered_search_reads_its_ranked_candidates_once(grown):
     rows = grown["rows"]
-    assert len(rows) == 91 * 16
+    assert len(rows) == 91 * 100
     result, plan = _sync(grown["tap"], f"SELECT TOP 6 obs_publisher_did, teff AS vo_ml_distance, "
                                        f"ml_distance(embedding, '{TAU_CETI}') AS d FROM {TABLE} "
                                        "WHERE teff < 5500 ORDER BY d")
@@ -442,6 +434,18 @@ def test_a_filtered_search_cut_by_maxrec_says_so(grown):
     assert infos["QUERY_STATUS"] == "OVERFLOW" and infos["vo_ml_plan"].startswith("approximate")
 
 
+def test_a_filter_widens_the_candidates_until_k_rows_pass(grown):
+    """Tau Ceti's 100 rows (its own and its copies, 5264 K) are the first 100 candidates, and
+    the filter drops them all; among 800, rows of hotter neighbours are left."""
+    rows = grown["rows"]
+    result, plan = _sync(grown["tap"], f"SELECT TOP 5 obs_publisher_did, ml_distance(embedding, "
+                                       f"'{TAU_CETI}') AS d FROM {TABLE} WHERE teff > 5300 "
+                                       "ORDER BY d")
+    hotter = rows[np.ma.filled(rows["teff"], 0) > 5300]
+    _assert_nearest(result, hotter, brute_force(hotter, _vector_of(rows, TAU_CETI)), 5)
+    assert plan.startswith("approximate: 800 candidates")
+
+
 def test_a_filter_that_keeps_too_few_candidates_runs_exactly(grown):
     result, plan = _sync(grown["tap"], f"SELECT TOP 5 obs_publisher_did, ml_distance(embedding, "
                                        f"'{TAU_CETI}') AS d FROM {TABLE} WHERE teff > 9000 "
@@ -460,5 +464,5 @@ def test_a_moved_model_is_a_clear_error_until_models_dir_names_it(archive, tmp_p
     assert response.status_code == 400 and "ADQL-E12" in response.text
     assert "/nowhere/model" in response.text and "MODELS_DIR" in response.text
     with serving(moved, {"MODELS_DIR": str(archive["model_dir"].parent)}) as root:
-        result, _ = _upload(f"{root}/tap", LIKE_MINE.format(k=3), spectra)
+        result, _ = _answer(_upload(f"{root}/tap", LIKE_MINE.format(k=3), spectra))
     assert len(result) == 3

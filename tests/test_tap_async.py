@@ -6,29 +6,22 @@ folder (``<db>.jobs``) is its own.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import pyvo
 import requests
-from conftest import TABLE, server_process, serving
+from conftest import SLOW, TABLE, copy_archive, server_process, serving
 from lxml import etree
 
 UWS = {"uws": "http://www.ivoa.net/xml/UWS/v1.0", "xlink": "http://www.w3.org/1999/xlink"}
 QUICK = f"SELECT TOP 5 obs_id, teff FROM {TABLE} ORDER BY teff"
-#: A query DuckDB needs minutes for: a five-fold self-join of the table.
-SLOW = (f"SELECT COUNT(*) FROM {TABLE} AS a, {TABLE} AS b, {TABLE} AS c, {TABLE} AS d, {TABLE} AS e "
-        "WHERE a.snr + b.snr + c.snr + d.snr + e.snr > 0")
 
 
 @pytest.fixture
 def own_db(archive, tmp_path):
-    served = tmp_path / "miles.duckdb"
-    shutil.copy(archive["db"], served)
-    return served
+    return copy_archive(archive, tmp_path)
 
 
 def _create(root: str, query: str, **extra: str) -> str:
@@ -56,8 +49,7 @@ def _wait_for(url: str, phases: tuple[str, ...], seconds: float = 60) -> str:
     return phase
 
 
-def test_pyvo_submits_waits_fetches_and_deletes(tap_url):
-    service = pyvo.dal.TAPService(tap_url)
+def test_pyvo_submits_waits_fetches_and_deletes(service):
     job = service.submit_job(QUICK, maxrec=3)
     assert job.phase == "PENDING"
     job.run()

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from sqlglot import exp
 
-from vo_ml.adql.dialect import ADQL, ARGUMENT_COUNT_META_KEY, CAST_TYPE_META_KEY
+from vo_ml.adql.dialect import ADQL, ARGUMENT_COUNT_META_KEY
 from vo_ml.adql.errors import E05, E06, did_you_mean, position
 from vo_ml.adql.functions import (
     ARGUMENT_COUNTS,
@@ -23,11 +23,9 @@ from vo_ml.adql.functions import (
     LatentDistance,
     MlEncode,
     MlVector,
+    made_geometry,
     vector_values,
 )
-
-#: The CAST target types that are geometries.
-_GEOMETRY_TYPES = frozenset({"POINT", "CIRCLE", "POLYGON"})
 
 #: Values that are certainly no geometry: literals, arithmetic and concatenation.
 _PLAIN_VALUES = (exp.Literal, exp.Neg, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.DPipe)
@@ -54,20 +52,16 @@ def check_calls(tree: exp.Query, declared: Mapping[str, DeclaredFunction]) -> No
 
 def geometry_of(value: exp.Expr) -> str | None:
     """``"point"`` or ``"shape"`` when ``value`` is certainly a geometry, else None."""
-    value = value.unnest()
-    if isinstance(value, AdqlFunction):
-        return value.geometry
-    if isinstance(value, exp.Cast) and value.meta.get(CAST_TYPE_META_KEY) in _GEOMETRY_TYPES:
-        return "point" if value.meta[CAST_TYPE_META_KEY] == "POINT" else "shape"
-    return None
+    kind = made_geometry(value)
+    return None if kind is None else "point" if kind == "point" else "shape"
 
 
 def _check_names(tree: exp.Query, declared: Mapping[str, DeclaredFunction]) -> None:
     """Calls the parser did not map to a declared function are anonymous: reject them by name."""
-    known = sorted(STANDARD_FUNCTIONS | {name.upper() for name in FUNCTIONS}
-                   | {f.name for f in declared.values()})
     for call in tree.find_all(exp.Anonymous, exp.AnonymousAggFunc):
         if isinstance(call, exp.AnonymousAggFunc) or call.name.lower() not in declared:
+            known = sorted(STANDARD_FUNCTIONS | {name.upper() for name in FUNCTIONS}
+                           | {f.name for f in declared.values()})
             raise E05(**position(call), function=call.name, suggestion=did_you_mean(call.name, known))
 
 
@@ -88,19 +82,12 @@ def _check_argument_counts(tree: exp.Query) -> None:
 
 def _check_adql_function(call: AdqlFunction) -> None:
     """Geometry functions and IN_UNIT: the arguments must fit one of the function's signatures."""
-    arguments = call.expressions
-    if call.takes_coordinate_system and arguments and _is_coordinate_system(arguments[0]):
-        arguments = arguments[1:]
+    arguments = call.operands
     if not any(all(map(_fits, signature, arguments))
                for signature in call.signatures_for(len(arguments))):
         written = ", ".join(a.sql() for a in call.expressions)
         raise E06(**position(call), function=call.sql_name(),
                   detail=f"ADQL calls it {call.form}, not with ({written})")
-
-
-def _is_coordinate_system(argument: exp.Expr) -> bool:
-    """ADQL 2.0's leading coordinate system: a string literal (ADQL's grammar), or NULL."""
-    return isinstance(argument, exp.Null) or (isinstance(argument, exp.Literal) and argument.is_string)
 
 
 def _fits(kind: str, argument: exp.Expr) -> bool:

@@ -348,7 +348,7 @@ def _resolve_ml_distances(scope: Scope, encodings: dict[tuple, Encoding]) -> lis
             raise E06(**position(call), function=name,
                       detail=f"'{embedding.sql()}' is not an embedding column of a table with "
                              f"{REFERENCE_KEY}")
-        dimension = _dimension(resolved.column)
+        dimension = resolved.column.dimension
         keys = tuple(k for k in REFERENCE_KEYS if resolved.table.column(k))
         call.meta.update(table=resolved.table.name, column=resolved.column.sql_name,
                          dimension=dimension, keys=keys)
@@ -382,11 +382,6 @@ def _encoding(call: MlEncode, embedding: ResolvedColumn,
     return encodings[key]
 
 
-def _dimension(column: Column) -> int | None:
-    size = (column.arraysize or "").rstrip("*")
-    return int(size) if size.isdigit() else None
-
-
 def _reference_dimension(reference: exp.Expr) -> int | None:
     if isinstance(reference, MlVector):
         return len(vector_values(reference))
@@ -394,7 +389,7 @@ def _reference_dimension(reference: exp.Expr) -> int | None:
     if resolved is None or resolved.column is None or not resolved.column.is_array:
         raise E06(**position(reference), function=reference.parent.sql_name().lower(),
                   detail=f"'{reference.sql()}' is not an embedding (an array column)")
-    return _dimension(resolved.column)
+    return resolved.column.dimension
 
 
 def _check_dimension(call: LatentDistance, dimension: int | None, other: int | None) -> None:

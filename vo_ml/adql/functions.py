@@ -61,13 +61,25 @@ class AdqlFunction(exp.Expression, exp.Func):
     signatures: ClassVar[tuple[str, ...]] = ()
     #: Whether an ADQL 2.0 coordinate system (a string literal, or NULL) may come first.
     takes_coordinate_system: ClassVar[bool] = False
-    #: What it returns, when that is a geometry: ``"point"`` or ``"shape"``.
+    #: What it returns, when that is a geometry: ``"point"``, ``"circle"``, ``"polygon"``, or
+    #: ``"region"`` (any of them, as REGION's text says).
     geometry: ClassVar[str | None] = None
 
     @classmethod
     def signatures_for(cls, count: int) -> tuple[str, ...]:
         """The allowed argument lists of ``count`` arguments (coordinate system excluded)."""
         return tuple(s for s in cls.signatures if len(s) == count)
+
+    @property
+    def operands(self) -> list[exp.Expr]:
+        """The arguments without ADQL 2.0's leading coordinate system (a string literal, as
+        ADQL's grammar has it, or NULL)."""
+        arguments = self.expressions
+        if self.takes_coordinate_system and arguments and (
+                isinstance(arguments[0], exp.Null)
+                or (isinstance(arguments[0], exp.Literal) and arguments[0].is_string)):
+            return arguments[1:]
+        return arguments
 
 
 class AdqlPolygon(AdqlFunction):
@@ -76,7 +88,7 @@ class AdqlPolygon(AdqlFunction):
     _sql_names = ["POLYGON"]
     form = "POLYGON([coordsys,] three or more points, or three or more longitude, latitude pairs)"
     takes_coordinate_system = True
-    geometry = "shape"
+    geometry = "polygon"
 
     @classmethod
     def signatures_for(cls, count: int) -> tuple[str, ...]:
@@ -98,11 +110,11 @@ def _adql_function(name: str, form: str, signatures: tuple[str, ...], geometry: 
 ADQL_FUNCTIONS: Mapping[str, type[AdqlFunction]] = MappingProxyType({f.sql_name(): f for f in (
     _adql_function("POINT", "POINT([coordsys,] longitude, latitude)", ("nn",), "point", True),
     _adql_function("CIRCLE", "CIRCLE([coordsys,] center point or longitude, latitude, radius)",
-                   ("nnn", "pn"), "shape", True),
+                   ("nnn", "pn"), "circle", True),
     _adql_function("BOX", "BOX([coordsys,] center point or longitude, latitude, width, height)",
-                   ("nnnn", "pnn"), "shape", True),
+                   ("nnnn", "pnn"), "polygon", True),
     AdqlPolygon,
-    _adql_function("REGION", "REGION('STC-S text')", ("s",), "shape"),
+    _adql_function("REGION", "REGION('STC-S text')", ("s",), "region"),
     _adql_function("CENTROID", "CENTROID(geometry)", ("*",), "point"),
     _adql_function("AREA", "AREA(geometry)", ("*",)),
     _adql_function("COORD1", "COORD1(point)", ("p",)),
@@ -114,6 +126,20 @@ ADQL_FUNCTIONS: Mapping[str, type[AdqlFunction]] = MappingProxyType({f.sql_name(
                    ("pp", "nnnn")),
     _adql_function("IN_UNIT", "IN_UNIT(value, 'unit')", ("*s",)),
 )})
+
+#: The geometry types ADQL's CAST converts to, each named as the constructor of its kind.
+GEOMETRY_CASTS = frozenset({"POINT", "CIRCLE", "POLYGON"})
+
+
+def made_geometry(value: exp.Expr) -> str | None:
+    """The kind of geometry (see :attr:`AdqlFunction.geometry`) ``value`` is made as, by a
+    constructor or a CAST; None when the query does not make it."""
+    value = value.unnest()
+    if isinstance(value, AdqlFunction):
+        return value.geometry
+    cast_type = value.meta.get(CAST_TYPE_META_KEY) if isinstance(value, exp.Cast) else None
+    return ADQL_FUNCTIONS[cast_type].geometry if cast_type in GEOMETRY_CASTS else None
+
 
 #: The optional ADQL 2.1 features the service runs, as TAPRegExt declares them: the feature
 #: type (after ``ivo://ivoa.net/std/TAPRegExt#``) and the forms of that type.
@@ -196,9 +222,13 @@ class UserFunction:
     generators: Mapping[str, SqlGenerator]
 
 
-def vector_values(vector: MlVector) -> list[float]:
-    """The numbers of an ``ml_vector`` literal; ValueError when it holds anything else."""
-    return [float(value) for value in vector.expressions[0].this.replace(",", " ").split()]
+def vector_values(vector: MlVector) -> tuple[float, ...]:
+    """The numbers of an ``ml_vector`` literal; ValueError when it holds anything else. Read
+    once and kept with the node: the checker, the planner and every generation ask."""
+    if "values" not in vector.meta:
+        vector.meta["values"] = tuple(
+            float(value) for value in vector.expressions[0].this.replace(",", " ").split())
+    return vector.meta["values"]
 
 
 def _latent_vector_duckdb(generator: Generator, node: exp.Expr) -> str:

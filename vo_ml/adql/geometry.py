@@ -22,13 +22,18 @@ from sqlglot import exp
 from sqlglot.generator import Generator
 
 from vo_ml.adql.errors import E06, position
-from vo_ml.adql.functions import ADQL_FUNCTIONS, CAST_TYPE_META_KEY, AdqlFunction, SqlGenerator
+from vo_ml.adql.functions import (
+    ADQL_FUNCTIONS,
+    CAST_TYPE_META_KEY,
+    GEOMETRY_CASTS,
+    AdqlFunction,
+    SqlGenerator,
+    made_geometry,
+)
 from vo_ml.archive.tap_schema import Column
 
 POINT, CIRCLE, POLYGON = "point", "circle", "polygon"
 
-#: Kinds of region, by the constructor or CAST type that makes them.
-_KIND_OF = {"POINT": POINT, "CENTROID": POINT, "CIRCLE": CIRCLE, "BOX": POLYGON, "POLYGON": POLYGON}
 #: STC-S region words (ADQL 2.0 REGION) and the constructor each becomes.
 _STC_S = {"POSITION": "POINT", "CIRCLE": "CIRCLE", "BOX": "BOX", "POLYGON": "POLYGON"}
 _STC_S_FRAMES = {"ICRS", "FK5", "J2000", "UNKNOWNFRAME", "GEOCENTER", "BARYCENTER", "TOPOCENTER",
@@ -40,10 +45,9 @@ _ARRAYSIZE = {POINT: "2", CIRCLE: "3", POLYGON: "*"}
 def region_kind(value: exp.Expr) -> str | None:
     """``point``, ``circle`` or ``polygon`` when the query says what ``value`` is, else None."""
     value = value.unnest()
-    if isinstance(value, AdqlFunction):
-        return _KIND_OF.get(value.sql_name())
-    if isinstance(value, exp.Cast):
-        return _KIND_OF.get(value.meta.get(CAST_TYPE_META_KEY, ""))
+    if isinstance(value, (AdqlFunction, exp.Cast)):
+        made = made_geometry(value)
+        return made if made in _ARRAYSIZE else None
     resolved = value.meta.get("resolved") if isinstance(value, exp.Column) else None
     column = resolved.column if resolved is not None else None
     return column.xtype if column is not None and column.xtype in _ARRAYSIZE else None
@@ -62,7 +66,7 @@ def prepare(tree: exp.Query) -> None:
         if call.sql_name() == "REGION":
             call.replace(_region(call))
     for cast in list(tree.find_all(exp.Cast)):
-        if cast.meta.get(CAST_TYPE_META_KEY) in _KIND_OF:
+        if cast.meta.get(CAST_TYPE_META_KEY) in GEOMETRY_CASTS:
             cast.replace(_region_cast(cast))
 
 
@@ -111,20 +115,10 @@ def _region_cast(cast: exp.Cast) -> exp.Expr:
     value = cast.this
     if isinstance(value, exp.Literal) and value.is_string:
         value = exp.func("string_split", exp.func("trim", value.copy()), exp.Literal.string(" "))
-    size = _ARRAYSIZE[_KIND_OF[cast.meta[CAST_TYPE_META_KEY]]].strip("*")
+    size = _ARRAYSIZE[made_geometry(cast)].strip("*")
     array = exp.cast(value.copy(), exp.DataType.build(f"DOUBLE[{size}]", dialect="duckdb"))
     array.meta.update(cast.meta)
     return array
-
-
-def _arguments(node: AdqlFunction) -> list[exp.Expr]:
-    """The call's arguments without ADQL 2.0's leading coordinate system."""
-    arguments = node.expressions
-    if node.takes_coordinate_system and arguments and (
-            isinstance(arguments[0], exp.Null)
-            or (isinstance(arguments[0], exp.Literal) and arguments[0].is_string)):
-        return arguments[1:]
-    return arguments
 
 
 def _double(generator: Generator, value: exp.Expr) -> str:
@@ -144,7 +138,7 @@ def _parts(generator: Generator, value: exp.Expr, count: int) -> list[str]:
     the query builds it, else indexed out of the array."""
     value = value.unnest()
     if _is(value, "POINT") or _is(value, "CIRCLE"):
-        arguments = _arguments(value)
+        arguments = value.operands
         if len(arguments) == 2 and _is(value, "CIRCLE"):
             return [*_parts(generator, arguments[0], 2), _double(generator, arguments[1])][:count]
         return [_double(generator, a) for a in arguments[:count]]
@@ -178,7 +172,7 @@ def _region_array(numbers: list[str], kind: str) -> str:
 
 
 def _point_sql(generator: Generator, node: AdqlFunction) -> str:
-    return _region_array([_double(generator, a) for a in _arguments(node)], POINT)
+    return _region_array([_double(generator, a) for a in node.operands], POINT)
 
 
 def _circle_sql(generator: Generator, node: AdqlFunction) -> str:
@@ -186,7 +180,7 @@ def _circle_sql(generator: Generator, node: AdqlFunction) -> str:
 
 
 def _box_sql(generator: Generator, node: AdqlFunction) -> str:
-    arguments = _arguments(node)
+    arguments = node.operands
     lon, lat = _parts(generator, arguments[0], 2) if len(arguments) == 3 else [
         _double(generator, a) for a in arguments[:2]]
     width, height = (f"({generator.sql(a)}) / 2" for a in arguments[-2:])
@@ -197,7 +191,7 @@ def _box_sql(generator: Generator, node: AdqlFunction) -> str:
 
 
 def _polygon_sql(generator: Generator, node: AdqlFunction) -> str:
-    arguments = _arguments(node)
+    arguments = node.operands
     if all(_is(a, "POINT") for a in arguments) or not any(region_kind(a) for a in arguments):
         numbers = [part for a in arguments for part in (
             _parts(generator, a, 2) if _is(a, "POINT") else [_double(generator, a)])]

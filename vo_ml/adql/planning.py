@@ -56,7 +56,8 @@ class NeighbourQuery:
     candidate_sql: str
     #: The candidate SQL with the distance that ranks the rows as one more, last, column
     #: (:data:`RANKED_DISTANCE`): its rows tell whether the candidates held the k nearest rows
-    #: (nearest-neighbour queries only: a cone's candidates are complete as they are).
+    #: (filtered nearest-neighbour queries only: otherwise the candidates are complete as they
+    #: are).
     ranked_sql: str | None
     #: True when conditions or joins may drop candidates, so fewer than k could be left.
     filtered: bool
@@ -86,9 +87,9 @@ def plan_neighbours(tree: exp.Query,
         table=distance.meta["table"], column=distance.meta["column"],
         metric="cosine" if isinstance(distance, MlCosineDistance) else "l2", k=k, radius=radius,
         reference=reference.this if isinstance(reference, exp.Literal) else None,
-        vector=tuple(vector_values(reference)) if isinstance(reference, MlVector) else None,
+        vector=vector_values(reference) if isinstance(reference, MlVector) else None,
         upload=_uploaded_references(reference), candidate_sql=candidate_sql,
-        ranked_sql=_ranked_sql(tree, distance, generate) if k is not None else None,
+        ranked_sql=_ranked_sql(tree, distance, generate) if k is not None and filtered else None,
         filtered=filtered, parameters=parameters)
 
 

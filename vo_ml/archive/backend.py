@@ -73,10 +73,6 @@ class ResultStream:
     schema: pa.Schema
     batches: Iterator[pa.RecordBatch]
 
-    @property
-    def names(self) -> list[str]:
-        return list(self.schema.names)
-
 
 def arrow_to_masked(column: pa.ChunkedArray | pa.Array) -> np.ma.MaskedArray:
     """One Arrow column as a masked numpy array; fixed-size lists become 2-D.

@@ -104,45 +104,49 @@ def build_index(backend: Backend, db: Path | str, table: str, column: str,
 
 @dataclass
 class _Rows:
-    """What an index is built from: the vectors of the rows that have one (``ids`` their
-    rowids), and for every row its rowid, its position among those vectors (-1 without one)
-    and its reference keys."""
+    """What an index is built from: every row's rowid, whether it has an embedding, and its
+    reference keys; the vectors of the rows that have one, in order."""
 
-    vectors: np.ndarray
-    ids: np.ndarray
     rowids: np.ndarray
-    positions: np.ndarray
+    embedded: np.ndarray
+    vectors: np.ndarray
     keys: dict[str, pa.ChunkedArray]
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The rowid of each vector."""
+        return self.rowids[self.embedded]
+
+    @property
+    def positions(self) -> np.ndarray:
+        """Each row's position among the vectors, -1 for a row without one."""
+        return np.where(self.embedded, np.cumsum(self.embedded) - 1, -1)
 
 
 def _read(backend: Backend, table: str, column: str, keys: list[str], embedded: int) -> _Rows:
     """Every row, batch by batch, the vectors into one array (the build's largest piece of
     memory besides the index's own copy)."""
     vectors = np.empty((embedded, 0), np.float32)
-    ids, rowids, positions = np.empty(embedded, np.int64), [], []
+    rowids, present = [np.empty(0, np.int64)], [np.empty(0, bool)]
     values: dict[str, list[pa.Array]] = {key: [] for key in keys}
     read = 0
     with (backend.stream(f"SELECT rowid, {', '.join([column, *keys])} FROM {table}") as result,
           tqdm(total=embedded, desc=f"read {table}.{column}", unit="row") as bar):
         for batch in result.batches:
-            present = batch.column(1).is_valid().to_numpy(zero_copy_only=False)
-            count = int(present.sum())
+            rowids.append(batch.column(0).to_numpy())
+            present.append(batch.column(1).is_valid().to_numpy(zero_copy_only=False))
+            count = int(present[-1].sum())
             if count:
-                flat = batch.column(1).filter(present).flatten().to_numpy(zero_copy_only=False)
+                flat = batch.column(1).filter(present[-1]).flatten().to_numpy(
+                    zero_copy_only=False)
                 if not vectors.shape[1]:
                     vectors = np.empty((embedded, flat.size // count), np.float32)
                 vectors[read:read + count] = flat.reshape(count, -1)
-                ids[read:read + count] = batch.column(0).to_numpy()[present]
-            position = np.full(batch.num_rows, -1, np.int64)
-            position[present] = np.arange(read, read + count)
-            positions.append(position)
-            rowids.append(batch.column(0).to_numpy())
             for number, key in enumerate(keys, start=2):
                 values[key].append(batch.column(number))
             read += count
             bar.update(count)
-    return _Rows(vectors[:read], ids[:read], np.concatenate(rowids or [np.empty(0, np.int64)]),
-                 np.concatenate(positions or [np.empty(0, np.int64)]),
+    return _Rows(np.concatenate(rowids), np.concatenate(present), vectors[:read],
                  {key: pa.chunked_array(arrays, pa.string()) for key, arrays in values.items()})
 
 
@@ -153,7 +157,7 @@ def _graph(rows: _Rows, metric: str) -> faiss.Index:
     graph = faiss.IndexHNSWFlat(max(rows.vectors.shape[1], 1), _GRAPH_DEGREE, METRICS[metric])
     graph.hnsw.efConstruction = _BUILD_EFFORT
     index = faiss.IndexIDMap(graph)
-    if len(rows.ids):
+    if len(rows.vectors):
         index.add_with_ids(_prepared(rows.vectors, metric), rows.ids)
     return index
 

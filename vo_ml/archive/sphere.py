@@ -219,11 +219,18 @@ def _by_shape(compute: Callable[..., np.ndarray], *columns: pa.ListArray) -> np.
         arguments = [values[starts[rows, None] + np.arange(n)]
                      for (starts, values), n in zip(flat, shape, strict=True)]
         known = ~np.logical_or.reduce([np.isnan(a).any(axis=1) for a in arguments])
-        values = compute(*(a[known] for a in arguments))
+        values = compute(*(_one_if_constant(a[known]) for a in arguments))
+        values = np.broadcast_to(values, (int(known.sum()), *values.shape[1:]))
         if results is None:
             results = np.ma.masked_all((len(lengths), *values.shape[1:]), values.dtype)
         results[rows[known]] = values
     return results if results is not None else np.ma.masked_all(len(lengths))
+
+
+def _one_if_constant(regions: np.ndarray) -> np.ndarray:
+    """A single row when every row holds the same region (a polygon written in the query comes
+    once per row): its edges and orientation are then worked out once, and broadcast."""
+    return regions[:1] if len(regions) > 1 and (regions == regions[0]).all() else regions
 
 
 def contains(inner: pa.ListArray, outer: pa.ListArray) -> pa.Array:

@@ -65,13 +65,18 @@ class Column:
         return self.arraysize is not None and self.datatype not in ("char", "unicodeChar")
 
     @property
+    def dimension(self) -> int | None:
+        """The length of a fixed-size array column (``arraysize`` n or n*), else None."""
+        size = (self.arraysize or "").rstrip("*")
+        return int(size) if self.is_array and size.isdigit() else None
+
+    @property
     def sql_type(self) -> str:
         """The column's type in the backend; fixed-size numeric arrays become ``FLOAT[n]``."""
         base = SQL_TYPES[self.datatype]
         if not self.is_array:
             return base
-        size = self.arraysize.rstrip("*")
-        return f"{base}[{size}]" if size.isdigit() else f"{base}[]"
+        return f"{base}[{self.dimension}]" if self.dimension else f"{base}[]"
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ def encode(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path) -> np.ndar
 def encode_batch(encoder: object, decoder: object, flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Latent vectors and RMS reconstruction error of one batch (see :func:`encode`)."""
     good = (~mask).astype(np.float32)
-    latent = encoder([flux, good], training=False).numpy()
+    latent = _latent(encoder, flux, good)
     residual = decoder(latent, training=False).numpy()
     residual -= flux
     np.square(residual, out=residual)
@@ -194,16 +194,31 @@ def _scheduler(address: str | None, workers: int | None
 
 def latent_vectors(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path) -> np.ndarray:
     """Latent vectors of spectra on the store's grid (as :meth:`Preprocessing.apply` leaves
-    them), sampled and encoded exactly as the archive's own were."""
-    card = load_model(str(model_dir))[2]
-    model_flux, model_mask = downsample(flux, mask, downsampling(card["config"]))
-    return encode(model_flux, model_mask, model_dir)[:, :int(card["latent_dim"])]
+    them), sampled and encoded exactly as the archive's own were, in batches of the training
+    batch size; the encoder alone runs (no reconstruction error is wanted here)."""
+    encoder, _, card = load_model(str(model_dir))
+    model_flux, model_mask = _model_input(flux, mask, card)
+    batch = int(card["config"]["training"]["batch_size"])
+    parts = [_latent(encoder, model_flux[i:i + batch], (~model_mask[i:i + batch]).astype(np.float32))
+             for i in range(0, len(model_flux), batch)]
+    return np.concatenate(parts) if parts else np.empty((0, int(card["latent_dim"])), np.float32)
 
 
 def reconstruct(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Store rows as the model sees them (flux, mask) and the model's reconstruction of them."""
     encoder, decoder, card = load_model(str(model_dir))
-    model_flux, model_mask = downsample(flux, mask, downsampling(card["config"]))
-    latent = encoder([model_flux, (~model_mask).astype(np.float32)], training=False)
+    model_flux, model_mask = _model_input(flux, mask, card)
+    latent = _latent(encoder, model_flux, (~model_mask).astype(np.float32))
     return model_flux, model_mask, decoder(latent, training=False).numpy()
+
+
+def _model_input(flux: np.ndarray, mask: np.ndarray, card: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Store rows at the model's sampling."""
+    return downsample(flux, mask, downsampling(card["config"]))
+
+
+def _latent(encoder: object, flux: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """The encoder's latent vectors of rows at the model's sampling (``good``: 1 where the
+    pixel counts)."""
+    return encoder([flux, good], training=False).numpy()

@@ -93,10 +93,9 @@ class PrincipalComponents:
         return self.project(data, dimensions) @ self.axes[:dimensions] + self.centre
 
 
-def pca_projection(data: np.ndarray, dimensions: int, fit: np.ndarray | None = None) -> np.ndarray:
-    """The data projected on its first principal components, fitted on the rows ``fit`` (all
-    rows when None)."""
-    return PrincipalComponents.fit(data if fit is None else data[fit]).project(data, dimensions)
+def pca_projection(data: np.ndarray, dimensions: int) -> np.ndarray:
+    """The data projected on its first principal components."""
+    return PrincipalComponents.fit(data).project(data, dimensions)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 
+import faiss
 from flask import Flask, Response, current_app, request
 
 from vo_ml.archive.duckdb_backend import DuckDBBackend
@@ -77,6 +78,9 @@ def create_app(config: dict | None = None) -> Flask:
     if config:
         app.config.from_mapping(config)
 
+    # One neighbour search is far too small for OpenMP's spinning worker threads, which only
+    # fight with the other requests for the cores: every search runs on its request's thread.
+    faiss.omp_set_num_threads(1)
     backend = DuckDBBackend(app.config["ARCHIVE_DB"], read_only=True)
     app.extensions["vo_ml"] = Archive(backend, backend.read_tap_schema())
 

@@ -22,7 +22,7 @@ from vo_ml.service.dali import DaliError, DaliParameters, parse_maxrec
 from vo_ml.service.formats import CappedRows
 from vo_ml.service.votable import VOTABLE_MIME, error_votable
 
-__all__ = ["answer", "dali_error_response", "request_parameters", "request_part", "maxrec_of",
+__all__ = ["answer", "respond", "dali_error_response", "request_parameters", "request_part", "maxrec_of",
            "run_limited", "open_rows", "read_rows", "query_errors", "TimeLimitError"]
 
 log = logging.getLogger(__name__)
@@ -42,15 +42,20 @@ def request_part(name: str, limit: int) -> bytes | None:
 
 def answer(run: Callable[[DaliParameters], bytes]) -> Response:
     """Run a protocol's query on this request: a VOTable, or a DALI error document."""
+    return respond(lambda: Response(run(request_parameters()), mimetype=VOTABLE_MIME))
+
+
+def respond(make: Callable[[], Response]) -> Response:
+    """The response ``make`` builds for this request, or a DALI error document: the request's
+    fault as its DaliError says, anything else as a 500 whose cause goes to the log."""
     try:
-        body = run(request_parameters())
+        return make()
     except DaliError as error:
         return dali_error_response(error)
     except Exception:
         log.exception("%s failed", request.path)
         return dali_error_response(DaliError(
             "internal error while running the query; the service log has the details", 500))
-    return Response(body, mimetype=VOTABLE_MIME)
 
 
 def dali_error_response(error: DaliError) -> Response:

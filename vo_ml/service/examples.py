@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html import escape
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 
 from vo_ml.service import archive, base_url
 
@@ -82,6 +82,15 @@ def examples_for(table: str | None, reference: str | None) -> list[Example]:
 
 
 def _served_examples() -> list[Example]:
+    """The examples for the served archive, worked out once per app: it is read-only while
+    served, and finding a reference reads the table."""
+    extensions = current_app.extensions
+    if "vo_ml_examples" not in extensions:
+        extensions["vo_ml_examples"] = _examples_of_archive()
+    return extensions["vo_ml_examples"]
+
+
+def _examples_of_archive() -> list[Example]:
     schema = archive().schema
     tables = [t for s in schema.schemas if s.name.upper() not in ("TAP_SCHEMA", "IVOA")
               for t in s.tables]

@@ -39,7 +39,6 @@ class CappedRows:
         self.schema = portable_schema(stream.schema)
         #: INFO elements (name, value) a VOTable of the rows carries, such as the plan used.
         self.infos = infos
-        self.names = stream.names
         self.overflow = False
         #: The error that ended the rows early, once one has (a time limit hit while sending).
         self.failure: QueryError | None = None
@@ -137,7 +136,7 @@ def _delimited(separator: str) -> Writer:
             writer.write_batch(text)
             yield spool.take()
         if writer is None:
-            yield separator.join(rows.names).encode() + b"\n"
+            yield separator.join(rows.schema.names).encode() + b"\n"
         else:
             writer.close()
             yield spool.take()
@@ -153,7 +152,7 @@ def _parquet(rows: CappedRows, columns: Sequence[Column | None]) -> Iterator[byt
     spool = _Spool()
     with pq.ParquetWriter(spool, schema) as writer:
         for batch in rows:
-            writer.write_batch(batch.cast(schema))
+            writer.write_batch(batch)
             yield spool.take()
     yield spool.take()
 

@@ -159,12 +159,11 @@ class JobStore:
         folder.mkdir()
         for name, content in files.items():
             (folder / f"part-{name}").write_bytes(content)
-        run_id = next((v for k, v in parameters if k == "RUNID"), None)
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO jobs (job_id, run_id, phase, parameters, creation_time, "
                 "execution_duration, destruction) VALUES (?, ?, 'PENDING', ?, ?, ?, ?)",
-                [job_id, run_id, json.dumps(list(parameters)), iso(utc_now()),
+                [job_id, _run_id(parameters), json.dumps(list(parameters)), iso(utc_now()),
                  execution_duration, iso(destruction)])
             return _job(db, job_id)
 
@@ -202,30 +201,36 @@ class JobStore:
         return [Job.from_row(r) for r in rows]
 
     def _update(self, job_id: str, allowed: Sequence[str], what: str, assignments: str,
-                values: Sequence = (), done: Sequence[str] = ()) -> Job:
+                values: Sequence | Callable[[Job], Sequence] = (),
+                done: Sequence[str] = ()) -> Job:
         """Apply ``assignments`` if the job's phase is one of ``allowed``; leave it as it is in a
-        phase of ``done`` (asking again changes nothing); else PhaseError. The job as it ends."""
+        phase of ``done`` (asking again changes nothing); else PhaseError. The job as it ends.
+        ``values`` may be worked out from the job as it is inside the transaction."""
         with self._transaction() as db:
-            phase = _job(db, job_id).phase
-            if phase in done:
-                return _job(db, job_id)
-            if phase not in allowed:
-                raise PhaseError(f"job {job_id} is {phase}; {what} needs it to be "
+            job = _job(db, job_id)
+            if job.phase in done:
+                return job
+            if job.phase not in allowed:
+                raise PhaseError(f"job {job_id} is {job.phase}; {what} needs it to be "
                                  f"{' or '.join(allowed)}")
+            values = values(job) if callable(values) else values
             db.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", [*values, job_id])
             return _job(db, job_id)
 
     def set_parameters(self, job_id: str, parameters: Sequence[tuple[str, str]],
                        files: dict[str, bytes]) -> Job:
-        """Add or replace parameters of a PENDING job (UWS 1.1 section 2.2.3.6)."""
-        job = self.get(job_id)
+        """Add or replace parameters of a PENDING job (UWS 1.1 section 2.2.3.6): merged with
+        the job's and its files replaced only once it is known to be PENDING, in the transaction
+        that stores them, so a job that has left PENDING keeps what it runs with."""
         names = {name for name, _ in parameters}
-        merged = [(k, v) for k, v in job.parameters if k not in names] + list(parameters)
-        for name, content in files.items():
-            (self.folder(job_id) / f"part-{name}").write_bytes(content)
-        run_id = next((v for k, v in merged if k == "RUNID"), None)
+
+        def merged_into(job: Job) -> list:
+            merged = [(k, v) for k, v in job.parameters if k not in names] + list(parameters)
+            for name, content in files.items():
+                (self.folder(job_id) / f"part-{name}").write_bytes(content)
+            return [json.dumps(merged), _run_id(merged)]
         return self._update(job_id, ("PENDING",), "changing parameters",
-                            "parameters = ?, run_id = ?", [json.dumps(merged), run_id])
+                            "parameters = ?, run_id = ?", merged_into)
 
     def set_execution_duration(self, job_id: str, seconds: int) -> Job:
         return self._update(job_id, ("PENDING",), "changing executionDuration",
@@ -256,7 +261,11 @@ class JobStore:
 
     def claim(self, max_running: int, owner: tuple[int, float]) -> Job | None:
         """The oldest QUEUED job, now EXECUTING for ``owner``, if fewer than ``max_running``
-        jobs execute; None otherwise."""
+        jobs execute; None otherwise. The runner asks several times a second, so the write
+        lock every process shares is taken only when a job waits."""
+        with self._transaction(write=False) as db:
+            if db.execute("SELECT 1 FROM jobs WHERE phase = 'QUEUED' LIMIT 1").fetchone() is None:
+                return None
         with self._transaction() as db:
             running = db.execute("SELECT count(*) FROM jobs WHERE phase = 'EXECUTING'").fetchone()[0]
             if running >= max_running:
@@ -320,6 +329,11 @@ class JobStore:
             if folder.is_dir() and folder.name not in known:
                 shutil.rmtree(folder, ignore_errors=True)
         return expired
+
+
+def _run_id(parameters: Sequence[tuple[str, str]]) -> str | None:
+    """RUNID, kept in a column of its own for the job list."""
+    return next((v for k, v in parameters if k == "RUNID"), None)
 
 
 def _job(db: sqlite3.Connection, job_id: str) -> Job:

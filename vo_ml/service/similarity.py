@@ -19,7 +19,6 @@ import functools
 import threading
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -184,9 +183,6 @@ def _loaded(path: Path, version: int) -> NeighbourIndex | None:
     """An index, loaded once per version of its description (the archive is read-only while
     served)."""
     index = NeighbourIndex.load(path) if version else None
-    # One search is far too small for OpenMP's spinning worker threads, which only fight with
-    # the other requests for the cores: every search runs on its request's thread.
-    faiss.omp_set_num_threads(1)
     if index is None:
         return None
     current = fingerprint(archive().backend, index.meta["table"], index.meta["column"],

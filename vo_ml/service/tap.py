@@ -10,7 +10,6 @@ gives, never a traceback.
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,13 +21,13 @@ from vo_ml.archive.backend import QueryError
 from vo_ml.archive.tap_schema import TapSchema
 from vo_ml.service import archive, similarity
 from vo_ml.service.dal import (
-    dali_error_response,
     maxrec_of,
     open_rows,
     query_errors,
     read_rows,
     request_parameters,
     request_part,
+    respond,
 )
 from vo_ml.service.dali import DaliError, DaliParameters
 from vo_ml.service.encoding import encode_uploads
@@ -36,8 +35,6 @@ from vo_ml.service.formats import output_format
 from vo_ml.service.uploads import read_uploads, upload_schema, upload_specs
 
 __all__ = ["bp", "run_query", "Answer", "LANGUAGES"]
-
-log = logging.getLogger(__name__)
 
 bp = Blueprint("tap", __name__, url_prefix="/tap")
 
@@ -63,16 +60,11 @@ class Answer:
 
 @bp.route("/sync", methods=["GET", "POST"])
 def sync() -> Response:
-    try:
+    def streamed() -> Response:
         result = run_query(request_parameters(), request_part,
                            float(current_app.config["QUERY_TIMEOUT"]))
-    except DaliError as error:
-        return dali_error_response(error)
-    except Exception:
-        log.exception("/tap/sync failed")
-        return dali_error_response(DaliError(
-            "internal error while running the query; the service log has the details", 500))
-    return Response(result.chunks, mimetype=result.mimetype)
+        return Response(result.chunks, mimetype=result.mimetype)
+    return respond(streamed)
 
 
 def run_query(parameters: DaliParameters, part: PartReader, timeout: float,

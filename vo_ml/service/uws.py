@@ -20,7 +20,13 @@ from flask import Blueprint, Flask, Response, current_app, redirect, request, se
 from lxml import etree
 
 from vo_ml.service import base_url
-from vo_ml.service.dal import TimeLimitError, dali_error_response, query_errors, request_parameters
+from vo_ml.service.dal import (
+    TimeLimitError,
+    dali_error_response,
+    query_errors,
+    request_parameters,
+    request_part,
+)
 from vo_ml.service.dali import DaliError, DaliParameters
 from vo_ml.service.jobs import (
     ACTIVE_PHASES,
@@ -128,13 +134,14 @@ def create() -> Response:
         int(config["ASYNC_EXECUTION_DURATION"])
     destruction = _destruction(parameters) if parameters.get("DESTRUCTION") else \
         retention(float(config["ASYNC_RETENTION_DAYS"]))
-    job = _store().create(_query_parameters(parameters), _inline_files(), duration, destruction)
-    if parameters.get("PHASE", "").upper() == "RUN":
-        _store().queue(job.job_id)
-        _runner().wake()
-    elif parameters.get("PHASE"):
+    run = parameters.get("PHASE", "").upper() == "RUN"
+    if parameters.get("PHASE") and not run:
         raise DaliError(f"PHASE={parameters['PHASE']!r} cannot start a job: use PHASE=RUN or leave "
                         "it out (the job then waits in PENDING)")
+    job = _store().create(_query_parameters(parameters), _inline_files(), duration, destruction)
+    if run:
+        _store().queue(job.job_id)
+        _runner().wake()
     return redirect(_job_url(job.job_id), code=303)
 
 
@@ -145,13 +152,11 @@ def _query_parameters(parameters: DaliParameters) -> list[tuple[str, str]]:
 def _inline_files() -> dict[str, bytes]:
     """Every file part of the request: an UPLOAD=name,param:part refers to one by its name."""
     limit = int(current_app.config["UPLOAD_LIMIT_BYTES"])
-    files = {}
-    for name, storage in request.files.items():
-        content = storage.stream.read(limit + 1)
+    files = {name: request_part(name, limit) for name in request.files}
+    for name, content in files.items():
         if len(content) > limit:
             raise DaliError(f"file part {name!r} is larger than the service's upload limit of "
                             f"{limit} bytes; upload fewer rows or columns", status=413)
-        files[name] = content
     return files
 
 
@@ -172,9 +177,7 @@ def job_post(job_id: str) -> Response:
     if parameters.get("ACTION"):
         if parameters["ACTION"].upper() != "DELETE":
             raise DaliError(f"ACTION={parameters['ACTION']!r} is not supported: use ACTION=DELETE")
-        _store().delete(job_id)
-        _runner().wake()
-        return redirect(_list_url(), code=303)
+        return job_delete(job_id)
     if parameters.get("PHASE"):
         return _change_phase(job_id, parameters)
     _store().set_parameters(job_id, _query_parameters(parameters), _inline_files())
