@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from vo_ml.archive.tap_schema import Column
+
+if TYPE_CHECKING:  # planning imports this module: its type is named, never imported, here
+    from vo_ml.adql.planning import NeighbourQuery
 
 #: The schema of tables uploaded with a query (TAP 1.1 section 4.3.1).
 UPLOAD_SCHEMA = "TAP_UPLOAD"
@@ -75,6 +79,6 @@ class Translation:
     references: list[Reference] = field(default_factory=list)
     encodings: list[Encoding] = field(default_factory=list)
     output_columns: list[OutputColumn] = field(default_factory=list)
-    #: Set for ``TOP k ... ORDER BY ml_distance(...)``: how to run it with a neighbour index
-    #: (a :class:`vo_ml.adql.planning.NeighbourQuery`); ``sql`` is then the exact search.
-    neighbours: object | None = None
+    #: Set for ``TOP k ... ORDER BY ml_distance(...)`` and latent cones: how to run it with a
+    #: neighbour index; ``sql`` is then the exact search.
+    neighbours: NeighbourQuery | None = None

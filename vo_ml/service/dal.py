@@ -12,6 +12,8 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import pyarrow as pa
 from flask import Response, current_app, request
@@ -19,11 +21,10 @@ from flask import Response, current_app, request
 from vo_ml.archive.backend import QueryError, QueryResult, QueryTimeout, ResultStream
 from vo_ml.service import archive
 from vo_ml.service.dali import DaliError, DaliParameters, parse_maxrec
-from vo_ml.service.formats import CappedRows
 from vo_ml.service.votable import VOTABLE_MIME, error_votable
 
 __all__ = ["answer", "respond", "dali_error_response", "request_parameters", "request_part", "maxrec_of",
-           "run_limited", "open_rows", "read_rows", "query_errors", "TimeLimitError"]
+           "run_limited", "query_errors", "TimeLimitError", "Executor", "Found", "Plan", "SqlPlan"]
 
 log = logging.getLogger(__name__)
 
@@ -95,26 +96,69 @@ def query_errors(timeout: float) -> Iterator[None]:
         raise DaliError(f"the database refused the query: {error}") from None
 
 
-def read_rows(table: pa.Table, maxrec: int, infos: tuple[tuple[str, str], ...] = ()) -> CappedRows:
-    """A result already read, as :func:`open_rows` gives one being read."""
-    return CappedRows(ResultStream(table.schema, iter(table.to_batches())), maxrec, infos)
+@dataclass(frozen=True)
+class Found:
+    """The rows a plan found, as they are read, and the INFO elements (name, value) that tell
+    the user how they were found."""
+
+    stream: ResultStream
+    infos: tuple[tuple[str, str], ...] = ()
 
 
-def open_rows(stack: contextlib.ExitStack, sql: str, maxrec: int, timeout: float,
-              stop: threading.Event | None = None,
-              tables: Mapping[str, pa.Table] | None = None,
-              infos: tuple[tuple[str, str], ...] = (),
-              parameters: Mapping[str, object] | None = None) -> CappedRows:
-    """Start the query, closed with ``stack``, and read its first batch; ``infos`` (name, value)
-    go into a VOTable result as INFO elements, ``parameters`` are the SQL's named parameters.
+class Plan(Protocol):
+    """How to find a query's rows: a value made before anything runs, run once."""
 
-    Reading one batch before answering means the errors most queries can have (bad casts,
-    division by zero, the time limit of a sort) still become a DALI error with its HTTP status
-    rather than a broken stream.
-    """
-    with query_errors(timeout):
-        stream = stack.enter_context(archive().backend.stream(
-            sql, parameters, limit=maxrec + 1, timeout=timeout, stop=stop, tables=tables))
-        first = next(stream.batches, None)
-    stream.batches = itertools.chain([first] if first is not None else [], stream.batches)
-    return CappedRows(stream, maxrec, infos)
+    def run(self, executor: Executor) -> Found:
+        """The rows, found with ``executor``: the only way a plan reaches the database."""
+
+
+@dataclass(frozen=True)
+class SqlPlan:
+    """One SQL statement whose rows are the answer."""
+
+    sql: str
+    parameters: Sequence | Mapping | None = None
+    infos: tuple[tuple[str, str], ...] = ()
+
+    def run(self, executor: Executor) -> Found:
+        return Found(executor.open(self.sql, self.parameters), self.infos)
+
+
+class Executor:
+    """The one place a query's SQL reaches the database: with the query's time limit, stop
+    event and uploaded ``tables``, its streams closed with ``stack``, the backend's refusals
+    turned into DALI errors."""
+
+    def __init__(self, stack: contextlib.ExitStack, maxrec: int, timeout: float,
+                 stop: threading.Event | None = None,
+                 tables: Mapping[str, pa.Table] | None = None) -> None:
+        self._stack = stack
+        self._maxrec = maxrec
+        self._timeout = timeout
+        self._stop = stop
+        self._tables = dict(tables or {})
+
+    def open(self, sql: str, parameters: Sequence | Mapping | None = None,
+             tables: Mapping[str, pa.Table] | None = None) -> ResultStream:
+        """Start the query (``tables`` are visible to it besides the uploads) and read its
+        first batch; at most ``maxrec + 1`` rows, one more than MAXREC to tell it cut them.
+
+        Reading one batch before answering means the errors most queries can have (bad casts,
+        division by zero, the time limit of a sort) still become a DALI error with its HTTP
+        status rather than a broken stream.
+        """
+        with query_errors(self._timeout):
+            stream = self._stack.enter_context(archive().backend.stream(
+                sql, parameters, limit=self._maxrec + 1, timeout=self._timeout,
+                stop=self._stop, tables=self._tables | dict(tables or {})))
+            first = next(stream.batches, None)
+        stream.batches = itertools.chain([first] if first is not None else [], stream.batches)
+        return stream
+
+    def read(self, sql: str, parameters: Sequence | Mapping | None = None,
+             tables: Mapping[str, pa.Table] | None = None) -> pa.Table:
+        """Every row of the query at once, for a plan that looks at rows before serving them."""
+        with query_errors(self._timeout), archive().backend.stream(
+                sql, parameters, timeout=self._timeout, stop=self._stop,
+                tables=self._tables | dict(tables or {})) as result:
+            return pa.Table.from_batches(list(result.batches), schema=result.schema)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,10 @@ import pyarrow.compute as pc
 
 from vo_ml import adql
 from vo_ml.adql.planning import CANDIDATES, NeighbourQuery
+from vo_ml.archive.backend import ResultStream
 from vo_ml.archive.neighbours import NeighbourIndex, description_path, fingerprint
 from vo_ml.service import archive
+from vo_ml.service.dal import Executor, Found, Plan, SqlPlan
 from vo_ml.service.dali import DaliError
 
 #: ML_SEARCH values: ``auto`` uses an index when there is an up-to-date one.
@@ -38,78 +39,140 @@ _FEWEST_CANDIDATES = 100
 _EXACT_SHARE = 0.1
 
 
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """The SQL to run, the tables it reads besides the archive, and what to tell the user."""
-
-    sql: str
-    tables: dict[str, pa.Table]
-    description: str
-    parameters: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-    #: The result itself when planning had to read it (a filtered nearest-neighbour search,
-    #: checked to be complete); ``sql`` is then what gave it.
-    rows: pa.Table | None = None
-
-
 def plan(sql: str, query: NeighbourQuery | None,
          embeddings: dict[tuple[str, str], np.ndarray], tables: dict[str, pa.Table],
-         mode: str, timeout: float | None = None, stop: threading.Event | None = None) -> Plan:
+         mode: str) -> Plan:
     """How to run a translated query: as it is, or with candidates from a neighbour index.
 
     ``embeddings`` are those of the rows the query names as references, by (table, name given);
-    ``tables`` those registered with the query (its uploads) by the name the SQL uses. A query
-    planning runs (the ranked rows of a filtered search) is stopped after ``timeout`` seconds
-    or when ``stop`` is set, as the query itself would be.
+    ``tables`` those registered with the query (its uploads) by the name the SQL uses. Nothing
+    runs here: the plan says what to run, and its ``run`` runs it.
     """
     if mode not in SEARCH_MODES:
         raise DaliError(f"ML_SEARCH={mode!r} is not supported: use one of {', '.join(SEARCH_MODES)}")
     if query is None:
-        return Plan(sql, {}, "")
-    exact = Plan(sql, {}, f"exact: every row of {query.table} with a {query.column} compared")
+        return SqlPlan(sql)
+    exact = f"exact: every row of {query.table} with a {query.column} compared"
     if mode == "exact":
-        return exact
+        return _exact(sql, exact)
     index = _current_index(query.table, query.column, query.metric)
     if index is None:
-        return Plan(sql, {}, f"{exact.description}; no up-to-date {query.metric} neighbour "
-                             f"index of {query.table}.{query.column} (build it with 'vo-ml index')")
+        return _exact(sql, f"{exact}; no up-to-date {query.metric} neighbour index of "
+                           f"{query.table}.{query.column} (build it with 'vo-ml index')")
     vectors = _reference_vectors(query, embeddings, tables, int(index.meta["dimension"]))
     if not len(vectors):
-        return Plan(sql, {}, f"{exact.description} (no uploaded reference has a vector)")
-    references = "the reference" if len(vectors) == 1 else f"{len(vectors)} references"
-    parameters = {name: embeddings[row] for name, row in query.parameters.items()}
+        return _exact(sql, f"{exact} (no uploaded reference has a vector)")
+    search = _Search(query, index, vectors,
+                     {name: embeddings[row] for name, row in query.parameters.items()},
+                     sql, exact)
     if query.radius is not None:
-        return _cone(query, index, vectors, references, exact, parameters)
-    count = max(_CANDIDATES_PER_ROW * query.k, _FEWEST_CANDIDATES)
-    while True:
-        ids, reach = index.search(vectors, count)
-        candidates = {CANDIDATES: pa.table({"id": ids})}
-        description = (f"approximate: {len(ids)} candidates near {references} from the HNSW "
-                       f"index of {query.table}.{query.column}, re-ranked by the exact distance")
-        if not query.filtered or count >= index.rows:
-            return Plan(query.candidate_sql, candidates, description, parameters)
-        ranked = _ranked(query, tables | candidates, parameters, timeout, stop)
-        distances = ranked.column(ranked.num_columns - 1)
-        if _complete(distances, query.k, reach):
-            return Plan(query.ranked_sql, candidates, description, parameters,
-                        ranked.remove_column(ranked.num_columns - 1))
-        count *= 8
-        if count > _EXACT_SHARE * index.rows:
-            return Plan(sql, {}, f"{exact.description} (the conditions keep too few of the "
-                                 "nearest rows for the index to help)")
+        return ConePlan(search)
+    return FilteredPlan(search) if query.filtered else NearestPlan(search)
 
 
-def _cone(query: NeighbourQuery, index: NeighbourIndex, vectors: np.ndarray, references: str,
-          exact: Plan, parameters: dict[str, np.ndarray]) -> Plan:
-    """A latent cone: every row within the radius, found by an exact scan of the index's vectors
-    (no graph search), so the result is the exact one."""
-    ids = index.within(vectors, query.radius)
-    if len(ids) > _EXACT_SHARE * index.rows:
-        return Plan(exact.sql, {}, f"{exact.description} (the cone holds {len(ids)} "
-                                   "rows, too many for the index to help)")
-    return Plan(query.candidate_sql, {CANDIDATES: pa.table({"id": ids})},
-                f"latent cone: the {len(ids)} rows within {query.radius:g} of "
-                f"{references} in the stored vectors of the {query.metric} index of "
-                f"{query.table}.{query.column}, checked by the exact distance", parameters)
+def _exact(sql: str, description: str) -> SqlPlan:
+    return SqlPlan(sql, infos=_named(description))
+
+
+def _named(description: str) -> tuple[tuple[str, str], ...]:
+    """The INFO that names the plan used in the result."""
+    return (("vo_ml_plan", description),)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Search:
+    """What every plan with an index needs: the query, the index, the reference vectors, the
+    SQL parameters (the named references' embeddings), and the exact SQL to fall back on."""
+
+    query: NeighbourQuery
+    index: NeighbourIndex
+    vectors: np.ndarray
+    parameters: dict[str, np.ndarray]
+    exact_sql: str
+    exact: str
+
+    @property
+    def references(self) -> str:
+        return "the reference" if len(self.vectors) == 1 else f"{len(self.vectors)} references"
+
+    def fall_back(self, executor: Executor, why: str) -> Found:
+        """The exact query's rows, saying why the index did not help."""
+        return _exact(self.exact_sql, f"{self.exact} ({why})").run(executor)
+
+    def candidates(self, ids: np.ndarray) -> dict[str, pa.Table]:
+        return {CANDIDATES: pa.table({"id": ids})}
+
+    def approximate(self, ids: np.ndarray) -> tuple[tuple[str, str], ...]:
+        return _named(f"approximate: {len(ids)} candidates near {self.references} from the HNSW "
+                      f"index of {self.query.table}.{self.query.column}, re-ranked by the exact "
+                      "distance")
+
+    def first_count(self) -> int:
+        return max(_CANDIDATES_PER_ROW * self.query.k, _FEWEST_CANDIDATES)
+
+
+@dataclasses.dataclass(frozen=True)
+class NearestPlan:
+    """TOP k nearest rows with nothing that drops any: the candidates near the references,
+    re-ranked by the exact distance."""
+
+    search: _Search
+
+    def run(self, executor: Executor) -> Found:
+        search = self.search
+        ids, _ = search.index.search(search.vectors, search.first_count())
+        return Found(executor.open(search.query.candidate_sql, search.parameters,
+                                   search.candidates(ids)), search.approximate(ids))
+
+
+@dataclasses.dataclass(frozen=True)
+class FilteredPlan:
+    """TOP k nearest rows that meet conditions or joins, which may drop candidates: the ranked
+    rows are read, and the candidates widened eightfold until k rows survive and none of them
+    is farther than the search reached (the rows read last are the answer); once the
+    candidates would be a large share of the table, the query runs exactly instead."""
+
+    search: _Search
+
+    def run(self, executor: Executor) -> Found:
+        search, query = self.search, self.search.query
+        count = search.first_count()
+        while True:
+            ids, reach = search.index.search(search.vectors, count)
+            candidates = search.candidates(ids)
+            if count >= search.index.rows:
+                return Found(executor.open(query.candidate_sql, search.parameters, candidates),
+                             search.approximate(ids))
+            ranked = executor.read(query.ranked_sql, search.parameters, candidates)
+            distances = ranked.column(ranked.num_columns - 1)
+            if _complete(distances, query.k, reach):
+                served = ranked.remove_column(ranked.num_columns - 1)
+                return Found(ResultStream(served.schema, iter(served.to_batches())),
+                             search.approximate(ids))
+            count *= 8
+            if count > _EXACT_SHARE * search.index.rows:
+                return search.fall_back(executor, "the conditions keep too few of the nearest "
+                                                  "rows for the index to help")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConePlan:
+    """A latent cone: every row within the radius, found by an exact scan of the index's
+    vectors (no graph search), so the result is the exact one."""
+
+    search: _Search
+
+    def run(self, executor: Executor) -> Found:
+        search, query = self.search, self.search.query
+        ids = search.index.within(search.vectors, query.radius)
+        if len(ids) > _EXACT_SHARE * search.index.rows:
+            return search.fall_back(executor, f"the cone holds {len(ids)} rows, too many for "
+                                              "the index to help")
+        return Found(
+            executor.open(query.candidate_sql, search.parameters, search.candidates(ids)),
+            _named(f"latent cone: the {len(ids)} rows within {query.radius:g} of "
+                   f"{search.references} in the stored vectors of the {query.metric} index of "
+                   f"{query.table}.{query.column}, checked by the exact distance"))
 
 
 def reference_embeddings(
@@ -151,16 +214,6 @@ def _reference_vectors(query: NeighbourQuery, embeddings: dict[tuple[str, str], 
     view, column = query.upload
     given = pc.drop_null(tables[view].column(column)).combine_chunks()
     return np.asarray(given.flatten(), np.float32).reshape(-1, dimension)
-
-
-def _ranked(query: NeighbourQuery, tables: dict[str, pa.Table], parameters: dict[str, np.ndarray],
-            timeout: float | None, stop: threading.Event | None) -> pa.Table:
-    """The rows the candidates give (k at most), with their distance as the last column (by
-    position: a select item may have its name). ``tables`` are those the query reads, the
-    candidates among them."""
-    with archive().backend.stream(query.ranked_sql, parameters, timeout=timeout, stop=stop,
-                                  tables=tables) as result:
-        return pa.Table.from_batches(list(result.batches), schema=result.schema)
 
 
 def _complete(distances: pa.ChunkedArray, k: int, reach: float) -> bool:

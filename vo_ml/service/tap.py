@@ -21,17 +21,16 @@ from vo_ml.archive.backend import QueryError
 from vo_ml.archive.tap_schema import TapSchema
 from vo_ml.service import archive, similarity
 from vo_ml.service.dal import (
+    Executor,
     maxrec_of,
-    open_rows,
     query_errors,
-    read_rows,
     request_parameters,
     request_part,
     respond,
 )
 from vo_ml.service.dali import DaliError, DaliParameters
 from vo_ml.service.encoding import encode_uploads
-from vo_ml.service.formats import output_format
+from vo_ml.service.formats import CappedRows, output_format
 from vo_ml.service.uploads import read_uploads, upload_schema, upload_specs
 
 __all__ = ["bp", "run_query", "Answer", "LANGUAGES"]
@@ -96,20 +95,15 @@ def run_query(parameters: DaliParameters, part: PartReader, timeout: float,
     except adql.AdqlError as error:
         raise DaliError(str(error)) from None
     tables = {adql.upload_view(u.name): u.rows for u in uploads}
-    with query_errors(timeout):
-        chosen = similarity.plan(translation.sql, translation.neighbours, embeddings, tables,
-                                 parameters.get("ML_SEARCH", "auto").lower(), timeout, stop)
-    infos = (("vo_ml_plan", chosen.description),) if chosen.description else ()
+    chosen = similarity.plan(translation.sql, translation.neighbours, embeddings, tables,
+                             parameters.get("ML_SEARCH", "auto").lower())
     stack = contextlib.ExitStack()
-    if chosen.rows is not None:
-        rows = read_rows(chosen.rows, maxrec, infos)
-    else:
-        try:
-            rows = open_rows(stack, chosen.sql, maxrec, timeout, stop, tables | chosen.tables,
-                             infos, chosen.parameters)
-        except BaseException:
-            stack.close()
-            raise
+    try:
+        found = chosen.run(Executor(stack, maxrec, timeout, stop, tables))
+    except BaseException:
+        stack.close()
+        raise
+    rows = CappedRows(found.stream, maxrec, found.infos)
     columns = [o.column for o in translation.output_columns]
     return Answer(fmt.mime, _closing(fmt.writer(rows, columns), stack),
                   lambda: rows.failure)
