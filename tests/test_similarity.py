@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -466,3 +468,28 @@ def test_a_moved_model_is_a_clear_error_until_models_dir_names_it(archive, tmp_p
     with serving(moved, {"MODELS_DIR": str(archive["model_dir"].parent)}) as root:
         result, _ = _answer(_upload(f"{root}/tap", LIKE_MINE.format(k=3), spectra))
     assert len(result) == 3
+
+
+def test_concurrent_queries_at_a_cold_service_all_succeed(archive, tmp_path):
+    """50 clients at once just after start: the first queries load the index (its fingerprint,
+    the table's columns) while the others run theirs, each on its own cursor, never sharing one."""
+    query = (f"SELECT TOP 5 obs_publisher_did, ml_distance(embedding, '{TAU_CETI}') AS d "
+             f"FROM {TABLE} ORDER BY d")
+    clients = 50
+    start = threading.Barrier(clients)
+
+    def ask(root: str) -> requests.Response:
+        start.wait()
+        return requests.post(f"{root}/tap/sync", data={"LANG": "ADQL", "QUERY": query},
+                             timeout=120)
+
+    with serving(copy_archive(archive, tmp_path, index=True)) as root:
+        with ThreadPoolExecutor(clients) as pool:
+            answers = list(pool.map(ask, [root] * clients))
+        expected, _ = _sync(f"{root}/tap", query, ML_SEARCH="exact")
+    failures = [a.text for a in answers if a.status_code != 200]
+    assert not failures, f"{len(failures)} of {clients} failed, the first: {failures[0]}"
+    for answer in answers:
+        result, plan = _answer(answer)
+        assert list(result["obs_publisher_did"]) == list(expected["obs_publisher_did"])
+        assert plan.startswith("approximate")

@@ -1,8 +1,10 @@
 """The embedded default archive: one DuckDB file.
 
-The service attaches the file read-only and gives each request its own cursor on one shared
-connection, which DuckDB makes safe across threads. Writers (ingest, embed) open it read-write; a
-DuckDB file has one writer process at a time, so serve after writing, or serve from PostgreSQL.
+The service attaches the file read-only and runs every statement on a cursor of its own on one
+shared connection, which DuckDB makes safe across threads (the connection itself serves one
+statement at a time: a second thread's gets "connection is busy"). Writers (ingest, embed)
+open it read-write; a DuckDB file has one writer process at a time, so serve after writing, or
+serve from PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,12 +21,14 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import psutil
 import pyarrow as pa
 
 from vo_ml.archive import sphere
 from vo_ml.archive.backend import (
     INTERNAL_SCHEMA,
     ML_COLUMNS,
+    ArchiveInUse,
     Backend,
     MlColumns,
     QueryError,
@@ -75,9 +80,12 @@ class DuckDBBackend(Backend):
         try:
             self._connection.execute(f"ATTACH ? AS {CATALOG}{mode}", [self.path])
             self._connection.execute(f"USE {CATALOG}")
-        except duckdb.Error:
+        except duckdb.Error as error:
             self._connection.close()
-            raise
+            holder = _LOCK_HOLDER.search(str(error))
+            if holder is None:
+                raise
+            raise ArchiveInUse(self.path, _process(int(holder.group(1)))) from None
         if not read_only:
             self._connection.execute(_INTERNAL_TABLES)
         _register_sphere_functions(self._connection)
@@ -88,14 +96,17 @@ class DuckDBBackend(Backend):
         cursor.execute(f"USE {CATALOG}")
         return cursor
 
-    def lookup(self, sql: str, parameters: Sequence) -> list[tuple]:
-        cursor = self.cursor()
-        try:
+    def _read(self, sql: str, parameters: Sequence = ()) -> list[tuple]:
+        """All rows of ``sql`` read on a cursor of its own: the connection itself is busy while
+        any other thread runs a statement on it, and a service reads from many threads at once."""
+        with contextlib.closing(self.cursor()) as cursor:
             return cursor.execute(sql, parameters).fetchall()
+
+    def lookup(self, sql: str, parameters: Sequence) -> list[tuple]:
+        try:
+            return self._read(sql, parameters)
         except _QUERY_FAULTS as error:
             raise QueryError(str(error).splitlines()[0]) from None
-        finally:
-            cursor.close()
 
     def close(self) -> None:
         self._connection.close()
@@ -110,13 +121,7 @@ class DuckDBBackend(Backend):
 
     def table_columns(self, table_name: str) -> list[str]:
         schema, name = table_name.split(".")
-        rows = self._connection.execute(
-            "SELECT lower(column_name) FROM information_schema.columns "
-            "WHERE lower(table_schema) = lower(?) AND lower(table_name) = lower(?) "
-            "ORDER BY ordinal_position",
-            [schema, name],
-        ).fetchall()
-        return [r[0] for r in rows]
+        return [r[0] for r in self._read(_COLUMNS_OF_TABLE, [schema, name])]
 
     def insert_rows(self, table: Table, rows: Sequence[dict], ingested: Sequence[tuple]) -> None:
         if not rows:
@@ -136,27 +141,22 @@ class DuckDBBackend(Backend):
             )
 
     def ingested_checksums(self, table_name: str) -> set[str]:
-        return {r[0] for r in self._connection.execute(
-            f"SELECT checksum FROM {INTERNAL_SCHEMA}.ingested WHERE table_name = ?",
-            [table_name]).fetchall()}
+        return {r[0] for r in self._read(
+            f"SELECT checksum FROM {INTERNAL_SCHEMA}.ingested WHERE table_name = ?", [table_name])}
 
     def ingested_dids(self, table_name: str) -> set[str]:
-        return {r[0] for r in self._connection.execute(
+        return {r[0] for r in self._read(
             f"SELECT obs_publisher_did FROM {INTERNAL_SCHEMA}.ingested WHERE table_name = ?",
-            [table_name]).fetchall()}
+            [table_name])}
 
     def ingested_source(self, did: str) -> tuple[str, str] | None:
         """(path, table name) of the file a publisher DID was ingested from, or None if unknown.
 
         The service serves original files only through this lookup, so no request can name a path.
         """
-        cursor = self.cursor()
-        try:
-            return cursor.execute(
-                f"SELECT path, table_name FROM {INTERNAL_SCHEMA}.ingested WHERE obs_publisher_did = ? "
-                "LIMIT 1", [did]).fetchone()
-        finally:
-            cursor.close()
+        rows = self._read(f"SELECT path, table_name FROM {INTERNAL_SCHEMA}.ingested "
+                          "WHERE obs_publisher_did = ? LIMIT 1", [did])
+        return rows[0] if rows else None
 
     def record_failures(self, failures: Sequence[tuple[str, str | None, str]]) -> None:
         """Keep one report line per file: the latest reason it failed."""
@@ -188,7 +188,8 @@ class DuckDBBackend(Backend):
         with (_transaction(self._connection) as connection,
               _registered(connection, "ml_values", values),
               _indexes_set_aside(connection, table.name)):
-            existing = set(self.table_columns(table.name))
+            existing = {r[0] for r in connection.execute(
+                _COLUMNS_OF_TABLE, table.name.split(".")).fetchall()}
             for column in ml_columns:
                 if column.name in existing:
                     connection.execute(f'ALTER TABLE {target} DROP COLUMN "{column.name}"')
@@ -205,10 +206,9 @@ class DuckDBBackend(Backend):
             )
 
     def current_model(self, table_name: str) -> dict | None:
-        row = self._connection.execute(
-            f"SELECT card FROM {INTERNAL_SCHEMA}.models WHERE table_name = ?", [table_name]
-        ).fetchone()
-        return json.loads(row[0]) if row else None
+        rows = self._read(f"SELECT card FROM {INTERNAL_SCHEMA}.models WHERE table_name = ?",
+                          [table_name])
+        return json.loads(rows[0][0]) if rows else None
 
     def publish_tap_schema(self, schema: TapSchema) -> TapSchema:
         obscore = schema.table(OBSCORE_VIEW)
@@ -330,6 +330,24 @@ class DuckDBBackend(Backend):
         finally:
             watchdog.finish()
             cursor.close()
+
+
+#: The lower-cased column names of a table (schema and name as parameters), in order.
+_COLUMNS_OF_TABLE = (
+    "SELECT lower(column_name) FROM information_schema.columns "
+    "WHERE lower(table_schema) = lower(?) AND lower(table_name) = lower(?) ORDER BY ordinal_position")
+
+#: DuckDB's refusal to open a file another process has locked, with the process id it names.
+_LOCK_HOLDER = re.compile(r"Could not set lock on file .*\(PID (\d+)\)")
+
+
+def _process(pid: int) -> str:
+    """``process <pid> (<its command line>)``, as far as the system still knows it."""
+    try:
+        command = " ".join(psutil.Process(pid).cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return f"process {pid}"
+    return f"process {pid} ({command[:300]})"
 
 
 #: DuckDB's refusals of a query itself, as opposed to faults of the database or the service.
