@@ -1,4 +1,5 @@
-"""Reading ESO SDP, LAMOST and Spectrum DM VOTable files: values agree with the headers and sources."""
+"""Reading ESO SDP, LAMOST, SDSS (BOSS, APOGEE) and Spectrum DM VOTable files: values agree with the headers
+and sources."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ LAMOST_MRS = FORMATS / "med-58625-TD192102N424113K01_sp12-076.fits.gz"
 HARPS_VOTABLE = FORMATS / "harps_cut_spectrum_dm.vot.xml"
 MANGA = FORMATS / "MaNGA_multicomp_test_spectra.fits.gz"
 SSA_RESPONSE = FORMATS / "ssa_gavo_flashheros_datalink.xml"
+BOSS_LITE = FORMATS / "spec-3586-55181-0500_lite.fits"
+APOGEE_VISIT = FORMATS / "apVisit-r13-5095-55844-128_cut.fits"
+#: APOGEE_PIXMASK bits 0-7 (BADPIX ... NOSKY) mark bad pixels; bits 8 on are warnings.
+APOGEE_BAD_BITS = 0xFF
 
 
 def test_both_sdp_layouts_of_the_same_xshooter_spectrum_read_identically():
@@ -272,3 +277,97 @@ def test_the_same_star_through_two_formats_gives_the_same_normalised_spectrum():
     native = Preprocessing.from_config({"grid": grid, "preprocess": {"normalise": "continuum"}})
     unsmoothed, _ = native.apply(read_spectrum(XSL_ROWS))
     assert np.sqrt(np.mean((unsmoothed[good] - miles[good]) ** 2)) > 4 * rms
+
+
+def test_boss_coadd_gives_vacuum_heliocentric_wavelengths_with_bad_pixels_masked():
+    spectrum = read_spectrum(BOSS_LITE)
+    with fits.open(BOSS_LITE) as hdus:
+        coadd, catalogue, header = hdus["COADD"].data, hdus["SPALL"].data, hdus[0].header
+        loglam, ivar, and_mask = (coadd[name].astype(np.float64) for name in ("loglam", "ivar", "and_mask"))
+        flux = coadd["flux"].astype(np.float64)
+    assert spectrum.wavelength.unit == u.AA
+    np.testing.assert_allclose(spectrum.wavelength.value, 10.0 ** loglam)
+    assert spectrum.wavelength[0].value == pytest.approx(3561.23, abs=0.01)
+    assert spectrum.wavelength[-1].value == pytest.approx(10327.61, abs=0.01)
+    assert (spectrum.medium, spectrum.frame) == ("vacuum", "barycentric")
+    bad = (ivar == 0) | (and_mask != 0)
+    assert 12 == (ivar == 0).sum() < bad.sum() == 353
+    np.testing.assert_array_equal(spectrum.mask, bad)
+    assert np.isnan(spectrum.flux[bad]).all()
+    np.testing.assert_array_equal(spectrum.flux[~bad], flux[~bad])
+    np.testing.assert_allclose(spectrum.error[~bad], ivar[~bad] ** -0.5)
+    meta = spectrum.meta
+    assert (meta.target, meta.instrument) == ("SDSS J002651.29+000044.8", "BOSS")
+    assert (meta.ra, meta.dec) == pytest.approx((header["PLUG_RA"], header["PLUG_DEC"]))
+    assert (meta.ra, meta.dec) != pytest.approx((header["RA"], header["DEC"]), abs=0.1)  # the plate centre
+    assert (meta.mjd, meta.exptime) == (55181, 6302.0)
+    assert meta.snr == pytest.approx(catalogue["SN_MEDIAN_ALL"][0])
+    assert 1560 < meta.resolving_power < 2650  # BOSS's range; the file's wdisp gives 1836
+    assert meta.resolving_power == pytest.approx(1836.4)
+
+
+def test_apogee_visit_joins_its_three_chips_in_rising_wavelength_with_bad_pixels_masked():
+    spectrum = read_spectrum(APOGEE_VISIT)
+    with fits.open(APOGEE_VISIT) as hdus:
+        flux, error, mask, wavelength = (np.asarray(hdus[index].data) for index in range(1, 5))
+        header = hdus[0].header
+    chips, pixels = wavelength.shape
+    assert (chips, pixels) == (3, 1024)
+    observed = spectrum.wavelength.value
+    assert spectrum.wavelength.unit == u.AA and observed.size == chips * (pixels + 2)
+    assert (np.diff(observed) > 0).all()
+    assert 15650 < observed[0] < observed[-1] < 16955
+    assert (spectrum.medium, spectrum.frame) == ("vacuum", "topocentric")
+    real = np.isin(observed, wavelength)
+    assert real.sum() == chips * pixels and spectrum.mask[~real].all()
+    # The chips run red to blue in the file: sorting puts each file pixel where its wavelength goes.
+    order = np.argsort(wavelength.ravel())
+    np.testing.assert_array_equal(observed[real], wavelength.ravel()[order])
+    bad = ((mask.astype(np.int64) & APOGEE_BAD_BITS) != 0).ravel()[order]
+    np.testing.assert_array_equal(spectrum.mask[real], bad)
+    assert bad[np.argsort(order)].reshape(chips, pixels)[:, :10].all()  # each chip's red edge
+    warned = ((mask.ravel()[order] & ~APOGEE_BAD_BITS) != 0) & ~bad
+    assert warned.sum() > 100 and not spectrum.mask[real][warned].any()
+    good_flux = flux.ravel()[order][~bad]
+    np.testing.assert_array_equal(spectrum.flux[real][~bad], good_flux)
+    assert np.isnan(spectrum.flux[real][bad]).all() and (flux.ravel()[order][bad] != 0).all()
+    np.testing.assert_array_equal(spectrum.error[real], error.ravel()[order])
+    meta = spectrum.meta
+    assert (meta.target, meta.instrument) == ("2M01183798+8403419", "APOGEE-N")
+    assert (meta.ra, meta.dec) == pytest.approx((19.658251, 84.061646))
+    assert meta.mjd == pytest.approx(header["JD-MID"] - 2400000.5) and int(meta.mjd) == header["MJD5"]
+    assert (meta.exptime, meta.snr, meta.resolving_power) == pytest.approx((2002.04, 44.9672, 22500.0))
+
+
+@pytest.mark.parametrize("fixture, wavelengths", [
+    (BOSS_LITE, {"start": 3600.0, "stop": 10200.0, "pixels": 2048, "spacing": "log", "medium": "vacuum"}),
+    (APOGEE_VISIT, {"start": 15660.0, "stop": 16950.0, "pixels": 1024, "spacing": "log", "medium": "vacuum"}),
+])
+def test_vo_ml_ingest_puts_an_sdss_file_in_the_table_as_one_row(tmp_path, fixture, wavelengths):
+    import subprocess
+
+    import duckdb
+    import yaml
+    from conftest import VO_ML
+
+    config = tmp_path / "sdss.yaml"
+    config.write_text(yaml.safe_dump({
+        "table": "harps.spectra", "collection": "SDSS", "did_prefix": "ivo://vo-ml.example/sdss?",
+        "grid": wavelengths, "preprocess": {"frame": "as-is", "normalise": "median"},
+    }))
+    db = tmp_path / "sdss.duckdb"
+    result = subprocess.run([VO_ML, "ingest", str(fixture), "--db", str(db), "--config", str(config)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "1 ingested, 0 already there, 0 failed" in result.stdout
+    spectrum = read_spectrum(fixture)
+    with duckdb.connect(str(db), read_only=True) as connection:
+        rows = connection.execute(
+            "SELECT obs_id, target_name, s_ra, s_dec, em_min, em_max, em_res_power, instrument_name, t_min,"
+            " t_exptime, snr FROM harps.spectra").fetchall()
+    meta = spectrum.meta
+    assert rows == [pytest.approx((
+        fixture.stem, meta.target, meta.ra, meta.dec, spectrum.wavelength[0].to_value(u.m),
+        spectrum.wavelength[-1].to_value(u.m), meta.resolving_power, meta.instrument, meta.mjd,
+        meta.exptime, meta.snr,
+    ))]

@@ -38,9 +38,11 @@ from vo_ml.spectra.record import (
     SpectrumMeta,
     SpectrumReadError,
     checked_spectrum,
+    error_from_ivar,
     file_checksum,
     header_number,
     header_text,
+    joined_bands,
 )
 
 __all__ = ["is_lamost", "read_lamost"]
@@ -98,15 +100,13 @@ def _spectrum(
         meta=meta,
         medium=_medium(header),
         frame=_frame(header),
-        error=_error_from_ivar(ivar),
+        error=error_from_ivar(ivar),
     )
 
 
 def _read_mrs(path: Path, hdus: fits.HDUList) -> Spectrum:
     bands = [_mrs_band(hdus[name]) for name in MRS_BANDS]
-    bands.sort(key=lambda band: band[0][0])
-    joined = [np.concatenate(parts) for parts in zip(*(_padded(band) for band in bands), strict=True)]
-    wavelength, flux, ivar, andmask = joined
+    wavelength, flux, ivar, andmask = joined_bands(bands, fills=(np.nan, 0.0, 0.0))
     band_snrs = (header_number(hdus[name].header.get("SNR")) for name in MRS_BANDS)
     snrs = [snr for snr in band_snrs if snr is not None]
     header = hdus[0].header
@@ -126,33 +126,11 @@ def _mrs_band(hdu: fits.BinTableHDU) -> tuple[np.ndarray, np.ndarray, np.ndarray
     )
 
 
-def _padded(
-    band: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The band with one masked sample a step beyond each end, so the gap to the next band is masked."""
-    wavelength, flux, ivar, andmask = band
-    ratio_low, ratio_high = wavelength[1] / wavelength[0], wavelength[-1] / wavelength[-2]
-    edges = np.array([wavelength[0] / ratio_low, wavelength[-1] * ratio_high])
-    return (
-        np.concatenate(([edges[0]], wavelength, [edges[1]])),
-        np.concatenate(([np.nan], flux, [np.nan])),
-        np.concatenate(([0.0], ivar, [0.0])),
-        np.concatenate(([0.0], andmask, [0.0])),
-    )
-
-
 def _mrs_exposure_time(hdus: fits.HDUList) -> float | None:
     """The sum over the blue single exposures that went into the coadd; the primary header has none."""
     times = [header_number(hdu.header.get("EXPTIME")) for hdu in hdus if hdu.name.upper().startswith("B-")]
     known = [time for time in times if time is not None]
     return float(sum(known)) if known else None
-
-
-def _error_from_ivar(ivar: np.ndarray) -> np.ndarray:
-    error = np.full(ivar.shape, np.nan)
-    good = ivar > 0
-    error[good] = ivar[good] ** -0.5
-    return error
 
 
 def _medium(header: fits.Header) -> str:

@@ -6,8 +6,8 @@ names the file and says what is wrong, so an ingest run can record it and carry 
 
 This module holds the dispatch and the 1-D WCS image reader (MILES, HARPS s1d); the record is in
 :mod:`~vo_ml.spectra.record`, and the other formats live in :mod:`~vo_ml.spectra.sdp` (ESO Phase 3
-spectra and other FITS tables), :mod:`~vo_ml.spectra.lamost` and :mod:`~vo_ml.spectra.votable_dm`
-(IVOA Spectrum DM VOTables).
+spectra and other FITS tables), :mod:`~vo_ml.spectra.lamost`, :mod:`~vo_ml.spectra.sdss` (BOSS/SDSS
+coadds and APOGEE visits) and :mod:`~vo_ml.spectra.votable_dm` (IVOA Spectrum DM VOTables).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from vo_ml.spectra.record import (
     meta_from_header,
 )
 from vo_ml.spectra.sdp import find_spectrum_table, read_table_spectrum
+from vo_ml.spectra.sdss import boss_coadd, is_apogee_visit, read_apogee_visit, read_boss
 from vo_ml.spectra.votable_dm import read_votable_spectrum
 
 __all__ = ["Spectrum", "SpectrumMeta", "SpectrumReadError", "read_spectrum", "file_checksum"]
@@ -74,6 +75,11 @@ def _read_fits(path: Path) -> Spectrum:
                 return _read_wcs_image(path, primary.header, np.asarray(primary.data))
             if is_lamost(primary.header):
                 return read_lamost(path, hdus)
+            coadd = boss_coadd(hdus)
+            if coadd is not None:
+                return read_boss(path, hdus, coadd)
+            if is_apogee_visit(hdus):
+                return read_apogee_visit(path, hdus)
             table = find_spectrum_table(hdus)
             if table is not None:
                 return read_table_spectrum(path, primary.header, table)

