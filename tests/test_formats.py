@@ -306,6 +306,21 @@ def test_boss_coadd_gives_vacuum_heliocentric_wavelengths_with_bad_pixels_masked
     assert meta.resolving_power == pytest.approx(1836.4)
 
 
+def test_boss_columns_in_capitals_as_sdss_v_writes_them_read_the_same(tmp_path):
+    path = tmp_path / "spec-capitals.fits"
+    with fits.open(BOSS_LITE) as hdus:
+        for hdu in hdus[1:3]:
+            for column in hdu.columns:
+                column.name = column.name.upper()
+        hdus.writeto(path)
+    assert "AND_MASK" in fits.getdata(path, "COADD").names
+    lower, upper = read_spectrum(BOSS_LITE), read_spectrum(path)
+    np.testing.assert_array_equal(lower.wavelength, upper.wavelength)
+    np.testing.assert_array_equal(lower.mask, upper.mask)
+    assert upper.mask.sum() == 353
+    assert (upper.meta.snr, upper.meta.resolving_power) == (lower.meta.snr, lower.meta.resolving_power)
+
+
 def test_apogee_visit_joins_its_three_chips_in_rising_wavelength_with_bad_pixels_masked():
     spectrum = read_spectrum(APOGEE_VISIT)
     with fits.open(APOGEE_VISIT) as hdus:

@@ -70,10 +70,9 @@ def boss_coadd(hdus: fits.HDUList) -> fits.BinTableHDU | None:
 def read_boss(path: Path, hdus: fits.HDUList, coadd: fits.BinTableHDU) -> Spectrum:
     """The coadded spectrum and the metadata of the primary header and the catalogue row."""
     table = coadd.data
-    loglam = np.asarray(table["loglam"], dtype=np.float64)
-    ivar = np.asarray(table["ivar"], dtype=np.float64)
-    and_mask = np.asarray(table["and_mask"]) if "and_mask" in table.names else np.zeros(ivar.shape, int)
-    bad = (ivar <= 0) | (and_mask != 0)
+    loglam, ivar = (np.asarray(table[name], dtype=np.float64) for name in ("loglam", "ivar"))
+    and_mask = _column(coadd, "and_mask")
+    bad = (ivar <= 0) | (and_mask != 0 if and_mask is not None else False)
     header = hdus[0].header
     ra, dec = header_number(header.get("PLUG_RA")), header_number(header.get("PLUG_DEC"))
     meta = SpectrumMeta(
@@ -86,7 +85,7 @@ def read_boss(path: Path, hdus: fits.HDUList, coadd: fits.BinTableHDU) -> Spectr
         exptime=header_number(header.get("EXPTIME")),
         snr=_catalogue_value(hdus, "SN_MEDIAN_ALL"),
         instrument="BOSS" if "BOSSVER" in header else "SDSS",
-        resolving_power=_boss_resolving_power(table, loglam, bad),
+        resolving_power=_boss_resolving_power(_column(coadd, "wdisp"), loglam, bad),
     )
     return checked_spectrum(
         path, wavelength=(10.0 ** loglam) * u.AA, flux=table["flux"], bad=bad, meta=meta,
@@ -107,19 +106,23 @@ def _sdss_designation(ra: float | None, dec: float | None) -> str | None:
     return f"SDSS J{ra_text}{sign}{dec_text}"
 
 
+def _column(hdu: fits.BinTableHDU, name: str) -> np.ndarray | None:
+    """A table column by name in any case (SDSS-V writes them in capitals), or None."""
+    names = {column.lower(): column for column in hdu.columns.names}
+    return np.ravel(hdu.data[names[name.lower()]]) if name.lower() in names else None
+
+
 def _catalogue_value(hdus: fits.HDUList, column: str) -> float | None:
     """A value of the spectrum's catalogue row (HDU 2, ``SPALL`` or ``SPECOBJ``), when the file has it."""
-    if len(hdus) < 3 or not isinstance(hdus[2], fits.BinTableHDU) or column not in hdus[2].columns.names:
-        return None
-    values = np.ravel(hdus[2].data[column])
-    return header_number(values[0]) if values.size else None
+    values = _column(hdus[2], column) if len(hdus) > 2 and isinstance(hdus[2], fits.BinTableHDU) else None
+    return header_number(values[0]) if values is not None and values.size else None
 
 
-def _boss_resolving_power(table: fits.FITS_rec, loglam: np.ndarray, bad: np.ndarray) -> float | None:
+def _boss_resolving_power(wdisp: np.ndarray | None, loglam: np.ndarray, bad: np.ndarray) -> float | None:
     """lambda / FWHM from ``wdisp``, the line-spread sigma in pixels of the log10 grid."""
-    if "wdisp" not in table.names or bad.all():
+    if wdisp is None or bad.all():
         return None
-    sigma_pixels = float(np.median(np.asarray(table["wdisp"], dtype=np.float64)[~bad]))
+    sigma_pixels = float(np.median(np.asarray(wdisp, dtype=np.float64)[~bad]))
     step = float(np.median(np.diff(loglam)))
     if not sigma_pixels > 0 or not step > 0:
         return None
