@@ -354,6 +354,16 @@ def test_apogee_visit_joins_its_three_chips_in_rising_wavelength_with_bad_pixels
     assert (meta.exptime, meta.snr, meta.resolving_power) == pytest.approx((2002.04, 44.9672, 22500.0))
 
 
+def test_apogee_images_of_many_fibres_are_refused_with_the_count(tmp_path):
+    """apPlate files have apVisit's HDUs with one row per fibre: many spectra, not three chips of one."""
+    path = tmp_path / "apPlate-like.fits"
+    with fits.open(APOGEE_VISIT) as hdus:
+        images = [fits.ImageHDU(np.repeat(hdu.data[:1], 5, axis=0), header=hdu.header) for hdu in hdus[1:5]]
+        fits.HDUList([hdus[0].copy(), *images]).writeto(path)
+    with pytest.raises(SpectrumReadError, match=r"holds 5 spectra"):
+        read_spectrum(path)
+
+
 @pytest.mark.parametrize("fixture, wavelengths", [
     (BOSS_LITE, {"start": 3600.0, "stop": 10200.0, "pixels": 2048, "spacing": "log", "medium": "vacuum"}),
     (APOGEE_VISIT, {"start": 15660.0, "stop": 16950.0, "pixels": 1024, "spacing": "log", "medium": "vacuum"}),

@@ -57,6 +57,9 @@ APOGEE_RESOLVING_POWER = 22500.0
 #: APOGEE_PIXMASK bits 0-7: BADPIX, CRPIX, SATPIX, UNFIXABLE, BADDARK, BADFLAT, BADERR, NOSKY.
 APOGEE_BAD_BITS = 0xFF
 JD_TO_MJD = 2400000.5
+#: APOGEE's detectors a, b, c: the rows of each apVisit image. Files of other row counts (apPlate:
+#: 300 fibres of one chip) are not one spectrum.
+APOGEE_CHIPS = 3
 
 
 def boss_coadd(hdus: fits.HDUList) -> fits.BinTableHDU | None:
@@ -130,12 +133,12 @@ def _boss_resolving_power(wdisp: np.ndarray | None, loglam: np.ndarray, bad: np.
 
 
 def is_apogee_visit(hdus: fits.HDUList) -> bool:
-    """HDUs 1-4 are 2-D images of one shape (chip, pixel), the fourth the wavelengths (by name or unit)."""
+    """HDUs 1-4 are images of one shape (3 chips, pixels), the fourth the wavelengths (by name or unit)."""
     if len(hdus) < 5 or not all(isinstance(hdu, fits.ImageHDU) for hdu in hdus[1:5]):
         return False
     shapes = {tuple(hdu.header.get(key) for key in ("NAXIS", "NAXIS1", "NAXIS2")) for hdu in hdus[1:5]}
     wavelengths = hdus[4]
-    return len(shapes) == 1 and shapes.pop()[0] == 2 and (
+    return len(shapes) == 1 and shapes.pop()[::2] == (2, APOGEE_CHIPS) and (
         wavelengths.name.upper() == "WAVELENGTH"
         or str(wavelengths.header.get("BUNIT", "")).strip().lower().startswith("wavelength")
     )
