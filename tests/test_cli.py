@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
-from conftest import MILES, TABLE, VO_ML
+import pyvo
+from conftest import DATA, HARPS_CUT, MILES, TABLE, VO_ML, copy_archive, free_port, server_process, serving
 
 
 def vo_ml(*arguments):
@@ -61,3 +63,86 @@ def test_ingest_from_an_ssa_service_downloads_caches_and_ingests(tap_url, tmp_pa
     again = vo_ml("ingest", service, "--db", db, "--config", "miles")
     assert "0 ingested, 1 already there" in again.stdout
     assert [p.stat().st_mtime for p in (tmp_path / "ssa_cache").iterdir()] == [cached[0].stat().st_mtime]
+
+
+def test_ingest_exit_codes_tell_a_full_a_partial_and_a_failed_run(tmp_path):
+    good = MILES / "MILES_res2.50_star_m0067V.fits"
+    bad = tmp_path / "broken.fits"
+    bad.write_text("not a FITS file\n")
+    into = ("--db", tmp_path / "codes.duckdb", "--table", "codes.spectra")
+    failed = vo_ml("ingest", bad, *into)
+    assert failed.returncode == 3, failed.stderr
+    assert "0 ingested, 0 already there, 1 failed" in failed.stdout
+    partial = vo_ml("ingest", good, bad, *into)
+    assert partial.returncode == 1, partial.stderr
+    assert "1 ingested, 0 already there, 1 failed" in partial.stdout
+    done = vo_ml("ingest", good, *into)
+    assert done.returncode == 0 and "0 ingested, 1 already there, 0 failed" in done.stdout
+    described = vo_ml("ingest", "--help").stdout
+    assert all(f"\n  {code} " in described for code in (0, 1, 2, 3, 4, 130))
+
+
+def test_a_writer_on_a_served_archive_is_told_which_process_holds_it(archive, tmp_path):
+    db = copy_archive(archive, tmp_path)
+    with server_process(db) as (_, server):
+        result = vo_ml("embed", "--model", archive["model_dir"], "--db", db, "--table", TABLE)
+    assert result.returncode == 4, result.stderr
+    assert str(db.resolve()) in result.stderr
+    assert f"process {server.pid} (" in result.stderr and "vo-ml serve" in result.stderr
+    assert f"kill {server.pid}" in result.stderr
+    assert "Traceback" not in result.stderr and "Conflicting lock" not in result.stderr
+
+
+def test_serving_an_archive_being_written_names_the_writer_and_offers_a_copy(tmp_path):
+    db = tmp_path / "busy.duckdb"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         "print('open', flush=True); time.sleep(600)", str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        result = vo_ml("serve", "--db", db, "--port", free_port())
+    finally:
+        writer.kill()
+        writer.wait()
+    assert result.returncode == 4, result.stderr
+    assert f"{db.resolve()} is in use by process {writer.pid} (" in result.stderr
+    assert "serve a copy" in result.stderr and "Traceback" not in result.stderr
+
+
+#: Real files of four formats and instruments, none with a labels catalogue beside it.
+OWN_ARCHIVE = [HARPS_CUT, DATA / "formats" / "xsl_spectrum_X0360_uvb.fits",
+               DATA / "formats" / "spec-58397-EG014118N254444M01_sp03-031.fits",
+               DATA / "formats" / "harps_cut_spectrum_dm.vot.xml", *sorted(MILES.glob("*.fits"))[:30]]
+OWN_TABLE = "myarchive.spectra"
+
+
+def test_an_operators_own_table_is_ingested_trained_embedded_and_served(tmp_path):
+    """No YAML, no catalogue: the generic config and the spectrum template describe it."""
+    db = tmp_path / "own.duckdb"
+    ingested = vo_ml("ingest", *OWN_ARCHIVE, "--db", db, "--table", OWN_TABLE)
+    assert ingested.returncode == 0, ingested.stderr
+    assert f"{len(OWN_ARCHIVE)} ingested, 0 already there, 0 failed" in ingested.stdout
+    trained = vo_ml("train", "--db", db, "--epochs", 3, "--models", tmp_path / "models")
+    assert trained.returncode == 0, trained.stderr
+    model = trained.stdout.strip().splitlines()[-1]
+    embedded = vo_ml("embed", "--model", model, "--db", db)
+    assert embedded.returncode == 0 and f"in {OWN_TABLE}" in embedded.stdout, embedded.stderr
+    harps = "ivo://vo-ml.example/myarchive.spectra?HARPS.2012-03-24T08:37:45.581_s1d_A_cut"
+    with serving(db) as root:
+        service = pyvo.dal.TAPService(f"{root}/tap")
+        (described,) = service.search(
+            f"SELECT description FROM TAP_SCHEMA.tables WHERE table_name = '{OWN_TABLE}'")
+        assert "One row per spectrum" in described["description"]
+        columns = {row["column_name"]: row for row in service.search(
+            "SELECT column_name, unit, ucd, arraysize FROM TAP_SCHEMA.columns "
+            f"WHERE table_name = '{OWN_TABLE}'")}
+        assert (columns["s_ra"]["unit"], columns["s_ra"]["ucd"]) == ("deg", "pos.eq.ra")
+        assert columns["embedding"]["arraysize"] == "2" and "teff" not in columns
+        nearest = service.search(
+            f"SELECT TOP 3 obs_publisher_did, obs_collection, ml_distance(embedding, '{harps}') AS d "
+            f"FROM {OWN_TABLE} ORDER BY d").to_table()
+        assert nearest["obs_publisher_did"][0] == harps and nearest["d"][0] == 0
+        assert set(nearest["obs_collection"]) == {"myarchive"}
+        (obscore,) = service.search(
+            "SELECT COUNT(*) AS n FROM ivoa.obscore WHERE obs_collection = 'myarchive'")
+        assert obscore["n"] == len(OWN_ARCHIVE)

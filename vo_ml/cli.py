@@ -1,12 +1,13 @@
 """``vo-ml``: thin commands over the library, one per pipeline step, plus the demo.
 
 Every command reports bad input as one line naming what is wrong and exits non-zero; none of
-them prints a traceback for a user's mistake.
+them prints a traceback for a user's mistake. The exit codes are :class:`Exit`'s.
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -20,21 +21,66 @@ from pyvo.dal import DALAccessError  # noqa: E402
 
 __all__ = ["main"]
 
-DEMO_TABLE = "miles.spectra"
+class Exit(enum.IntEnum):
+    """Exit statuses, so scripts can tell a partial ingest from a failed one. What each means
+    is said once, in :data:`EXIT_MEANINGS`, which ``vo-ml ingest --help`` prints; README.rst
+    (Commands) lists the same. ``adql check`` exits SOME_FAILED for a query that is not valid."""
+
+    OK = 0
+    SOME_FAILED = 1
+    USAGE = 2
+    ALL_FAILED = 3
+    IN_USE = 4
+    INTERRUPTED = 130
+
+
+EXIT_MEANINGS = {
+    Exit.OK: "every file ingested or already there, or nothing to do",
+    Exit.SOME_FAILED: "some files failed (listed, and kept in vo_ml.ingest_report); the rest were "
+                      "ingested or already there",
+    Exit.USAGE: "bad arguments or input (a missing file or folder, a config that does not load); "
+                "nothing was changed",
+    Exit.ALL_FAILED: "files were given but every one failed; nothing was ingested",
+    Exit.IN_USE: "the database is in use by another process, which the message names (a DuckDB "
+                 "file has one writing process, or reading ones, never both)",
+    Exit.INTERRUPTED: "interrupted (Ctrl-C); run the same command again to finish",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from vo_ml.archive.backend import ArchiveInUse
+
     parser = _parser()
     arguments = parser.parse_args(argv)
     try:
         return arguments.run(arguments)
+    except ArchiveInUse as error:
+        print(f"vo-ml {arguments.command}: {error}; {_in_use_advice(arguments, error.pid)}",
+              file=sys.stderr)
+        return Exit.IN_USE
     except (OSError, ValueError, RuntimeError, KeyError, yaml.YAMLError, duckdb.Error,
             DALAccessError) as error:
         what = f"missing key {error}" if isinstance(error, KeyError) else error
         print(f"vo-ml {arguments.command}: {what}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     except KeyboardInterrupt:
-        return 130
+        return Exit.INTERRUPTED
+
+
+def _in_use_advice(arguments: argparse.Namespace, pid: int) -> str:
+    """What to do about a database process ``pid`` holds, for the command that found it so."""
+    if arguments.command == "serve":
+        return ("wait until that process has finished writing, or serve a copy meanwhile "
+                f"(cp {arguments.db} copy.duckdb && vo-ml serve --db copy.duckdb)")
+    return f"stop that process (kill {pid}) or wait until it has finished, then run this again"
+
+
+def _exit_codes_help() -> str:
+    """The exit codes as ``vo-ml ingest --help`` lists them."""
+    return "exit codes:\n" + "\n".join(f"  {code.value:<3}  {text}" for code, text in EXIT_MEANINGS.items())
+
+
+_TABLE_HELP = "the table of spectra (default: the archive's, when it has one only)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,13 +97,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-serve", action="store_true", help="build everything, then exit")
     demo.set_defaults(run=_demo)
 
-    ingest = commands.add_parser("ingest", help="read spectrum files into a TAP table")
+    ingest = commands.add_parser("ingest", help="read spectrum files into a TAP table",
+                                 epilog=_exit_codes_help(),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ingest.add_argument("sources", nargs="+",
                         help="files or folders of spectra, or SSA service URLs whose query "
                              "parameters (POS, SIZE, BAND, TIME, TARGETNAME, MAXREC) select spectra")
     ingest.add_argument("--db", type=Path, required=True)
-    ingest.add_argument("--config", default="miles", help="archive config (name or YAML path)")
-    ingest.add_argument("--table", help="table to fill (default: the config's)")
+    ingest.add_argument("--config", default="generic",
+                        help="archive config (name or YAML path): generic (any spectra, the "
+                             "default), miles, harps, synthetic, or your own")
+    ingest.add_argument("--table", help="table to fill, SCHEMA.NAME, e.g. myarchive.spectra "
+                                        "(default: the config's)")
     ingest.add_argument("--batch-size", type=int, default=128,
                         help="files read in parallel and written together (memory grows with it)")
     ingest.add_argument("--workers", type=int, default=2, help="processes reading files")
@@ -72,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model on an ingested table")
     train.add_argument("--db", type=Path, required=True)
-    train.add_argument("--table", default=DEMO_TABLE)
+    train.add_argument("--table", help=_TABLE_HELP)
     train.add_argument("--config", default="dense2d", help="model config (name or YAML path)")
     train.add_argument("--models", type=Path, help="folder for models (default: beside --db)")
     train.add_argument("--latent-dim", type=int, help="latent dimension (default: the config's)")
@@ -83,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
         "evaluate", help="train models without held-out stars and report how physical their "
                          "latent neighbours are, against PCA and raw flux")
     evaluate.add_argument("--db", type=Path, required=True)
-    evaluate.add_argument("--table", default=DEMO_TABLE)
+    evaluate.add_argument("--table", help=_TABLE_HELP)
     evaluate.add_argument("--out", type=Path, default=Path("evaluation"), help="report folder")
     evaluate.add_argument("--configs", nargs="+", default=["dense2d", "conv"],
                           help="model configs (names or YAML paths)")
@@ -97,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     embed = commands.add_parser("embed", help="write a model's ML columns into the table")
     embed.add_argument("--model", type=Path, required=True, help="a folder made by 'vo-ml train'")
     embed.add_argument("--db", type=Path, required=True)
-    embed.add_argument("--table", default=DEMO_TABLE)
+    embed.add_argument("--table", help=_TABLE_HELP)
     embed.add_argument("--scheduler", help="dask.distributed scheduler address, tcp://HOST:PORT")
     embed.add_argument("--workers", type=int,
                        help="start a local Dask cluster of this many worker processes")
@@ -106,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     index = commands.add_parser(
         "index", help="build the nearest-neighbour index of a table's embeddings")
     index.add_argument("--db", type=Path, required=True)
-    index.add_argument("--table", default=DEMO_TABLE)
+    index.add_argument("--table", help=_TABLE_HELP)
     index.add_argument("--metric", choices=["l2", "cosine"], default="l2",
                        help="l2 serves ml_distance, cosine ml_cosine_distance")
     index.set_defaults(run=_index)
@@ -145,9 +196,9 @@ def _archive_config(name: str, table: str | None = None) -> object:
     return config, ArchiveConfig.from_dict(config)
 
 
-#: Files in a source folder that are never spectra: catalogues, notes, and what vo-ml itself
+#: Files in a source folder that are never spectra: catalogues, notes, scripts, and what vo-ml itself
 #: writes (databases, their write-ahead logs, unfinished downloads).
-_NOT_SPECTRA = (".txt", ".db", ".md", ".csv", ".duckdb", ".wal", ".part", ".json")
+_NOT_SPECTRA = (".txt", ".db", ".md", ".csv", ".duckdb", ".wal", ".part", ".json", ".py")
 
 
 def _spectrum_files(sources: Sequence[Path]) -> list[Path]:
@@ -197,7 +248,14 @@ def _ingest(arguments: argparse.Namespace) -> int:
     summary = ingest(_spectrum_files(local) + downloaded, arguments.db, config,
                      _describer(raw, local), arguments.batch_size, arguments.workers, failures)
     print(summary)
-    return 0
+    return _ingest_exit(summary)
+
+
+def _ingest_exit(summary: object) -> Exit:
+    """OK with no failure; SOME_FAILED when others went in or were there; else ALL_FAILED."""
+    if not summary.failed:
+        return Exit.OK
+    return Exit.SOME_FAILED if summary.ingested or summary.skipped else Exit.ALL_FAILED
 
 
 def _fetch_from_ssa(services: Sequence[str], cache: Path) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -223,6 +281,19 @@ def _fetch_from_ssa(services: Sequence[str], cache: Path) -> tuple[list[Path], l
     return paths, failures
 
 
+def _table_of(arguments: argparse.Namespace) -> str:
+    """``--table``, or else the archive's table of spectra when it has exactly one."""
+    if arguments.table:
+        return arguments.table
+    from vo_ml.pipeline import spectrum_tables
+
+    tables = spectrum_tables(arguments.db)
+    if len(tables) != 1:
+        held = f"the tables {', '.join(tables)}" if tables else "no table of spectra"
+        raise ValueError(f"{arguments.db} holds {held}: name one with --table")
+    return tables[0]
+
+
 def _synth(arguments: argparse.Namespace) -> int:
     from vo_ml.spectra.synthetic import generate_archive
 
@@ -241,7 +312,7 @@ def _train(arguments: argparse.Namespace) -> int:
         config["latent_dim"] = arguments.latent_dim
     if arguments.epochs is not None:
         config["training"]["epochs"] = arguments.epochs
-    model_dir = train_model(arguments.db, arguments.table, config, models)
+    model_dir = train_model(arguments.db, _table_of(arguments), config, models)
     print(model_dir)
     return 0
 
@@ -258,7 +329,7 @@ def _evaluate(arguments: argparse.Namespace) -> int:
         latents = arguments.conv_latent if config["family"] == "conv" else [config["latent_dim"]]
         configs += [config | {"latent_dim": latent} for latent in latents]
     models = arguments.models or arguments.db.parent / "models"
-    print(evaluate_models(arguments.db, arguments.table, configs, models, arguments.out,
+    print(evaluate_models(arguments.db, _table_of(arguments), configs, models, arguments.out,
                           arguments.held_out))
     return 0
 
@@ -266,8 +337,9 @@ def _evaluate(arguments: argparse.Namespace) -> int:
 def _index(arguments: argparse.Namespace) -> int:
     from vo_ml.pipeline import build_neighbour_index
 
-    path = build_neighbour_index(arguments.db, arguments.table, arguments.metric)
-    print(f"wrote the {arguments.metric} neighbour index of {arguments.table}.embedding to {path}")
+    table = _table_of(arguments)
+    path = build_neighbour_index(arguments.db, table, arguments.metric)
+    print(f"wrote the {arguments.metric} neighbour index of {table}.embedding to {path}")
     return 0
 
 
@@ -278,9 +350,10 @@ def _embed(arguments: argparse.Namespace) -> int:
         raise ValueError(f"--workers {arguments.workers}: give 1 or more worker processes")
     if arguments.scheduler and arguments.workers:
         raise ValueError("give --scheduler (an existing cluster) or --workers (a local one), not both")
-    changed = embed(arguments.db, arguments.table, arguments.model, arguments.scheduler, arguments.workers)
+    table = _table_of(arguments)
+    changed = embed(arguments.db, table, arguments.model, arguments.scheduler, arguments.workers)
     print(f"{'wrote' if changed else 'already had'} the ML columns of {arguments.model.name} "
-          f"in {arguments.table}")
+          f"in {table}")
     return 0
 
 

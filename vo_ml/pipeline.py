@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import hashlib
 import multiprocessing
+import re
 import signal
 import sys
 import time
@@ -35,7 +36,7 @@ from vo_ml.spectra.record import Spectrum, SpectrumReadError, file_checksum
 from vo_ml.spectra.store import SpectrumStore
 
 __all__ = ["ArchiveConfig", "IngestSummary", "DemoArchive", "ingest", "train_model", "embed",
-           "store_path", "build_demo", "evaluate_models"]
+           "store_path", "build_demo", "evaluate_models", "archive_schema", "spectrum_tables"]
 
 FILES_PER_BATCH = 128
 #: prctl option that sends a signal to a process when its parent dies (Linux).
@@ -43,6 +44,8 @@ PR_SET_PDEATHSIG = 1
 
 #: Extra catalogue values for one file, e.g. labels from a source catalogue.
 Describer = Callable[[Path, Spectrum], dict]
+#: A table name as ADQL reaches it without quotes: schema and table, regular identifiers.
+_QUALIFIED_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\.[A-Za-z][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,14 @@ class ArchiveConfig:
 
     @classmethod
     def from_dict(cls, config: dict) -> ArchiveConfig:
-        return cls(config["table"], config["collection"], config["did_prefix"],
+        """The config's values; ``{table}`` and ``{schema}`` in the collection and the DID
+        prefix become the table's qualified name and its schema (as configs/generic.yaml has)."""
+        table = config["table"]
+        if not _QUALIFIED_NAME.fullmatch(table):
+            raise ValueError(f"table {table!r}: name it SCHEMA.TABLE, each a letter followed by "
+                             "letters, digits or underscores (e.g. myarchive.spectra)")
+        names = {"table": table, "schema": table.split(".")[0]}
+        return cls(table, config["collection"].format(**names), config["did_prefix"].format(**names),
                    Preprocessing.from_config(config), int(config.get("calib_level", 2)))
 
     @property
@@ -99,14 +109,13 @@ def ingest(
     the catalogue and the set of done checksums travel to a worker once per batch, not per file.
     The next batch is read while this one is written, so at most two batches are in memory.
     """
-    table = tap_schema.load().table(config.table)
-    if table is None:
-        raise ValueError(f"table {config.table!r} is not described in any tap_schema/*.yaml file")
     summary = IngestSummary()
     backend = DuckDBBackend(db)
     try:
+        schema = archive_schema(backend, config.table)
+        table = _spectrum_table(schema, config.table, db)
         backend.ensure_table(table, [c for c in table.columns if c.name not in ML_COLUMNS])
-        backend.publish_tap_schema(tap_schema.load())
+        backend.publish_tap_schema(schema)
         store = SpectrumStore(store_path(db, config.table), config.grid,
                              config.preprocessing.steps())
         _reconcile(store, backend.ingested_dids(table.name))
@@ -128,10 +137,39 @@ def ingest(
                     pending = prepare(batches[index + 1])
                 _write_batch(prepared, backend, store, table, known_dids, done, summary)
                 bar.update(len(batch))
-        backend.publish_tap_schema(tap_schema.load())
+        backend.publish_tap_schema(schema)
     finally:
         backend.close()
     return summary
+
+
+def archive_schema(backend: DuckDBBackend, *tables: str) -> tap_schema.TapSchema:
+    """What the archive publishes: the packaged tap_schema files, plus the operator's own
+    tables, described by the spectrum template: those it publishes already, and ``tables``."""
+    published = backend.read_tap_schema() if backend.table_columns("TAP_SCHEMA.tables") \
+        else tap_schema.TapSchema()
+    return tap_schema.load().describing([*(t.name for t in published.tables.values()), *tables])
+
+
+def _spectrum_table(schema: tap_schema.TapSchema, name: str, db: Path) -> tap_schema.Table:
+    """The table ``name`` of ``schema``, which must be a table of spectra (ObsCore columns)."""
+    table = schema.table(name)
+    if table is None:
+        raise ValueError(f"{db} has no table {name}: ingest spectra into it first")
+    if table.type != "table" or table.column("obs_publisher_did") is None:
+        raise ValueError(f"{name} is published as something other than a table of spectra: "
+                         "give a table name of your own, e.g. --table myarchive.spectra")
+    return table
+
+
+def spectrum_tables(db: Path) -> list[str]:
+    """The tables of spectra the archive publishes (not views such as ivoa.obscore)."""
+    backend = DuckDBBackend(db, read_only=True)
+    try:
+        return [t.name for t in backend.read_tap_schema().tables.values()
+                if t.type == "table" and t.column("obs_publisher_did") is not None]
+    finally:
+        backend.close()
 
 
 def _prepare_in_parallel(batch: Sequence[Path], pool: ProcessPoolExecutor | None, workers: int,
@@ -282,6 +320,8 @@ def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None,
     card = load_card(model_dir)
     backend = DuckDBBackend(db)
     try:
+        schema = archive_schema(backend)
+        spectra = _spectrum_table(schema, table, db)
         current = backend.current_model(table)
         if current and current["model_id"] == card["model_id"] and not _rows_without_embedding(
                 backend, table):
@@ -292,10 +332,10 @@ def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None,
         # uploaded spectra as these were (ml_encode).
         recorded = {**card, "location": str(Path(model_dir).resolve()),
                     "preprocess": store.preprocess}
-        backend.write_ml_columns(tap_schema.load().table(table), MlColumns(
+        backend.write_ml_columns(spectra, MlColumns(
             embeddings.model_id, embeddings.dids, embeddings.latent, embeddings.map_xy,
             embeddings.recon_error, recorded))
-        backend.publish_tap_schema(tap_schema.load())
+        backend.publish_tap_schema(schema)
         build_index(backend, db, table, "embedding")
     finally:
         backend.close()

@@ -19,7 +19,7 @@ import pyarrow as pa
 from vo_ml.archive.tap_schema import Column, Table, TapSchema
 
 __all__ = ["Backend", "QueryResult", "QueryError", "QueryTimeout", "QueryStopped", "ResultStream",
-           "arrow_to_masked", "MlColumns", "INTERNAL_SCHEMA", "ML_COLUMNS"]
+           "arrow_to_masked", "MlColumns", "INTERNAL_SCHEMA", "ML_COLUMNS", "ArchiveInUse"]
 
 INTERNAL_SCHEMA = "vo_ml"
 
@@ -38,6 +38,17 @@ class QueryTimeout(QueryError):
 
 class QueryStopped(QueryError):
     """A query was stopped on request (an async job aborted or deleted while it ran)."""
+
+
+class ArchiveInUse(RuntimeError):
+    """Another process holds the archive in a way that excludes this one (a writer excludes
+    everyone; readers exclude a writer). ``holder`` names the process ``pid``, so the user can act."""
+
+    def __init__(self, path: str, pid: int, holder: str) -> None:
+        super().__init__(f"the archive {path} is in use by {holder}")
+        self.path = path
+        self.pid = pid
+        self.holder = holder
 
 
 #: The columns a row is named by as a similarity reference, in the order they are tried.

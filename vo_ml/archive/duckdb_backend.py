@@ -85,7 +85,8 @@ class DuckDBBackend(Backend):
             holder = _LOCK_HOLDER.search(str(error))
             if holder is None:
                 raise
-            raise ArchiveInUse(self.path, _process(int(holder.group(1)))) from None
+            pid = int(holder.group(1))
+            raise ArchiveInUse(str(Path(self.path).resolve()), pid, _process(pid)) from None
         if not read_only:
             self._connection.execute(_INTERNAL_TABLES)
         _register_sphere_functions(self._connection)

@@ -4,8 +4,10 @@ Column metadata is written once, in YAML, and used three ways: to create the arc
 the ``TAP_SCHEMA`` tables clients query (TAP 1.1 section 4), and to label every VOTable FIELD the
 service writes. Keeping one source means the three can never disagree.
 
-A YAML file either declares a reusable group of columns (``group: name``) or a schema with tables,
-whose columns come from ``columns`` and/or ``column_groups``. Text fields may hold ``{placeholders}``
+A YAML file declares a reusable group of columns (``group: name``), a schema with tables, whose
+columns come from ``columns`` and/or ``column_groups``, or a table template (``template: name``):
+the description and columns of tables no schema file names, such as an operator's own
+``myarchive.spectra`` (see :meth:`TapSchema.describing`). Text fields may hold ``{placeholders}``
 (the ML columns use ``{model}`` and ``{latent_dim}``) filled from the values given to :func:`load`.
 """
 
@@ -115,11 +117,30 @@ class Schema:
     tables: tuple[Table, ...]
 
 
+@dataclass(frozen=True)
+class TableTemplate:
+    """What a table gets that no schema file describes: its description, its schema's (when
+    the schema is new too) and its columns."""
+
+    description: str
+    schema_description: str
+    columns: tuple[Column, ...]
+
+    def table(self, name: str) -> Table:
+        return Table(name.split(".")[0], name, self.description, self.columns)
+
+
+#: The template of every spectrum table no schema file names (tap_schema/spectra.yaml).
+SPECTRUM_TEMPLATE = "spectra"
+
+
 @dataclass
 class TapSchema:
     """Every schema, table and column the service publishes, and nothing else."""
 
     schemas: list[Schema] = field(default_factory=list)
+    #: Table templates by name, for tables no schema file names.
+    templates: dict[str, TableTemplate] = field(default_factory=dict)
 
     @property
     def tables(self) -> dict[str, Table]:
@@ -133,7 +154,25 @@ class TapSchema:
         """A copy with ``{placeholders}`` in text fields filled, e.g. after a new model is embedded."""
         return TapSchema([
             replace(s, tables=tuple(t.with_values(**values) for t in s.tables)) for s in self.schemas
-        ])
+        ], self.templates)
+
+    def describing(self, names: Iterable[str], template: str = SPECTRUM_TEMPLATE) -> TapSchema:
+        """A copy that also describes each qualified table name in ``names`` that no schema
+        file does, with the columns of ``template``: an operator's own table needs no YAML.
+        A table goes into its schema if a file declares that schema, else into a new one."""
+        missing = list(dict.fromkeys(n for n in names if self.table(n) is None))
+        if not missing:
+            return self
+        model = self.templates.get(template)
+        if model is None:
+            raise ValueError(f"no tap_schema file declares the table template {template!r}, "
+                             f"which describes {', '.join(missing)}")
+        schemas = {s.name.lower(): s for s in self.schemas}
+        for name in missing:
+            key = name.split(".")[0].lower()
+            schema = schemas.get(key) or Schema(name.split(".")[0], model.schema_description, ())
+            schemas[key] = replace(schema, tables=(*schema.tables, model.table(name)))
+        return TapSchema(list(schemas.values()), self.templates)
 
 
 def load(
@@ -152,25 +191,33 @@ def load(
     ]
     groups = {d["group"]: [_column(c, d["group"]) for c in d["columns"]] for d in documents if "group" in d}
     schemas = [_schema(d, groups) for d in documents if "schema" in d]
-    schema = TapSchema(schemas)
+    templates = {d["template"]: TableTemplate(
+        d.get("description", ""), d.get("schema_description", ""),
+        _columns(d, f"template {d['template']}", groups)) for d in documents if "template" in d}
+    schema = TapSchema(schemas, templates)
     return schema.with_values(**values) if values else schema
 
 
 def _schema(document: Mapping, groups: Mapping[str, list[Column]]) -> Schema:
     name = document["schema"]
-    tables = []
-    for t in document.get("tables", []):
-        columns = [_column(c, f"{name}.{t['name']}") for c in t.get("columns", [])]
-        for group in t.get("column_groups", []):
-            if group not in groups:
-                raise ValueError(
-                    f"table {name}.{t['name']} names column group {group!r}, but no tap_schema file "
-                    f"declares it (known: {', '.join(sorted(groups))})"
-                )
-            columns.extend(groups[group])
-        tables.append(Table(name, f"{name}.{t['name']}", t.get("description", ""), tuple(columns),
-                            t.get("type", "table"), tuple(t.get("constants", {}).items())))
+    tables = [Table(name, f"{name}.{t['name']}", t.get("description", ""),
+                    _columns(t, f"table {name}.{t['name']}", groups), t.get("type", "table"),
+                    tuple(t.get("constants", {}).items()))
+              for t in document.get("tables", [])]
     return Schema(name, document.get("description", ""), tuple(tables))
+
+
+def _columns(spec: Mapping, where: str, groups: Mapping[str, list[Column]]) -> tuple[Column, ...]:
+    """A table's (or template's) own ``columns``, then those of its ``column_groups``."""
+    columns = [_column(c, where) for c in spec.get("columns", [])]
+    for group in spec.get("column_groups", []):
+        if group not in groups:
+            raise ValueError(
+                f"{where} names column group {group!r}, but no tap_schema file declares it "
+                f"(known: {', '.join(sorted(groups))})"
+            )
+        columns.extend(groups[group])
+    return tuple(columns)
 
 
 def _column(spec: Mapping, where: str) -> Column:
