@@ -85,7 +85,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["vo_ml"] = Archive(backend, backend.read_tap_schema())
 
     from vo_ml.service import examples, ssa, tap, uws, vosi
+    from vo_ml.service.dal import install_error_handlers
 
+    install_error_handlers(app)
     app.register_blueprint(examples.bp)
     app.register_blueprint(tap.bp)
     app.register_blueprint(uws.bp)

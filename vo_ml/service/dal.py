@@ -1,8 +1,16 @@
-"""What the TAP and SSA endpoints share on the Flask side: one request cycle, limits, errors.
+"""The one pipeline of every DAL protocol here: request, plan, database, rows, writer, response.
 
-Like pyvo's ``DALService`` under its protocol classes: each protocol supplies a function from
-DALI parameters to a VOTable document, and this module turns requests into parameters, the
-function's result into a response, and every refusal into a DALI error document.
+As in pyvo, where ``DALService.search`` is ``create_query(...).execute()``, a protocol supplies
+only what is its own: a function from DALI parameters to a :class:`DalQuery` (how to find the
+rows: a :class:`Plan`; how to write them: an output format and the columns' metadata). This
+module runs every such query the same way: :func:`execute` runs the plan through the one
+:class:`Executor` that reaches the database, caps the rows at MAXREC and hands them to the
+format's writer, piece by piece. TAP sync and SSA answer with :func:`serve`, async TAP jobs call
+:func:`execute` themselves. Every refusal, wherever it is raised, becomes a DALI error document
+in the app-wide handlers :func:`install_error_handlers` registers.
+
+Adding a protocol is a module with its parsing and its plan, whose view returns
+``serve(parse)``.
 """
 
 from __future__ import annotations
@@ -12,21 +20,29 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import pyarrow as pa
-from flask import Response, current_app, request
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import HTTPException
 
-from vo_ml.archive.backend import QueryError, QueryResult, QueryTimeout, ResultStream
+from vo_ml.archive.backend import QueryError, QueryTimeout, ResultStream
+from vo_ml.archive.tap_schema import Column
 from vo_ml.service import archive
 from vo_ml.service.dali import DaliError, DaliParameters, parse_maxrec
+from vo_ml.service.formats import CappedRows, OutputFormat
 from vo_ml.service.votable import VOTABLE_MIME, error_votable
 
-__all__ = ["answer", "respond", "dali_error_response", "request_parameters", "request_part", "maxrec_of",
-           "run_limited", "query_errors", "TimeLimitError", "Executor", "Found", "Plan", "SqlPlan"]
+__all__ = ["DalQuery", "Plan", "SqlPlan", "Found", "Executor", "Answer", "execute", "serve",
+           "install_error_handlers", "dali_error_response", "request_parameters",
+           "request_part", "maxrec_of", "query_errors", "TimeLimitError"]
 
 log = logging.getLogger(__name__)
+
+#: Where the DAL endpoints live: an unknown route or method under them is answered with a
+#: DALI error document, as a DAL client expects, and elsewhere with Flask's page.
+DAL_PATHS = ("/tap", "/ssa")
 
 
 def request_parameters() -> DaliParameters:
@@ -41,42 +57,10 @@ def request_part(name: str, limit: int) -> bytes | None:
     return None if part is None else part.stream.read(limit + 1)
 
 
-def answer(run: Callable[[DaliParameters], bytes]) -> Response:
-    """Run a protocol's query on this request: a VOTable, or a DALI error document."""
-    return respond(lambda: Response(run(request_parameters()), mimetype=VOTABLE_MIME))
-
-
-def respond(make: Callable[[], Response]) -> Response:
-    """The response ``make`` builds for this request, or a DALI error document: the request's
-    fault as its DaliError says, anything else as a 500 whose cause goes to the log."""
-    try:
-        return make()
-    except DaliError as error:
-        return dali_error_response(error)
-    except Exception:
-        log.exception("%s failed", request.path)
-        return dali_error_response(DaliError(
-            "internal error while running the query; the service log has the details", 500))
-
-
-def dali_error_response(error: DaliError) -> Response:
-    return Response(error_votable(error.message), status=error.status, mimetype=VOTABLE_MIME)
-
-
 def maxrec_of(parameters: Mapping[str, str]) -> int:
     """MAXREC within the limits the service declares in its capabilities."""
     config = current_app.config
     return parse_maxrec(parameters, int(config["TAP_MAXREC_DEFAULT"]), int(config["TAP_MAXREC_LIMIT"]))
-
-
-def run_limited(sql: str, values: Sequence, maxrec: int) -> tuple[QueryResult, bool]:
-    """At most ``maxrec`` rows of the query, and whether there were more (OVERFLOW)."""
-    timeout = float(current_app.config["QUERY_TIMEOUT"])
-    with query_errors(timeout):
-        result = archive().backend.execute(sql, values, limit=maxrec + 1, timeout=timeout)
-    overflow = len(result) > maxrec
-    result.columns = [c[:maxrec] for c in result.columns]
-    return result, overflow
 
 
 class TimeLimitError(DaliError):
@@ -90,11 +74,13 @@ def query_errors(timeout: float) -> Iterator[None]:
         yield
     except QueryTimeout:
         raise TimeLimitError(f"the query ran longer than its limit of {timeout:g} s and was stopped: "
-                        "narrow it with WHERE conditions or TOP, or run it as an async job",
-                        status=400) from None
+                             "narrow it with WHERE conditions or TOP, or run it as an async job",
+                             status=400) from None
     except QueryError as error:
         raise DaliError(f"the database refused the query: {error}") from None
 
+
+# --- plans and the executor -----------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Found:
@@ -114,7 +100,7 @@ class Plan(Protocol):
 
 @dataclass(frozen=True)
 class SqlPlan:
-    """One SQL statement whose rows are the answer."""
+    """One SQL statement whose rows are the answer; ``parameters`` are bound to it."""
 
     sql: str
     parameters: Sequence | Mapping | None = None
@@ -162,3 +148,96 @@ class Executor:
                 sql, parameters, timeout=self._timeout, stop=self._stop,
                 tables=self._tables | dict(tables or {})) as result:
             return pa.Table.from_batches(list(result.batches), schema=result.schema)
+
+
+# --- the pipeline -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DalQuery:
+    """What a protocol makes of a request: how to find the rows, and how to write them.
+
+    ``columns`` gives, for each result column in order, the published column it shows (None
+    for a computed value); ``tables`` are visible to every SQL statement of the plan (uploads);
+    ``infos`` go into a VOTable result as INFO elements (name, value).
+    """
+
+    plan: Plan
+    output: OutputFormat
+    columns: Sequence[Column | None]
+    maxrec: int
+    tables: Mapping[str, pa.Table] = field(default_factory=dict)
+    infos: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class Answer:
+    """A query's result on its way out: the MIME type, and the document piece by piece.
+
+    ``failure()`` says, once the pieces are read, whether the query failed while they were
+    written (the document then ends early, with an error INFO for VOTable).
+    """
+
+    mimetype: str
+    chunks: Iterator[bytes]
+    failure: Callable[[], QueryError | None]
+
+
+def execute(query: DalQuery, timeout: float, stop: threading.Event | None = None) -> Answer:
+    """Run ``query``'s plan and start writing its rows; the query is closed once the pieces
+    are read, however the reader stops.
+
+    Raises :class:`DaliError` for anything wrong before the first byte is written.
+    """
+    stack = contextlib.ExitStack()
+    try:
+        found = query.plan.run(Executor(stack, query.maxrec, timeout, stop, query.tables))
+    except BaseException:
+        stack.close()
+        raise
+    rows = CappedRows(found.stream, query.maxrec, query.infos + found.infos)
+    return Answer(query.output.mime, _closing(query.output.writer(rows, query.columns), stack),
+                  lambda: rows.failure)
+
+
+def _closing(chunks: Iterator[bytes], stack: contextlib.ExitStack) -> Iterator[bytes]:
+    """``chunks``, then the query closed, however the reader stops (a client may hang up)."""
+    with stack:
+        yield from chunks
+
+
+def serve(parse: Callable[[DaliParameters], DalQuery]) -> Response:
+    """The response of a synchronous DAL request: the protocol parses the parameters, the
+    pipeline runs the query under the service's time limit and streams the rows."""
+    answer = execute(parse(request_parameters()), float(current_app.config["QUERY_TIMEOUT"]))
+    return Response(answer.chunks, mimetype=answer.mimetype)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+def dali_error_response(error: DaliError) -> Response:
+    return Response(error_votable(error.message), status=error.status, mimetype=VOTABLE_MIME)
+
+
+def install_error_handlers(app: Flask) -> None:
+    """Every refusal as a DALI error document: a :class:`DaliError` with its status, an
+    unknown route or method under a DAL endpoint as 404 or 405, and anything unexpected as
+    a 500 whose cause goes to the log."""
+    app.register_error_handler(DaliError, dali_error_response)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
+
+
+def _http_error(error: HTTPException) -> Response | HTTPException:
+    if not request.path.startswith(DAL_PATHS) or error.code is None or error.code < 400:
+        return error
+    response = dali_error_response(DaliError(
+        f"{request.method} {request.path}: {error.description}", error.code))
+    if error.code == 405:
+        response.headers["Allow"] = error.get_response().headers.get("Allow", "")
+    return response
+
+
+def _unexpected(error: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.path, exc_info=error)
+    return dali_error_response(DaliError(
+        "internal error while answering the request; the service log has the details", 500))

@@ -6,21 +6,9 @@ a request is a :class:`DaliParameters` mapping built from whatever carried it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
-__all__ = ["DaliError", "DaliParameters", "parse_maxrec", "parse_serialization", "VOTABLE_FORMATS"]
-
-#: RESPONSEFORMAT values answered with a VOTable, and the serialisation each one asks for.
-VOTABLE_FORMATS = {
-    "votable": "binary2",
-    "application/x-votable+xml": "binary2",
-    "text/xml": "binary2",
-    "votable/b2": "binary2",
-    "application/x-votable+xml;serialization=binary2": "binary2",
-    "votable/td": "tabledata",
-    "application/x-votable+xml;serialization=tabledata": "tabledata",
-}
-
+__all__ = ["DaliError", "DaliParameters", "parse_maxrec"]
 
 class DaliError(Exception):
     """A request the service must refuse, with the HTTP status DALI gives for it.
@@ -76,13 +64,3 @@ def parse_maxrec(parameters: Mapping[str, str], default: int, hard_limit: int) -
     if value < 0:
         raise DaliError(f"MAXREC={value} is negative: give 0 or more")
     return min(value, hard_limit)
-
-
-def parse_serialization(parameters: Mapping[str, str], names: Sequence[str] = ("RESPONSEFORMAT",)) -> str:
-    """The VOTable serialization the first of ``names`` given asks for (BINARY2 by default)."""
-    requested = next((parameters[n] for n in names if parameters.get(n)), "votable")
-    key = requested.replace(" ", "").lower()
-    if key not in VOTABLE_FORMATS:
-        raise DaliError(f"{names[0]}={requested!r} is not supported: use one of "
-                        f"{', '.join(sorted(VOTABLE_FORMATS))}")
-    return VOTABLE_FORMATS[key]

@@ -24,7 +24,7 @@ from vo_ml.service.arrow_types import array_text, is_array, portable_schema
 from vo_ml.service.dali import DaliError
 from vo_ml.service.votable import VOTABLE_MIME, stream_votable
 
-__all__ = ["CappedRows", "OutputFormat", "OUTPUT_FORMATS", "output_format"]
+__all__ = ["CappedRows", "OutputFormat", "OUTPUT_FORMATS", "VOTABLE_OUTPUTS", "output_format"]
 
 
 class CappedRows:
@@ -203,12 +203,18 @@ _BY_NAME = {
 }
 
 
-def output_format(requested: str | None) -> OutputFormat:
-    """The format a RESPONSEFORMAT value asks for; BINARY2 VOTable when none is given."""
+#: The formats of a protocol whose results are VOTables only (SSA).
+VOTABLE_OUTPUTS = OUTPUT_FORMATS[:2]
+
+
+def output_format(requested: str | None,
+                  formats: Sequence[OutputFormat] = OUTPUT_FORMATS) -> OutputFormat:
+    """The one of ``formats`` a RESPONSEFORMAT value asks for; BINARY2 VOTable when none is
+    given."""
     key = (requested or "votable").replace(" ", "").lower()
     key = key.replace('"', "")
-    if key in _BY_NAME:
+    if _BY_NAME.get(key) in formats:
         return _BY_NAME[key]
     raise DaliError(f"RESPONSEFORMAT={requested!r} is not supported: use one of "
-                    f"{', '.join(f.name for f in OUTPUT_FORMATS)} (or their MIME types)")
+                    f"{', '.join(f.name for f in formats)} (or their MIME types)")
 

@@ -1,7 +1,8 @@
 """IVOA SSA 1.1 simple spectral access: ``/ssa`` finds spectra, ``/ssa/data`` hands out their files.
 
-SSA shares the DALI layer with TAP (parameters, MAXREC, error documents, VOTable writer) and reads
-the same published table, so a spectrum found by ADQL is found by SSA too. User values are parsed
+SSA's part of the DAL pipeline (:mod:`vo_ml.service.dal`) is its parsing and its plan, one SQL
+statement on the same published table TAP reads, so a spectrum found by ADQL is found by SSA too;
+the rows are written by the VOTable writer TAP uses. User values are parsed
 into astropy objects at the boundary (SkyCoord, Quantity, Time), which rejects nonsense with a
 message naming the parameter, and reach SQL only as bound parameters.
 
@@ -24,11 +25,12 @@ from flask import Blueprint, Response, current_app, send_file
 from vo_ml.archive.backend import INTERNAL_SCHEMA
 from vo_ml.archive.tap_schema import Column, Table
 from vo_ml.service import archive, base_url
-from vo_ml.service.dal import answer, dali_error_response, maxrec_of, request_parameters, run_limited
-from vo_ml.service.dali import DaliError, parse_serialization
-from vo_ml.service.votable import VOTABLE_MIME, results_votable
+from vo_ml.service.dal import DalQuery, SqlPlan, maxrec_of, request_parameters, serve
+from vo_ml.service.dali import DaliError, DaliParameters
+from vo_ml.service.formats import VOTABLE_OUTPUTS, output_format
+from vo_ml.service.votable import VOTABLE_MIME
 
-__all__ = ["bp", "run_query", "FILE_FORMATS"]
+__all__ = ["bp", "parse_request", "FILE_FORMATS"]
 
 bp = Blueprint("ssa", __name__, url_prefix="/ssa")
 
@@ -66,16 +68,13 @@ class SsaQuery:
 
 @bp.route("", methods=["GET", "POST"])
 def query_data() -> Response:
-    return answer(run_query)
+    return serve(parse_request)
 
 
 @bp.route("/data")
 def data() -> Response:
     """The original file of the spectrum whose publisher DID is ``ID``."""
-    try:
-        path = _source_file(request_parameters().required("ID"))
-    except DaliError as error:
-        return dali_error_response(error)
+    path = _source_file(request_parameters().required("ID"))
     return send_file(path, mimetype=file_format(str(path)), download_name=path.name, conditional=True)
 
 
@@ -99,20 +98,21 @@ def _source_file(did: str) -> Path:
     return path
 
 
-def run_query(parameters: Mapping[str, str]) -> bytes:
-    """Answer one SSA request given its DALI parameters with a VOTable document."""
+def parse_request(parameters: DaliParameters) -> DalQuery:
+    """SSA's part of the DAL pipeline: a queryData request as one SQL statement on the SSA
+    table, written as a VOTable whose fields carry SSA's utypes."""
     request_type = parameters.required("REQUEST")
     if request_type.lower() != "querydata":
         raise DaliError(f"REQUEST={request_type!r} is not supported: use REQUEST=queryData")
-    serialization = parse_serialization(parameters)
+    output = output_format(parameters.get("RESPONSEFORMAT"), VOTABLE_OUTPUTS)
     maxrec = maxrec_of(parameters)
     query = parse_query(parameters)
     table = ssa_table()
     conditions, values = query_conditions(query)
     sql, sql_values = _select(table, conditions)
-    result, overflow = run_limited(sql, [*sql_values, *values], maxrec)
-    return results_votable(result, [column for _, column in RESULT_COLUMNS], overflow, serialization,
-                           infos=[("SSA_TABLE", table.name)])
+    return DalQuery(SqlPlan(sql, [*sql_values, *values]), output,
+                    [column for _, column in RESULT_COLUMNS], maxrec,
+                    infos=(("SSA_TABLE", table.name),))
 
 
 def ssa_table() -> Table:

@@ -1,39 +1,29 @@
-"""TAP 1.1 queries: ``/tap/sync``, and the query an async job runs (:func:`run_query`).
+"""TAP 1.1 queries: ``/tap/sync``, and what an async job runs (:func:`parse_query`).
 
-A request is parsed into DALI parameters, uploaded tables are read, the ADQL is translated
-against the published TAP_SCHEMA plus the uploads (so only published tables, uploads and
-declared functions are reachable), similarity references are checked, and the rows are streamed
-in the format asked for. Every refusal is a DALI error document with the HTTP status DALI
-gives, never a traceback.
+TAP's part of the DAL pipeline (:mod:`vo_ml.service.dal`) is its parsing and its plan: the DALI
+parameters are checked, uploaded tables are read, the ADQL is translated against the published
+TAP_SCHEMA plus the uploads (so only published tables, uploads and declared functions are
+reachable), similarity references are checked, and the translation is planned
+(:func:`vo_ml.service.similarity.plan`). The pipeline runs the plan and streams the rows in the
+format asked for.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from flask import Blueprint, Response, current_app
 
 from vo_ml import adql
-from vo_ml.archive.backend import QueryError
 from vo_ml.archive.tap_schema import TapSchema
 from vo_ml.service import archive, similarity
-from vo_ml.service.dal import (
-    Executor,
-    maxrec_of,
-    query_errors,
-    request_parameters,
-    request_part,
-    respond,
-)
+from vo_ml.service.dal import DalQuery, maxrec_of, query_errors, request_part, serve
 from vo_ml.service.dali import DaliError, DaliParameters
 from vo_ml.service.encoding import encode_uploads
-from vo_ml.service.formats import CappedRows, output_format
+from vo_ml.service.formats import output_format
 from vo_ml.service.uploads import read_uploads, upload_schema, upload_specs
 
-__all__ = ["bp", "run_query", "Answer", "LANGUAGES"]
+__all__ = ["bp", "parse_query", "LANGUAGES"]
 
 bp = Blueprint("tap", __name__, url_prefix="/tap")
 
@@ -44,33 +34,17 @@ LANGUAGES = ("ADQL", "ADQL-2.0", "ADQL-2.1")
 PartReader = Callable[[str, int], bytes | None]
 
 
-@dataclass
-class Answer:
-    """A query's result on its way out: the MIME type, and the document piece by piece.
-
-    ``failure()`` says, once the pieces are read, whether the query failed while they were
-    written (the document then ends early, with an error INFO for VOTable).
-    """
-
-    mimetype: str
-    chunks: Iterator[bytes]
-    failure: Callable[[], QueryError | None]
-
-
 @bp.route("/sync", methods=["GET", "POST"])
 def sync() -> Response:
-    def streamed() -> Response:
-        result = run_query(request_parameters(), request_part,
-                           float(current_app.config["QUERY_TIMEOUT"]))
-        return Response(result.chunks, mimetype=result.mimetype)
-    return respond(streamed)
+    return serve(lambda parameters: parse_query(parameters, request_part,
+                                                float(current_app.config["QUERY_TIMEOUT"])))
 
 
-def run_query(parameters: DaliParameters, part: PartReader, timeout: float,
-              stop: threading.Event | None = None) -> Answer:
-    """Start one TAP query given its DALI parameters; its rows are produced as they are read.
+def parse_query(parameters: DaliParameters, part: PartReader, timeout: float) -> DalQuery:
+    """One TAP query given its DALI parameters: its plan, format and columns. The rows named
+    as similarity references are looked up within ``timeout``.
 
-    Raises :class:`DaliError` for anything wrong with the request, before any byte is written.
+    Raises :class:`DaliError` for anything wrong with the request.
     """
     request_type = parameters.get("REQUEST", "doQuery")
     if request_type.lower() != "doquery":
@@ -97,20 +71,4 @@ def run_query(parameters: DaliParameters, part: PartReader, timeout: float,
     tables = {adql.upload_view(u.name): u.rows for u in uploads}
     chosen = similarity.plan(translation.sql, translation.neighbours, embeddings, tables,
                              parameters.get("ML_SEARCH", "auto").lower())
-    stack = contextlib.ExitStack()
-    try:
-        found = chosen.run(Executor(stack, maxrec, timeout, stop, tables))
-    except BaseException:
-        stack.close()
-        raise
-    rows = CappedRows(found.stream, maxrec, found.infos)
-    columns = [o.column for o in translation.output_columns]
-    return Answer(fmt.mime, _closing(fmt.writer(rows, columns), stack),
-                  lambda: rows.failure)
-
-
-def _closing(chunks: Iterator[bytes], stack: contextlib.ExitStack) -> Iterator[bytes]:
-    """``chunks``, then the query closed, however the reader stops (a client may hang up)."""
-    with stack:
-        yield from chunks
-
+    return DalQuery(chosen, fmt, [o.column for o in translation.output_columns], maxrec, tables)

@@ -3,9 +3,10 @@
 The resources follow UWS 1.1 section 2.2: the job list (filtered by ``PHASE``, ``AFTER`` and
 ``LAST``), and per job its document (with blocking ``WAIT``), ``phase``, ``executionduration``,
 ``destruction``, ``quote``, ``owner``, ``error``, ``parameters`` and ``results``. Changes answer
-with a 303 redirect, as UWS asks. Jobs persist in :mod:`vo_ml.service.jobs`; a job runs the same
-:func:`vo_ml.service.tap.run_query` a sync request does, with its executionDuration as the time
-limit, and its result is the file ``results/result``.
+with a 303 redirect, as UWS asks. Jobs persist in :mod:`vo_ml.service.jobs`; a job's query is
+parsed by :func:`vo_ml.service.tap.parse_query` and run by the DAL pipeline as a sync request's
+is (:func:`vo_ml.service.dal.execute`), with its executionDuration as the time limit, and its
+result is the file ``results/result``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from lxml import etree
 
 from vo_ml.service import base_url
 from vo_ml.service.dal import (
+    Answer,
     TimeLimitError,
     dali_error_response,
+    execute,
     query_errors,
     request_parameters,
     request_part,
@@ -39,7 +42,7 @@ from vo_ml.service.jobs import (
     retention,
     utc_now,
 )
-from vo_ml.service.tap import Answer, run_query
+from vo_ml.service.tap import parse_query
 from vo_ml.service.votable import VOTABLE_MIME, error_votable
 
 __all__ = ["bp", "start_jobs"]
@@ -79,9 +82,10 @@ def _execute(app: Flask, store: JobStore, job: Job, stop: threading.Event) -> No
     """Run one job's query into its result file, and record how it ended."""
     with app.app_context():
         try:
-            answer = run_query(DaliParameters(job.parameters),
-                               functools.partial(store.part, job.job_id),
-                               float(job.execution_duration), stop)
+            timeout = float(job.execution_duration)
+            answer = execute(parse_query(DaliParameters(job.parameters),
+                                         functools.partial(store.part, job.job_id), timeout),
+                             timeout, stop)
             store.complete(job.job_id, functools.partial(_write, answer, job.execution_duration),
                            answer.mimetype)
         except TimeLimitError:
@@ -403,8 +407,3 @@ def _not_found(error: JobNotFound) -> Response:
 @bp.errorhandler(PhaseError)
 def _wrong_phase(error: PhaseError) -> Response:
     return dali_error_response(DaliError(str(error), 400))
-
-
-@bp.errorhandler(DaliError)
-def _refused(error: DaliError) -> Response:
-    return dali_error_response(error)

@@ -5,7 +5,7 @@ client sees the same metadata in TAP_SCHEMA and in results. The status travels i
 document as pyvo reads it: ``INFO name="QUERY_STATUS"`` is OK, OVERFLOW (after the table, when
 MAXREC cut the result) or ERROR.
 
-TAP results are streamed (:func:`stream_votable`): astropy writes the header from the fields
+Results are streamed (:func:`stream_votable`): astropy writes the header from the fields
 alone, then rows are encoded a batch at a time straight from Arrow buffers (BINARY2 with numpy,
 TABLEDATA with Arrow compute kernels), so memory does not grow with the number of rows.
 """
@@ -20,66 +20,22 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from astropy.io.votable import from_table
 from astropy.io.votable.tree import Field, Info, Resource, TableElement, VOTableFile
-from astropy.table import Table
 
 from vo_ml import __version__
-from vo_ml.archive.backend import QueryError, QueryResult
+from vo_ml.archive.backend import QueryError
 from vo_ml.archive.tap_schema import Column
 from vo_ml.service.arrow_types import array_text, is_array, list_values, votable_datatype
 
-__all__ = ["results_votable", "stream_votable", "error_votable", "VOTABLE_MIME"]
+__all__ = ["stream_votable", "error_votable", "VOTABLE_MIME"]
 
 VOTABLE_MIME = "application/x-votable+xml"
 VOTABLE_VERSION = "1.4"
 
 
-def results_votable(
-    result: QueryResult,
-    columns: Sequence[Column | None],
-    overflow: bool,
-    serialization: str = "binary2",
-    infos: Sequence[tuple[str, str]] = (),
-) -> bytes:
-    """The result as a VOTable document, with QUERY_STATUS and any extra INFO (name, value).
-
-    ``columns`` gives, for each result column in order, the TAP_SCHEMA column it shows, or None
-    for a computed value; if the backend returned another number of columns (a ``SELECT *``
-    over ``JOIN ... USING`` merges the join columns), the fields go out without TAP_SCHEMA
-    metadata rather than with the wrong one.
-    """
-    table = Table([_plain(c) for c in result.columns], names=_unique(result.names))
-    votable = from_table(table)
-    votable.version = VOTABLE_VERSION
-    resource = votable.resources[0]
-    resource.type = "results"
-    resource.infos.append(_info("QUERY_STATUS", "OK"))
-    for name, value in infos:
-        resource.infos.append(_info(name, value))
-    resource.infos.append(_info("SERVICE", "vo_ml", f"vo_ml {__version__}"))
-    fields = votable.get_first_table().fields
-    if len(columns) != len(fields):
-        columns = [None] * len(fields)
-    for field, column in zip(fields, columns, strict=True):
-        _label(field, column)
-    document = _serialise(votable, serialization)
-    return _after_table(document, _OVERFLOW) if overflow else document
-
-
 #: DALI: when MAXREC cuts the result, an INFO after the table says so.
 _OVERFLOW = (b'<INFO name="QUERY_STATUS" value="OVERFLOW">the result was truncated at MAXREC rows'
              b'</INFO>\n')
-
-
-def _after_table(document: bytes, element: bytes) -> bytes:
-    """``element`` placed after the (single) TABLE of ``document``, inside its RESOURCE.
-
-    astropy writes a RESOURCE's INFOs before its tables only, and the DALI overflow marker
-    must follow the table, where taplint and pyvo look for it.
-    """
-    end = document.rindex(b"</TABLE>") + len(b"</TABLE>\n")
-    return document[:end] + b"  " + element + document[end:]
 
 
 def error_votable(message: str) -> bytes:
@@ -98,11 +54,6 @@ def _info(name: str, value: str, content: str | None = None) -> Info:
     if content:
         info.content = content
     return info
-
-
-def _plain(column: np.ma.MaskedArray) -> np.ma.MaskedArray:
-    """Keep masks only where something is NULL; astropy then writes plain values."""
-    return column if np.ma.getmaskarray(column).any() else np.ma.getdata(column)
 
 
 def _unique(names: Sequence[str]) -> list[str]:
