@@ -152,6 +152,22 @@ def service(tap_url) -> pyvo.dal.TAPService:
     return pyvo.dal.TAPService(tap_url)
 
 
+@pytest.fixture(scope="session")
+def app(archive, tmp_path_factory):
+    """The service as a Flask app in this process, on a copy of the session's archive and its
+    index: route-level tests go through its test client, with no server to start."""
+    from vo_ml.service import create_app
+
+    return create_app({"ARCHIVE_DB": str(copy_archive(
+        archive, tmp_path_factory.mktemp("app"), index=True))})
+
+
+@pytest.fixture(scope="session")
+def client(app):
+    """Flask's test client of :func:`app`."""
+    return app.test_client()
+
+
 def votlint(stilts: str, document: bytes, tmp_path: Path) -> str:
     """What ``stilts votlint`` reports on ``document`` (empty when the VOTable is valid)."""
     path = tmp_path / "document.vot"

@@ -234,3 +234,35 @@ def test_the_landing_page_offers_a_query_form_and_the_examples(tap_url):
     assert page.status_code == 200
     assert f'action="{tap_url}/sync"' in page.text and 'name="QUERY"' in page.text
     assert "ml_distance(embedding" in page.text and 'href="examples#most-similar"' in page.text
+
+
+def _dali_error(response) -> str:
+    """The message of a DALI error document, checked to be one."""
+    assert response.mimetype == "application/x-votable+xml"
+    info = next(i for i in parse(io.BytesIO(response.data)).resources[0].infos
+                if i.name == "QUERY_STATUS")
+    assert info.value == "ERROR"
+    return info.content
+
+
+def test_unknown_routes_and_methods_of_the_dal_endpoints_are_dali_errors(client):
+    for response, status in ((client.get("/tap/nothere"), 404), (client.get("/ssa/nothere"), 404),
+                             (client.put("/tap/sync"), 405), (client.delete("/ssa"), 405)):
+        assert response.status_code == status
+        assert response.request.path in _dali_error(response)
+    assert "POST" in client.put("/tap/sync").headers["Allow"]
+    assert client.get("/nothere").status_code == 404  # not a DAL endpoint: Flask's own page
+
+
+def test_a_failure_of_the_service_is_a_500_dali_error_with_its_cause_logged(archive, tmp_path,
+                                                                            caplog):
+    from vo_ml.service import create_app
+
+    app = create_app({"ARCHIVE_DB": str(copy_archive(archive, tmp_path))})
+    app.extensions["vo_ml"].backend.close()  # the database is gone: no request's fault
+    client = app.test_client()
+    for response in (client.get("/tap/examples"), client.get("/tap/sync", query_string={
+            "LANG": "ADQL", "QUERY": f"SELECT TOP 1 obs_id FROM {TABLE}"})):
+        assert response.status_code == 500
+        assert "the service log has the details" in _dali_error(response)
+    assert "/tap/examples failed" in caplog.text and "/tap/sync failed" in caplog.text
