@@ -184,7 +184,7 @@ def test_generate_archive_writes_files_and_labels_and_resumes(tmp_path):
     syn.generate_archive(tmp_path, n=3, seed=42, workers=2, scheduler="threads", progress=False)
     assert files[1].read_bytes() == original  # the missing file is remade, identical
     assert [files[0].stat().st_mtime_ns, files[2].stat().st_mtime_ns] == [stamps[0], stamps[2]]
-    assert not list(tmp_path.glob("*.part"))
+    assert not list(tmp_path.glob(".*.partial*"))
 
 
 def test_drawn_labels_cover_the_requested_ranges():

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from vo_ml.archive.backend import REFERENCE_KEYS, Backend
+from vo_ml.files import replacing
 
 __all__ = ["METRICS", "NeighbourIndex", "build_index", "description_path", "fingerprint"]
 
@@ -86,18 +86,15 @@ def build_index(backend: Backend, db: Path | str, table: str, column: str,
     current = fingerprint(backend, table, column, metric)
     rows = _read(backend, table, column, _reference_keys(backend, table, metric), current[0])
     index = _graph(rows, metric)
-    faiss.write_index(index, str(_graph_path(path, build)))
-    _sync(_graph_path(path, build))
+    with replacing(_graph_path(path, build)) as graph:
+        faiss.write_index(index, str(graph.path))
     for key, values in rows.keys.items():
         _write_key_map(path, build, key, values, rows)
     meta = {"table": table, "column": column, "metric": metric, "rows": int(index.ntotal),
             "dimension": int(index.d), "fingerprint": current, "build": build,
             "build_seconds": round(time.perf_counter() - started, 3)}
-    partial = path.with_name(f"{path.stem}.{build}.json.partial")
-    partial.write_text(json.dumps(meta))
-    _sync(partial)
-    os.replace(partial, path)
-    _sync(path.parent)
+    with replacing(path) as description:
+        description.path.write_text(json.dumps(meta))
     _remove_older_builds(path, build)
     return path
 
@@ -181,17 +178,8 @@ def _write_key_map(path: Path, build: str, key: str, values: pa.ChunkedArray,
     order = np.lexsort((rows.rowids[named], encoded))
     for target, array in zip(_key_map_paths(path, build, key),
                              (encoded[order], rows.positions[named][order]), strict=True):
-        np.save(target, array)
-        _sync(target)
-
-
-def _sync(path: Path) -> None:
-    """Flush a file (or a folder's entries) to disk."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+        with replacing(target) as new:
+            np.save(new.path, array)
 
 
 def _remove_older_builds(path: Path, build: str) -> None:

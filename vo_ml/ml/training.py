@@ -19,7 +19,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -30,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from vo_ml.files import replacing
 from vo_ml.ml.data import StoreBatches
 from vo_ml.ml.evaluation import PrincipalComponents
 from vo_ml.ml.models import FAMILIES, downsampling, masked_mse
@@ -233,18 +233,6 @@ def _version() -> str:
     return __version__
 
 
-def _write_atomically(path: Path, write: object) -> None:
-    """``write(scratch_path)``, then rename over ``path``: readers see the old file or the new."""
-    scratch = path.with_name("tmp-" + path.name)
-    write(scratch)
-    os.replace(scratch, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
 class _Checkpoint:
     """Training state in ``<work>/checkpoints``: the model and optimizer of the last written epoch,
     the best weights so far, and ``state.json`` (epoch, losses, early-stopping counters, and the
@@ -313,12 +301,15 @@ class _Checkpoint:
             return
         files = {"model": f"last-{self.epoch}.keras", "best": f"best-{self.best_epoch}.npz"}
         if not (self.folder / files["best"]).is_file():
-            _write_atomically(self.folder / files["best"], lambda p: _save_arrays(p, self.best_weights))
-        _write_atomically(self.folder / files["model"], model.save)
+            with replacing(self.folder / files["best"]) as new:
+                np.savez(new.path, *self.best_weights)
+        with replacing(self.folder / files["model"]) as new:
+            model.save(new.path)
         state = {"epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
                  "wait": self.wait, "finished": self.finished, "history": self.history,
                  "seconds": self.seconds, "files": files}
-        _write_atomically(self.folder / STATE_NAME, lambda p: _save_text(p, json.dumps(state)))
+        with replacing(self.folder / STATE_NAME) as new:
+            new.path.write_text(json.dumps(state), encoding="utf-8")
         for stale in set(self.folder.iterdir()) - {self.folder / STATE_NAME,
                                                    *(self.folder / f for f in files.values())}:
             stale.unlink()
@@ -329,20 +320,6 @@ class _Checkpoint:
         return {"epochs": self.epoch, "best_epoch": self.best_epoch, "best_val_loss": self.best,
                 "train_loss": self.history["loss"][-1] if self.history["loss"] else None,
                 "seconds": round(self.seconds, 1)}
-
-
-def _save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
-    with open(path, "wb") as f:
-        np.savez(f, *arrays)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _save_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 class _CheckpointCallback(keras.callbacks.Callback):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import shutil
 import sqlite3
@@ -31,6 +30,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
+
+from vo_ml.files import replacing
 
 __all__ = ["Job", "JobStore", "JobRunner", "JobNotFound", "PhaseError", "ACTIVE_PHASES",
            "FINAL_PHASES", "utc_now", "iso"]
@@ -282,17 +283,17 @@ class JobStore:
     def complete(self, job_id: str, write: Callable[[Path], None], mime: str) -> None:
         """Write the result with ``write(path)`` and mark the job COMPLETED, unless it was
         aborted or deleted meanwhile (then the result is dropped)."""
-        temporary = self.folder(job_id) / f".{RESULT_NAME}.partial"
-        write(temporary)
-        size = temporary.stat().st_size
-        with self._transaction() as db:
-            row = db.execute("SELECT phase FROM jobs WHERE job_id = ?", [job_id]).fetchone()
-            if row is None or row["phase"] != "EXECUTING":
-                temporary.unlink(missing_ok=True)
-                return
-            os.replace(temporary, self.result_path(job_id))
-            db.execute("UPDATE jobs SET phase = 'COMPLETED', end_time = ?, result_mime = ?, "
-                       "result_size = ? WHERE job_id = ?", [iso(utc_now()), mime, size, job_id])
+        with replacing(self.result_path(job_id)) as result:
+            write(result.path)
+            size = result.path.stat().st_size
+            with self._transaction() as db:
+                row = db.execute("SELECT phase FROM jobs WHERE job_id = ?", [job_id]).fetchone()
+                if row is None or row["phase"] != "EXECUTING":
+                    result.discard()
+                    return
+                result.commit()
+                db.execute("UPDATE jobs SET phase = 'COMPLETED', end_time = ?, result_mime = ?, "
+                           "result_size = ? WHERE job_id = ?", [iso(utc_now()), mime, size, job_id])
 
     def fail(self, job_id: str, message: str) -> None:
         """Mark an EXECUTING job ERROR with ``message`` (an aborted job stays ABORTED)."""

@@ -20,6 +20,8 @@ from pathlib import Path
 import platformdirs
 from tqdm.auto import tqdm
 
+from vo_ml.files import replacing_folder
+
 __all__ = ["MilesStar", "fetch_miles", "miles_files", "miles_labels", "miles_id", "MilesDescriber"]
 
 WHEEL_REQUIREMENT = "sdss-mangadap==4.5.0"
@@ -56,13 +58,10 @@ def fetch_miles(cache: Path | None = None) -> Path:
     if _is_complete(cache):
         return cache
     cache.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache.parent) as scratch:
-        wheel = _download_wheel(Path(scratch))
-        staging = Path(scratch) / "miles"
-        _unpack_miles(wheel, staging)
+    with tempfile.TemporaryDirectory(dir=cache.parent) as scratch, replacing_folder(cache) as staging:
+        _unpack_miles(_download_wheel(Path(scratch)), staging)
         if cache.exists():
             shutil.rmtree(cache)
-        staging.rename(cache)
     return cache
 
 
@@ -87,7 +86,6 @@ def _download_wheel(into: Path) -> Path:
 
 def _unpack_miles(wheel: Path, into: Path) -> None:
     """Copy the MILES FITS files (including ``omit/``) and the parameter table out of the wheel."""
-    into.mkdir(parents=True)
     with zipfile.ZipFile(wheel) as archive:
         wanted = [n for n in archive.namelist() if n.startswith(WHEEL_FOLDER)
                   and (n.endswith(".fits") or n.endswith("/" + PARAMETER_TABLE))]

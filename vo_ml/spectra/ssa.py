@@ -10,9 +10,7 @@ downloads only what is missing, and a run killed mid-download leaves nothing hal
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import requests
@@ -21,6 +19,8 @@ from astropy.coordinates import SkyCoord
 from astropy.time import Time
 from pyvo.dal import SSAService
 from pyvo.dal.ssa import SSARecord
+
+from vo_ml.files import replacing
 
 __all__ = ["fetch_ssa", "cache_name"]
 
@@ -89,12 +89,6 @@ def _download(session: requests.Session, url: str, path: Path) -> None:
     """Write ``url`` to ``path`` through a temporary file beside it, renamed only when complete."""
     with session.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT) as response:
         response.raise_for_status()
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        try:
-            with os.fdopen(handle, "wb") as sink:
-                for chunk in response.iter_content(CHUNK_BYTES):
-                    sink.write(chunk)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        with replacing(path) as new, open(new.path, "wb") as sink:
+            for chunk in response.iter_content(CHUNK_BYTES):
+                sink.write(chunk)

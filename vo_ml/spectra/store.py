@@ -9,13 +9,13 @@ the store counts only rows that have a DID, so a half-written row is never read.
 from __future__ import annotations
 
 import fcntl
-import shutil
 from pathlib import Path
 
 import numpy as np
 import zarr
 from tqdm.auto import tqdm
 
+from vo_ml.files import replacing_folder
 from vo_ml.spectra.grid import Grid, downsample
 
 __all__ = ["SpectrumStore"]
@@ -56,17 +56,16 @@ class SpectrumStore:
     def _create(self, grid: Grid, preprocess: dict) -> None:
         """Build the empty store beside its final place and rename it in: a kill while creating
         never leaves a store without its arrays."""
-        scratch = self.path.with_name(self.path.name + ".partial")
-        shutil.rmtree(scratch, ignore_errors=True)
-        group = zarr.open_group(str(scratch), mode="w")
-        group.attrs["grid"] = grid.as_dict()
-        group.attrs["preprocess"] = preprocess
-        chunk = (rows_per_chunk(grid.pixels), grid.pixels)
-        # Normalised flux is noise-like and barely compresses: storing it raw keeps ingest fast.
-        group.create_array("flux", shape=(0, grid.pixels), dtype="f4", chunks=chunk, compressors=None)
-        group.create_array("mask", shape=(0, grid.pixels), dtype="bool", chunks=chunk)
-        group.create_array("did", shape=(0,), dtype=str, chunks=(4096,))
-        scratch.rename(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with replacing_folder(self.path) as scratch:
+            group = zarr.open_group(str(scratch), mode="w")
+            group.attrs["grid"] = grid.as_dict()
+            group.attrs["preprocess"] = preprocess
+            chunk = (rows_per_chunk(grid.pixels), grid.pixels)
+            # Normalised flux is noise-like and barely compresses: storing it raw keeps ingest fast.
+            group.create_array("flux", shape=(0, grid.pixels), dtype="f4", chunks=chunk, compressors=None)
+            group.create_array("mask", shape=(0, grid.pixels), dtype="bool", chunks=chunk)
+            group.create_array("did", shape=(0,), dtype=str, chunks=(4096,))
 
     @property
     def preprocess(self) -> dict:

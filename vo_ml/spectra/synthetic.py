@@ -22,7 +22,6 @@ between the two CCDs set to NaN and flagged in QUAL.
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
@@ -34,6 +33,8 @@ from astropy.io import fits
 from astropy.time import Time
 from dask.callbacks import Callback
 from tqdm import tqdm
+
+from vo_ml.files import replacing
 
 __all__ = [
     "CCD_GAP", "LINE_FREE_WINDOW", "LINE_LIST_SEED", "QUAL_CCD_GAP", "RESOLVING_POWER",
@@ -307,13 +308,11 @@ def write_sdp(path: str | Path, spectrum_arrays: SpectrumArrays, parameters: Ste
     data = b"".join(_big_endian(getattr(spectrum_arrays, name.lower())).tobytes() for name, *_ in _COLUMNS)
     units = ((_primary_header(spectrum_arrays, parameters, meta), b""),
              (_spectrum_header(spectrum_arrays, meta), data))
-    partial = path.with_name(path.name + ".part")
-    with open(partial, "wb") as f:
+    with replacing(path) as new, open(new.path, "wb") as f:
         for header, payload in units:
             f.write(_with_checksum(header, payload))
             f.write(payload)
             f.write(bytes(-len(payload) % FITS_BLOCK))
-    os.replace(partial, path)
 
 
 def _with_checksum(header: fits.Header, data: bytes) -> bytes:
@@ -523,8 +522,7 @@ def generate_archive(out_dir: str | Path, n: int, seed: int, workers: int = 1,
 def _write_labels(out_dir: Path, n: int, seed: int) -> Path:
     path = out_dir / "labels.csv"
     names = [f.name for f in fields(StellarParameters)]
-    partial = path.with_name(path.name + ".part")
-    with open(partial, "w", newline="") as f:
+    with replacing(path) as new, open(new.path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "object", *names, "berv", "noise_seed"])
         for i in range(n):
@@ -532,5 +530,4 @@ def _write_labels(out_dir: Path, n: int, seed: int) -> Path:
             meta = draw_observation(seed, i, params.snr)
             writer.writerow([file_name(i), meta.object_name, *asdict(params).values(), meta.berv,
                              noise_seed(seed, i)])
-    os.replace(partial, path)
     return path
