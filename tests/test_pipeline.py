@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import TABLE, quick_model_config
+from conftest import MILES, TABLE, quick_model_config
 
 from vo_ml.archive.duckdb_backend import DuckDBBackend
-from vo_ml.pipeline import embed, ingest, store_path, train_model
+from vo_ml.pipeline import ArchiveConfig, embed, ingest, store_path, train_model
+from vo_ml.resources import config_file, load_yaml
 from vo_ml.spectra.miles import MilesDescriber
 from vo_ml.spectra.store import SpectrumStore
 
@@ -120,3 +121,18 @@ def test_an_archive_is_servable_as_soon_as_ingest_has_started(tmp_path, archive)
         assert backend.read_tap_schema().table(TABLE) is not None
     finally:
         backend.close()
+
+
+def test_an_own_table_stays_published_when_another_table_is_ingested(tmp_path):
+    """Tables no tap_schema file names are described again by every later publication."""
+    db = tmp_path / "two.duckdb"
+    generic = ArchiveConfig.from_dict(load_yaml(config_file("generic")) | {"table": "own.spectra"})
+    assert (generic.collection, generic.did_prefix) == ("own", "ivo://vo-ml.example/own.spectra?")
+    files = sorted(MILES.glob("*.fits"))[:2]
+    assert ingest(files[:1], db, generic, workers=1).ingested == 1
+    miles = ArchiveConfig.from_dict(load_yaml(config_file("miles")))
+    assert ingest(files[1:], db, miles, workers=1).ingested == 1
+    tables = dict(_query(db, "SELECT table_name, description FROM TAP_SCHEMA.tables"))
+    assert "One row per spectrum" in tables["own.spectra"] and TABLE in tables
+    assert _query(db, "SELECT obs_collection, count(*) FROM ivoa.obscore GROUP BY ALL ORDER BY 1") \
+        == [("MILES", 1), ("own", 1)]

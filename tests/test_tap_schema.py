@@ -45,3 +45,22 @@ def test_unknown_column_group_is_named(tmp_path):
         "schema: s\ntables:\n  - name: t\n    column_groups: [nothing]\n")
     with pytest.raises(ValueError, match="nothing"):
         tap_schema.load(tmp_path)
+
+
+def test_a_table_no_file_names_is_described_by_the_spectrum_template():
+    schema = tap_schema.load().describing(["myarchive.spectra", "miles.spectra"])
+    own = schema.table("MyArchive.Spectra")
+    assert own is not None and own.type == "table" and "One row per spectrum" in own.description
+    miles = schema.table("miles.spectra")
+    assert set(own.column_names) == set(miles.column_names) - {"teff", "logg", "feh"}
+    assert own.column("snr").ucd == "stat.snr" and own.column("em_min").unit == "m"
+    assert tap_schema.placeholders(own.columns) == {"model", "latent_dim"}
+    (created,) = [s for s in schema.schemas if s.name == "myarchive"]
+    assert created.description and [t.name for t in created.tables] == ["myarchive.spectra"]
+    assert tap_schema.load().describing(["miles.spectra"]).tables == tap_schema.load().tables
+
+
+def test_a_missing_template_is_named(tmp_path):
+    (tmp_path / "s.yaml").write_text("schema: s\ntables:\n  - name: t\n    columns: []\n")
+    with pytest.raises(ValueError, match="template 'spectra'.*other.t"):
+        tap_schema.load(tmp_path).describing(["other.t"])
