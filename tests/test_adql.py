@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vo_ml import adql
 from vo_ml.adql.errors import E01, E02, E03, E04, E05, E06, E07, E08, E09
@@ -337,3 +339,102 @@ def test_declared_functions_are_accepted_by_checks_only(schema):
 def test_adql_grammar_errors(query, error, fragment):
     with pytest.raises(error, match=re.escape(fragment)):
         adql.check(query)
+
+
+@pytest.fixture(scope="module")
+def client(schema, tmp_path_factory):
+    """The service (Flask's test client) on an archive file holding STARS."""
+    from vo_ml.archive.duckdb_backend import DuckDBBackend
+    from vo_ml.service import create_app
+
+    db = tmp_path_factory.mktemp("served") / "stars.duckdb"
+    backend = DuckDBBackend(db)
+    table = schema.table("miles.spectra")
+    backend.ensure_table(table, table.columns)
+    names = ("obs_publisher_did", "target_name", "teff", "logg", "feh", "embedding")
+    backend.insert_rows(table, [dict(zip(names, star, strict=True)) for star in STARS],
+                        [(f"{star[1]}.fits", star[1], star[0]) for star in STARS])
+    backend.publish_tap_schema(load())
+    backend.close()
+    return create_app({"ARCHIVE_DB": str(db)}).test_client()
+
+
+def _ask(client, query: str):
+    """The sync TAP answer to ``query``: its status and text (CSV rows, or the DALI error)."""
+    response = client.post("/tap/sync", data={"LANG": "ADQL", "QUERY": query,
+                                               "RESPONSEFORMAT": "csv"})
+    return response.status_code, response.get_data(as_text=True)
+
+
+def _nested(clause: str, depth: int) -> str:
+    """A query with ``depth`` nested levels in one clause, selecting target_name of hot stars."""
+    if clause == "select list":
+        return f"SELECT target_name, {'(' * depth}teff{')' * depth} AS t FROM miles.spectra " \
+               "WHERE teff > 9000"
+    if clause == "where":
+        return f"SELECT target_name FROM miles.spectra WHERE {'(' * depth}teff > 9000{')' * depth}"
+    if clause == "function arguments":
+        return (f"SELECT target_name FROM miles.spectra WHERE {'ABS(' * depth}teff{')' * depth} "
+                "> 9000")
+    if clause == "case":
+        return (f"SELECT target_name FROM miles.spectra WHERE "
+                f"{'CASE WHEN teff > 9000 THEN ' * depth}1{' ELSE 0 END' * depth} = 1")
+    source = "miles.spectra"
+    for level in range(depth - 1):
+        source = f"(SELECT target_name, teff FROM {source} AS s{level})"
+    return f"SELECT target_name FROM {source} AS s WHERE teff > 9000"
+
+
+CLAUSES = ["select list", "where", "function arguments", "case", "from subqueries"]
+
+
+@pytest.mark.parametrize("clause", CLAUSES)
+def test_queries_nested_thirty_levels_deep_run(client, clause):
+    status, text = _ask(client, _nested(clause, 30))
+    assert status == 200, text
+    assert [line.split(",")[0] for line in text.splitlines()[1:]] == ['"HD 3"']
+
+
+@pytest.mark.parametrize("clause", CLAUSES)
+@pytest.mark.parametrize("depth", [60, 500, 100_000])
+def test_deeper_nesting_is_refused_naming_the_limit(client, clause, depth):
+    if clause == "from subqueries" and depth == 100_000:
+        depth = 5000  # each level is a whole subquery: 5000 make a query of 200 kB already
+    status, text = _ask(client, _nested(clause, depth))
+    assert status == 400, text
+    assert "ADQL-E13" in text and f"more than {adql.checker.MAX_NESTING} levels deep" in text
+
+
+@pytest.mark.parametrize("condition", [" NOT " * 5000 + "teff > 9000",
+                                       "teff > " + "- " * 5000 + "9000"])
+def test_runs_of_operators_too_deep_to_parse_are_refused(client, condition):
+    status, text = _ask(client, f"SELECT target_name FROM miles.spectra WHERE {condition}")
+    assert status == 400 and "ADQL-E14" in text, text
+
+
+@pytest.mark.parametrize(("condition", "rows"), [
+    ("teff IN (" + ", ".join(str(t) for t in range(1, 20_000, 100)) + ", 9500)", 1),
+    (" AND ".join(["teff > 9000"] * 3000), 1),
+    (" OR ".join(f"teff = {t}" for t in range(3000)), 0),
+])
+def test_very_large_flat_queries_run(client, condition, rows):
+    status, text = _ask(client, f"SELECT target_name FROM miles.spectra WHERE {condition}")
+    assert status == 200, text
+    assert len(text.splitlines()) == 1 + rows
+
+
+#: Pieces of ADQL, each repeated many times, that nest (or chain) in every way the grammar has.
+_PIECES = ["(", ")", "ABS(", "CASE WHEN teff > 1 THEN ", " ELSE 0 END", " NOT ", "- ", "teff",
+           " + ", " > 1", " AND ", " OR ", ", ", "'x'", "(SELECT teff FROM miles.spectra AS s",
+           "ml_distance(embedding, ", "POINT(", "1"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(parts=st.lists(st.tuples(st.sampled_from(_PIECES), st.integers(1, 3000)), max_size=6),
+       template=st.sampled_from(["SELECT target_name FROM miles.spectra WHERE {}",
+                                 "SELECT {} FROM miles.spectra", "{}"]))
+def test_any_text_however_deep_gets_rows_or_a_dali_error(client, parts, template):
+    query = template.format("".join(piece * count for piece, count in parts))
+    status, text = _ask(client, query)
+    assert status in (200, 400), text
+    assert status == 200 or 'name="QUERY_STATUS" value="ERROR"' in text

@@ -13,14 +13,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import sqlglot
 from sqlglot import exp
 from sqlglot.errors import OptimizeError, ParseError, TokenError
 from sqlglot.optimizer.scope import Scope, find_all_in_scope, traverse_scope
+from sqlglot.tokens import Token, TokenType
 
 from vo_ml.adql.calls import check_calls
 from vo_ml.adql.dialect import ADQL
-from vo_ml.adql.errors import E01, E02, E03, E04, E06, E07, E09, did_you_mean, position
+from vo_ml.adql.errors import E01, E02, E03, E04, E06, E07, E09, E13, did_you_mean, position
 from vo_ml.adql.functions import (
     REFERENCE_KEY,
     DeclaredFunction,
@@ -43,6 +43,16 @@ _MISSING_PART = re.compile(r"Required keyword: '\w+' missing for <class '[\w.]*\
 _ADQL_SPELLING = {"Limit": "TOP", "EQ": "=", "NEQ": "<>", "GT": ">", "GTE": ">=", "LT": "<", "LTE": "<="}
 #: How sqlglot's tokenizer says a quote is never closed: "Missing ' from <line>:<offset in query>".
 _UNCLOSED = re.compile(r"Missing (?P<quote>.) from \d+:(?P<offset>\d+)")
+
+#: The deepest nesting of parentheses and CASE expressions a query may have (ADQL-E13). The
+#: parser, the checks and the generator recurse once per level, about 25 Python frames each,
+#: within Python's limit of 1000 frames that the server's own calls share: 32 levels stay well
+#: inside it in every clause, and no query a person writes comes near them.
+MAX_NESTING = 32
+#: Tokens that open and close a level of nesting.
+_OPENING = frozenset({TokenType.L_PAREN, TokenType.CASE})
+_CLOSING = frozenset({TokenType.R_PAREN, TokenType.END})
+_DIALECT = ADQL()
 
 #: Nodes that write, configure or bind parameters: never part of a TAP query.
 _FORBIDDEN_NODES = (exp.DML, exp.DDL, exp.Command, exp.Pragma, exp.Into, exp.Placeholder)
@@ -84,13 +94,16 @@ def parse(adql: str, declared: Mapping[str, DeclaredFunction] | None = None) -> 
     ``declared`` are other services' user-defined functions (by lower-case name) a check accepts.
     """
     try:
-        statements = [s for s in sqlglot.parse(adql, read=ADQL) if s is not None]
+        tokens = _DIALECT.tokenize(adql)
+    except TokenError as error:
+        raise _token_error(adql, error) from None
+    _check_nesting(tokens)
+    try:
+        statements = [s for s in _DIALECT.parser().parse(tokens, adql) if s is not None]
     except ParseError as error:
         first = error.errors[0] if error.errors else {}
         raise E01(first.get("line"), first.get("col"),
                   detail=_in_adql_terms(first.get("description") or str(error))) from None
-    except TokenError as error:
-        raise _token_error(adql, error) from None
     if len(statements) != 1:
         raise E02(found=f"{len(statements)} statements" if statements else "an empty query")
     tree = statements[0]
@@ -100,6 +113,19 @@ def parse(adql: str, declared: Mapping[str, DeclaredFunction] | None = None) -> 
     check_calls(tree, declared or {})
     check_grammar(tree)
     return tree
+
+
+def _check_nesting(tokens: list[Token]) -> None:
+    """Refuse a query nested deeper than :data:`MAX_NESTING`, counted on its tokens before the
+    parser recurses into it, at the token that goes one level too deep."""
+    depth = 0
+    for token in tokens:
+        if token.token_type in _OPENING:
+            depth += 1
+            if depth > MAX_NESTING:
+                raise E13(token.line, token.col - len(token.text) + 1, limit=MAX_NESTING)
+        elif token.token_type in _CLOSING:
+            depth -= 1
 
 
 def _token_error(adql: str, error: TokenError) -> E01:
@@ -259,21 +285,29 @@ def _resolve_columns(scope: Scope, sources: dict[str, Source],
                      outputs: dict[int, tuple[ResolvedColumn, ...]]) -> None:
     if isinstance(scope.expression, exp.SetOperation):
         sources = {"": Source("the query's result", outputs[id(scope.set_operation_scopes[0].expression)])}
+    may_name_aliases = _columns_that_may_name_aliases(scope)
     for column in find_all_in_scope(scope.expression, exp.Column):
         if isinstance(column.this, exp.Star):
             _qualifier_source(column, scope, sources)
-        elif not _is_alias_reference(column, scope):
+        elif not (id(column) in may_name_aliases and _is_alias_reference(column, scope)):
             resolved = _resolve_column(column, scope, sources)
             column.set("this", _sql_identifier(resolved.name))
             column.meta["resolved"] = resolved
 
 
+def _columns_that_may_name_aliases(scope: Scope) -> set[int]:
+    """The ids of the columns in the scope's own ORDER BY, GROUP BY and HAVING: found from the
+    clauses down, since looking up from each column would walk a long expression once per
+    column in it."""
+    clauses = (scope.expression.args.get(key) for key in ("order", "group", "having"))
+    return {id(column) for clause in clauses if clause is not None
+            for column in clause.find_all(exp.Column)}
+
+
 def _is_alias_reference(column: exp.Column, scope: Scope) -> bool:
-    """True for an unqualified name in ORDER BY, GROUP BY or HAVING naming a select alias."""
-    clause = column.find_ancestor(exp.Order, exp.Group, exp.Having)
-    if column.table or clause is None or clause.parent is not scope.expression:
-        return False
-    return any(_same(column.this, alias) for alias in scope.expression.named_selects)
+    """True for an unqualified name (in ORDER BY, GROUP BY or HAVING) naming a select alias."""
+    return not column.table and any(_same(column.this, alias)
+                                    for alias in scope.expression.named_selects)
 
 
 def _resolve_column(column: exp.Column, scope: Scope, sources: dict[str, Source]) -> ResolvedColumn:

@@ -118,6 +118,29 @@ class E12(AdqlError):
     message_template = "ml_encode: there is no model to encode with for {table}: {reason}"
 
 
+class E13(AdqlError):
+    """The query nests parentheses (or CASE expressions) deeper than the service reads: the
+    parser and every walk over the tree recurse once per level, and ADQL needs no such depth.
+    The limit is :data:`vo_ml.adql.checker.MAX_NESTING`."""
+
+    code = "ADQL-E13"
+    message_template = (
+        "the query nests parentheses and CASE expressions more than {limit} levels deep, the "
+        "most this service reads: write it with fewer nested levels"
+    )
+
+
+class E14(AdqlError):
+    """The query is built too deeply to translate without brackets to count: a long run of NOT
+    or of signs, say, which the parser reads one level inside the other."""
+
+    code = "ADQL-E14"
+    message_template = (
+        "the query is built too deeply to translate (a long run of NOT, signs or nested "
+        "subqueries); write it with fewer levels, e.g. NOT once instead of NOT NOT"
+    )
+
+
 def position(node: exp.Expr) -> dict[str, int]:
     """The ``line`` and ``col`` of an error about ``node``: its first token the parser positioned."""
     for candidate in (node, *node.find_all(exp.Identifier)):

@@ -169,11 +169,16 @@ def _cone(tree: exp.Query) -> tuple[LatentDistance, None, float] | None:
 
 
 def _conjuncts(condition: exp.Expr) -> list[exp.Expr]:
-    """The conditions ``condition`` ANDs together."""
-    condition = condition.unnest()
-    if isinstance(condition, exp.And):
-        return _conjuncts(condition.this) + _conjuncts(condition.expression)
-    return [condition]
+    """The conditions ``condition`` ANDs together, in order (without recursion: a long chain of
+    ANDs is a tree as deep as it is long)."""
+    conjuncts, pending = [], [condition]
+    while pending:
+        condition = pending.pop().unnest()
+        if isinstance(condition, exp.And):
+            pending += [condition.expression, condition.this]
+        else:
+            conjuncts.append(condition)
+    return conjuncts
 
 
 def _known_before(distance: LatentDistance) -> bool:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 
 from vo_ml.adql import geometry
 from vo_ml.adql.checker import label_outputs, parse, resolve
 from vo_ml.adql.dialect import BACKENDS
-from vo_ml.adql.errors import E08, E11, E12, AdqlError
+from vo_ml.adql.errors import E08, E11, E12, E14, AdqlError
 from vo_ml.adql.functions import declared_functions
 from vo_ml.adql.model import Reference, Translation
 from vo_ml.adql.planning import plan_neighbours
@@ -22,15 +23,16 @@ def translate(adql: str, schema: TapSchema, backend: str = "duckdb") -> Translat
     """
     if backend not in BACKENDS:
         raise ValueError(f"no ADQL generator for backend {backend!r} (known: {', '.join(BACKENDS)})")
-    tree = parse(adql)
-    geometry.prepare(tree)
-    label_outputs(tree)
-    resolution = resolve(tree, schema)
-    geometry.convert_units(tree)
-    # The tree is ours alone: generating from it without sqlglot's defensive deep copy saves
-    # most of the translation time (its meta holds whole published tables).
-    sql, neighbours = plan_neighbours(
-        tree, lambda node: node.sql(dialect=BACKENDS[backend], copy=False))
+    with _not_too_deep():
+        tree = parse(adql)
+        geometry.prepare(tree)
+        label_outputs(tree)
+        resolution = resolve(tree, schema)
+        geometry.convert_units(tree)
+        # The tree is ours alone: generating from it without sqlglot's defensive deep copy
+        # saves most of the translation time (its meta holds whole published tables).
+        sql, neighbours = plan_neighbours(
+            tree, lambda node: node.sql(dialect=BACKENDS[backend], copy=False))
     return Translation(sql, resolution.references, resolution.encodings, resolution.outputs,
                        neighbours)
 
@@ -44,9 +46,21 @@ def check(adql: str, schema: TapSchema | None = None, udfs: Iterable[str] = ()) 
     (``ivo_healpix_index(order INTEGER, ra DOUBLE, dec DOUBLE) -> BIGINT``): a check accepts calls
     to them, :func:`translate` never does, so they cannot reach the backend.
     """
-    tree = parse(adql, declared_functions(udfs))
-    if schema is not None:
-        resolve(tree, schema)
+    with _not_too_deep():
+        tree = parse(adql, declared_functions(udfs))
+        if schema is not None:
+            resolve(tree, schema)
+
+
+@contextlib.contextmanager
+def _not_too_deep() -> Iterator[None]:
+    """A query the parser or a walk over its tree recursed too deeply into is refused as the
+    query's fault (E14). Nesting is refused before parsing (E13); this catches what nests
+    without brackets (NOT NOT ..., - - ...), whatever part of the translation it reaches."""
+    try:
+        yield
+    except RecursionError:
+        raise E14() from None
 
 
 def unknown_reference_error(reference: Reference) -> AdqlError:
