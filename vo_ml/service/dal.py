@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import pyarrow as pa
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from vo_ml.archive.backend import QueryError, QueryTimeout, ResultStream
@@ -32,6 +32,7 @@ from vo_ml.archive.tap_schema import Column
 from vo_ml.service import archive
 from vo_ml.service.dali import DaliError, DaliParameters, parse_maxrec
 from vo_ml.service.formats import CappedRows, OutputFormat
+from vo_ml.service.settings import settings
 from vo_ml.service.votable import VOTABLE_MIME, error_votable
 
 __all__ = ["DalQuery", "Plan", "SqlPlan", "Found", "Executor", "Answer", "execute", "serve",
@@ -59,8 +60,8 @@ def request_part(name: str, limit: int) -> bytes | None:
 
 def maxrec_of(parameters: Mapping[str, str]) -> int:
     """MAXREC within the limits the service declares in its capabilities."""
-    config = current_app.config
-    return parse_maxrec(parameters, int(config["TAP_MAXREC_DEFAULT"]), int(config["TAP_MAXREC_LIMIT"]))
+    limits = settings()
+    return parse_maxrec(parameters, limits.tap_maxrec_default, limits.tap_maxrec_limit)
 
 
 class TimeLimitError(DaliError):
@@ -208,7 +209,7 @@ def _closing(chunks: Iterator[bytes], stack: contextlib.ExitStack) -> Iterator[b
 def serve(parse: Callable[[DaliParameters], DalQuery]) -> Response:
     """The response of a synchronous DAL request: the protocol parses the parameters, the
     pipeline runs the query under the service's time limit and streams the rows."""
-    answer = execute(parse(request_parameters()), float(current_app.config["QUERY_TIMEOUT"]))
+    answer = execute(parse(request_parameters()), settings().query_timeout)
     return Response(answer.chunks, mimetype=answer.mimetype)
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from astropy import units as u
-from flask import current_app
 
 from vo_ml import adql
 from vo_ml.service import archive
 from vo_ml.service.dali import DaliError
+from vo_ml.service.settings import settings
 from vo_ml.service.uploads import Upload
 from vo_ml.spectra.grid import Preprocessing
 from vo_ml.spectra.record import Spectrum, SpectrumMeta
@@ -79,8 +79,8 @@ def _model(table: str) -> tuple[Path, Preprocessing, int]:
     if card is None:
         raise adql.missing_model_error(
             table, "it has no embeddings yet; the operator makes them with 'vo-ml embed'")
-    places = [Path(current_app.config["MODELS_DIR"]) / card["model_id"]] if current_app.config.get(
-        "MODELS_DIR") else []
+    models_dir = settings().models_dir
+    places = [Path(models_dir) / card["model_id"]] if models_dir else []
     if card.get("location"):
         places.append(Path(card["location"]))
     found = next((place for place in places if (place / "encoder.keras").is_file()), None)

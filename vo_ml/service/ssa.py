@@ -2,9 +2,9 @@
 
 SSA's part of the DAL pipeline (:mod:`vo_ml.service.dal`) is its parsing and its plan, one SQL
 statement on the same published table TAP reads, so a spectrum found by ADQL is found by SSA too;
-the rows are written by the VOTable writer TAP uses. User values are parsed
-into astropy objects at the boundary (SkyCoord, Quantity, Time), which rejects nonsense with a
-message naming the parameter, and reach SQL only as bound parameters.
+the rows are written by the VOTable writer TAP uses. User values are parsed into astropy objects
+at the boundary (SkyCoord, Quantity, Time), which rejects nonsense with a message naming the
+parameter, and reach SQL only as bound parameters.
 
 The files served are the originals recorded in ``vo_ml.ingested`` at ingest: a request names a
 publisher DID, never a path, so nothing outside the archive's own sources can be read.
@@ -20,7 +20,7 @@ from pathlib import Path
 from astropy import units as u
 from astropy.coordinates import Angle, SkyCoord
 from astropy.time import Time
-from flask import Blueprint, Response, current_app, send_file
+from flask import Blueprint, Response, send_file
 
 from vo_ml.archive.backend import INTERNAL_SCHEMA
 from vo_ml.archive.tap_schema import Column, Table
@@ -28,6 +28,7 @@ from vo_ml.service import archive, base_url
 from vo_ml.service.dal import DalQuery, SqlPlan, maxrec_of, request_parameters, serve
 from vo_ml.service.dali import DaliError, DaliParameters
 from vo_ml.service.formats import VOTABLE_OUTPUTS, output_format
+from vo_ml.service.settings import settings
 from vo_ml.service.votable import VOTABLE_MIME
 
 __all__ = ["bp", "parse_request", "FILE_FORMATS"]
@@ -119,7 +120,7 @@ def ssa_table() -> Table:
     """``SSA_TABLE`` if configured, else the first published table (not a view such as
     ivoa.obscore, which has no embedding or labels) with the ObsCore columns."""
     tables = archive().schema.tables
-    configured = current_app.config.get("SSA_TABLE")
+    configured = settings().ssa_table
     candidates = [tables.get(configured.lower())] if configured else \
         [t for t in tables.values() if t.type == "table"]
     for table in candidates:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 
 from vo_ml import adql
 from vo_ml.archive.tap_schema import TapSchema
@@ -21,6 +21,7 @@ from vo_ml.service.dal import DalQuery, maxrec_of, query_errors, request_part, s
 from vo_ml.service.dali import DaliError, DaliParameters
 from vo_ml.service.encoding import encode_uploads
 from vo_ml.service.formats import output_format
+from vo_ml.service.settings import settings
 from vo_ml.service.uploads import read_uploads, upload_schema, upload_specs
 
 __all__ = ["bp", "parse_query", "LANGUAGES"]
@@ -37,7 +38,7 @@ PartReader = Callable[[str, int], bytes | None]
 @bp.route("/sync", methods=["GET", "POST"])
 def sync() -> Response:
     return serve(lambda parameters: parse_query(parameters, request_part,
-                                                float(current_app.config["QUERY_TIMEOUT"])))
+                                                settings().query_timeout))
 
 
 def parse_query(parameters: DaliParameters, part: PartReader, timeout: float) -> DalQuery:
@@ -56,7 +57,7 @@ def parse_query(parameters: DaliParameters, part: PartReader, timeout: float) ->
     fmt = output_format(parameters.get("RESPONSEFORMAT") or parameters.get("FORMAT"))
     maxrec = maxrec_of(parameters)
     uploads = read_uploads(upload_specs(parameters.all("UPLOAD")), part,
-                           int(current_app.config["UPLOAD_LIMIT_BYTES"]))
+                           settings().upload_limit_bytes)
 
     state = archive()
     schema = TapSchema([*state.schema.schemas, upload_schema(uploads)]) if uploads else state.schema

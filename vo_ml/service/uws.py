@@ -42,8 +42,10 @@ from vo_ml.service.jobs import (
     retention,
     utc_now,
 )
+from vo_ml.service.settings import Settings, settings
 from vo_ml.service.tap import parse_query
 from vo_ml.service.votable import VOTABLE_MIME, error_votable
+from vo_ml.service.xmldoc import XSI, sub, xml_response, xsi
 
 __all__ = ["bp", "start_jobs"]
 
@@ -51,7 +53,6 @@ bp = Blueprint("uws", __name__, url_prefix="/tap/async")
 
 UWS = "http://www.ivoa.net/xml/UWS/v1.0"
 XLINK = "http://www.w3.org/1999/xlink"
-XSI = "http://www.w3.org/2001/XMLSchema-instance"
 NSMAP = {"uws": UWS, "xlink": XLINK, "xsi": XSI}
 PHASES = ("PENDING", "QUEUED", "EXECUTING", "COMPLETED", "ERROR", "ABORTED", "UNKNOWN", "HELD",
           "SUSPENDED", "ARCHIVED")
@@ -59,14 +60,11 @@ PHASES = ("PENDING", "QUEUED", "EXECUTING", "COMPLETED", "ERROR", "ABORTED", "UN
 _CONTROL = {"PHASE", "ACTION", "EXECUTIONDURATION", "DESTRUCTION", "WAIT"}
 
 
-def start_jobs(app: Flask) -> None:
+def start_jobs(app: Flask, limits: Settings) -> None:
     """Open the app's job store and start this process's runner (see :mod:`jobs`)."""
-    config = app.config
-    directory = config["JOBS_DIR"] or f"{config['ARCHIVE_DB']}.jobs"
-    store = JobStore(directory)
-    runner = JobRunner(store, int(config["ASYNC_MAX_RUNNING"]),
-                       functools.partial(_execute, app, store),
-                       float(config["ASYNC_SWEEP_SECONDS"]))
+    store = JobStore(limits.jobs_folder)
+    runner = JobRunner(store, limits.async_max_running, functools.partial(_execute, app, store),
+                       limits.async_sweep_seconds)
     app.extensions["vo_ml_jobs"] = runner.start()
 
 
@@ -127,17 +125,16 @@ def job_list() -> Response:
             _sub(reference, "runId", job.run_id)
         _nil(_sub(reference, "ownerId"))
         _sub(reference, "creationTime", iso(job.creation_time))
-    return _xml(root)
+    return xml_response(root)
 
 
 @bp.route("", methods=["POST"])
 def create() -> Response:
     parameters = request_parameters()
-    config = current_app.config
     duration = _execution_duration(parameters) if parameters.get("EXECUTIONDURATION") else \
-        int(config["ASYNC_EXECUTION_DURATION"])
+        settings().async_execution_duration
     destruction = _destruction(parameters) if parameters.get("DESTRUCTION") else \
-        retention(float(config["ASYNC_RETENTION_DAYS"]))
+        retention(settings().async_retention_days)
     run = parameters.get("PHASE", "").upper() == "RUN"
     if parameters.get("PHASE") and not run:
         raise DaliError(f"PHASE={parameters['PHASE']!r} cannot start a job: use PHASE=RUN or leave "
@@ -155,7 +152,7 @@ def _query_parameters(parameters: DaliParameters) -> list[tuple[str, str]]:
 
 def _inline_files() -> dict[str, bytes]:
     """Every file part of the request: an UPLOAD=name,param:part refers to one by its name."""
-    limit = int(current_app.config["UPLOAD_LIMIT_BYTES"])
+    limit = settings().upload_limit_bytes
     files = {name: request_part(name, limit) for name in request.files}
     for name, content in files.items():
         if len(content) > limit:
@@ -172,7 +169,7 @@ def job_document(job_id: str) -> Response:
     job = _store().get(job_id)
     if parameters.get("WAIT"):
         job = _wait(job, parameters)
-    return _xml(_job_element(job))
+    return xml_response(_job_element(job))
 
 
 @bp.route("/<job_id>", methods=["POST"])
@@ -253,14 +250,14 @@ def parameters(job_id: str) -> Response:
         return redirect(_job_url(job_id), code=303)
     root = etree.Element(f"{{{UWS}}}parameters", nsmap=NSMAP)
     _parameters(root, _store().get(job_id))
-    return _xml(root)
+    return xml_response(root)
 
 
 @bp.route("/<job_id>/results")
 def results(job_id: str) -> Response:
     root = etree.Element(f"{{{UWS}}}results", nsmap=NSMAP)
     _results(root, _store().get(job_id))
-    return _xml(root)
+    return xml_response(root)
 
 
 @bp.route("/<job_id>/results/result")
@@ -311,26 +308,18 @@ def _results(parent: etree._Element, job: Job) -> None:
 
 
 def _sub(parent: etree._Element, tag: str, text: str | None = None, **attributes: str) -> etree._Element:
-    element = etree.SubElement(parent, f"{{{UWS}}}{tag}", attributes)
-    if text is not None:
-        element.text = text
-    return element
+    """A UWS element."""
+    return sub(parent, f"{{{UWS}}}{tag}", text, **attributes)
 
 
 def _nil(element: etree._Element) -> etree._Element:
-    element.set(f"{{{XSI}}}nil", "true")
-    return element
+    return xsi(element, "nil", "true")
 
 
 def _timestamp(parent: etree._Element, tag: str, moment: datetime | None) -> None:
     element = _sub(parent, tag, iso(moment))
     if moment is None:
         _nil(element)
-
-
-def _xml(root: etree._Element) -> Response:
-    body = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
-    return Response(body, mimetype="text/xml")
 
 
 def _text(value: str) -> Response:
@@ -354,7 +343,7 @@ def _wait(job: Job, parameters: DaliParameters) -> Job:
         wait = float(parameters["WAIT"])
     except ValueError:
         raise DaliError(f"WAIT={parameters['WAIT']!r} is not a number of seconds") from None
-    longest = float(current_app.config["ASYNC_MAX_WAIT"])
+    longest = settings().async_max_wait
     wait = longest if wait < 0 else min(wait, longest)
     watched = parameters.get("PHASE", job.phase).upper()
     deadline = time.monotonic() + wait
@@ -376,7 +365,7 @@ def _positive_int(parameters: DaliParameters, name: str) -> int:
 
 def _execution_duration(parameters: DaliParameters) -> int:
     """The executionDuration asked for, capped at the service's longest (0 asks for that)."""
-    longest = int(current_app.config["ASYNC_MAX_EXECUTION_DURATION"])
+    longest = settings().async_max_execution_duration
     asked = _positive_int(parameters, "EXECUTIONDURATION")
     return longest if asked == 0 else min(asked, longest)
 
@@ -393,7 +382,7 @@ def _time_parameter(parameters: DaliParameters, name: str) -> datetime:
 
 def _destruction(parameters: DaliParameters) -> datetime:
     """The destruction time asked for, no later than the service keeps jobs."""
-    latest = retention(float(current_app.config["ASYNC_MAX_RETENTION_DAYS"]))
+    latest = retention(settings().async_max_retention_days)
     return min(_time_parameter(parameters, "DESTRUCTION"), latest)
 
 

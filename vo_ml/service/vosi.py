@@ -7,19 +7,20 @@ VOSICapabilities 1.0 with TAPRegExt 1.0, VOSITables 1.1 with VODataService 1.1 t
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 from lxml import etree
 
 from vo_ml import adql
 from vo_ml.archive.tap_schema import TAP_SCHEMA_KEYS, Column, Table
 from vo_ml.service import archive, base_url
 from vo_ml.service.formats import OUTPUT_FORMATS
+from vo_ml.service.settings import settings
+from vo_ml.service.xmldoc import XSI, sub, xml_response, xsi
 
 __all__ = ["bp"]
 
 bp = Blueprint("vosi", __name__, url_prefix="/tap")
 
-XSI = "http://www.w3.org/2001/XMLSchema-instance"
 NS = {
     "xsi": XSI,
     "vosi_av": "http://www.ivoa.net/xml/VOSIAvailability/v1.0",
@@ -33,29 +34,12 @@ FEATURES = "ivo://ivoa.net/std/TAPRegExt#"
 ADQL_VERSIONS = {"2.0": "ivo://ivoa.net/std/ADQL#v2.0", "2.1": "ivo://ivoa.net/std/ADQL#v2.1"}
 
 
-def _xml_response(root: etree._Element) -> Response:
-    body = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
-    return Response(body, mimetype="text/xml")
-
-
-def _element(parent: etree._Element, tag: str, text: object = None, **attributes: str) -> etree._Element:
-    element = etree.SubElement(parent, tag, {k: v for k, v in attributes.items() if v is not None})
-    if text is not None:
-        element.text = str(text)
-    return element
-
-
-def _xsi_type(element: etree._Element, value: str) -> etree._Element:
-    element.set(f"{{{XSI}}}type", value)
-    return element
-
-
 @bp.route("/availability")
 def availability() -> Response:
     root = etree.Element(f"{{{NS['vosi_av']}}}availability", nsmap={"vosi": NS["vosi_av"]})
-    _element(root, f"{{{NS['vosi_av']}}}available", "true")
-    _element(root, f"{{{NS['vosi_av']}}}note", "service is accepting queries")
-    return _xml_response(root)
+    sub(root, f"{{{NS['vosi_av']}}}available", "true")
+    sub(root, f"{{{NS['vosi_av']}}}note", "service is accepting queries")
+    return xml_response(root)
 
 
 @bp.route("/capabilities")
@@ -65,68 +49,68 @@ def capabilities() -> Response:
     tap_root = f"{base_url()}/tap"
     _tap_capability(root, tap_root)
     for name in ("capabilities", "availability", "tables"):
-        capability = _element(root, "capability", standardID=f"ivo://ivoa.net/std/VOSI#{name}")
+        capability = sub(root, "capability", standardID=f"ivo://ivoa.net/std/VOSI#{name}")
         _param_http(capability, f"{tap_root}/{name}", role=None)
-    examples = _element(root, "capability", standardID="ivo://ivoa.net/std/DALI#examples")
-    browser = _xsi_type(_element(examples, "interface"), "vr:WebBrowser")
-    _element(browser, "accessURL", f"{tap_root}/examples", use="full")
-    return _xml_response(root)
+    examples = sub(root, "capability", standardID="ivo://ivoa.net/std/DALI#examples")
+    browser = xsi(sub(examples, "interface"), "type", "vr:WebBrowser")
+    sub(browser, "accessURL", f"{tap_root}/examples", use="full")
+    return xml_response(root)
 
 
 def _param_http(capability: etree._Element, url: str, role: str | None = "std",
                 version: str | None = None) -> None:
-    interface = _xsi_type(_element(capability, "interface", role=role, version=version),
-                          "vs:ParamHTTP")
-    _element(interface, "accessURL", url, use="base" if role else "full")
+    interface = xsi(sub(capability, "interface", role=role, version=version), "type",
+                    "vs:ParamHTTP")
+    sub(interface, "accessURL", url, use="base" if role else "full")
 
 
 def _tap_capability(root: etree._Element, tap_root: str) -> None:
-    capability = _xsi_type(_element(root, "capability", standardID="ivo://ivoa.net/std/TAP"),
-                           "tr:TableAccess")
+    capability = xsi(sub(root, "capability", standardID="ivo://ivoa.net/std/TAP"), "type",
+                     "tr:TableAccess")
     _param_http(capability, tap_root, version="1.1")
     if archive().schema.table("ivoa.obscore") is not None:
-        _element(capability, "dataModel", "ObsCore-1.1",
+        sub(capability, "dataModel", "ObsCore-1.1",
                  **{"ivo-id": "ivo://ivoa.net/std/ObsCore#core-1.1"})
-    language = _element(capability, "language")
-    _element(language, "name", "ADQL")
+    language = sub(capability, "language")
+    sub(language, "name", "ADQL")
     for version, ivo_id in ADQL_VERSIONS.items():
-        _element(language, "version", version, **{"ivo-id": ivo_id})
-    _element(language, "description",
+        sub(language, "version", version, **{"ivo-id": ivo_id})
+    sub(language, "description",
              "ADQL with latent-space similarity: ml_distance(embedding, ref) compares spectra")
-    features = _element(language, "languageFeatures", type=f"{FEATURES}features-udf")
+    features = sub(language, "languageFeatures", type=f"{FEATURES}features-udf")
     for function in adql.FUNCTIONS.values():
-        feature = _element(features, "feature")
-        _element(feature, "form", function.form)
-        _element(feature, "description", function.description)
+        feature = sub(features, "feature")
+        sub(feature, "form", function.form)
+        sub(feature, "description", function.description)
     for kind, forms in adql.OPTIONAL_FEATURES.items():
-        features = _element(language, "languageFeatures", type=f"{FEATURES}{kind}")
+        features = sub(language, "languageFeatures", type=f"{FEATURES}{kind}")
         for form in forms:
-            _element(_element(features, "feature"), "form", form)
+            sub(sub(features, "feature"), "form", form)
     for fmt in OUTPUT_FORMATS:
-        output = _element(capability, "outputFormat", **{"ivo-id": fmt.ivo_id})
-        _element(output, "mime", fmt.mime)
-        _element(output, "alias", fmt.name)
+        output = sub(capability, "outputFormat", **{"ivo-id": fmt.ivo_id})
+        sub(output, "mime", fmt.mime)
+        sub(output, "alias", fmt.name)
     for method in ("inline", "http", "https"):
-        _element(capability, "uploadMethod",
+        sub(capability, "uploadMethod",
                  **{"ivo-id": f"ivo://ivoa.net/std/TAPRegExt#upload-{method}"})
-    config = current_app.config
+    limits = settings()
     day = 86400
-    _limits(capability, "retentionPeriod", int(config["ASYNC_RETENTION_DAYS"] * day),
-            int(config["ASYNC_MAX_RETENTION_DAYS"] * day))
-    _limits(capability, "executionDuration", config["ASYNC_EXECUTION_DURATION"],
-            config["ASYNC_MAX_EXECUTION_DURATION"])
-    _limits(capability, "outputLimit", config["TAP_MAXREC_DEFAULT"], config["TAP_MAXREC_LIMIT"],
+    _limits(capability, "retentionPeriod", int(limits.async_retention_days * day),
+            int(limits.async_max_retention_days * day))
+    _limits(capability, "executionDuration", limits.async_execution_duration,
+            limits.async_max_execution_duration)
+    _limits(capability, "outputLimit", limits.tap_maxrec_default, limits.tap_maxrec_limit,
             unit="row")
-    upload = _element(capability, "uploadLimit")
-    _element(upload, "hard", config["UPLOAD_LIMIT_BYTES"], unit="byte")
+    upload = sub(capability, "uploadLimit")
+    sub(upload, "hard", limits.upload_limit_bytes, unit="byte")
 
 
 def _limits(capability: etree._Element, tag: str, default: object, hard: object,
             unit: str | None = None) -> None:
     """A TAPRegExt limit: what applies unless a request asks otherwise, and the most it may ask."""
-    limit = _element(capability, tag)
-    _element(limit, "default", default, unit=unit)
-    _element(limit, "hard", hard, unit=unit)
+    limit = sub(capability, tag)
+    sub(limit, "default", default, unit=unit)
+    sub(limit, "hard", hard, unit=unit)
 
 
 @bp.route("/tables")
@@ -136,13 +120,13 @@ def tables() -> Response:
     root = etree.Element(f"{{{NS['vosi_tab']}}}tableset",
                          nsmap={"vosi": NS["vosi_tab"], "vs": NS["vs"], "xsi": XSI})
     for schema in archive().schema.schemas:
-        schema_element = _element(root, "schema")
-        _element(schema_element, "name", schema.name)
+        schema_element = sub(root, "schema")
+        sub(schema_element, "name", schema.name)
         if schema.description:
-            _element(schema_element, "description", schema.description)
+            sub(schema_element, "description", schema.description)
         for table in schema.tables:
             schema_element.append(_table_element(table, with_columns))
-    return _xml_response(root)
+    return xml_response(root)
 
 
 @bp.route("/tables/<name>")
@@ -152,15 +136,15 @@ def one_table(name: str) -> Response:
         return Response(f"no published table {name!r}; /tap/tables lists them\n", status=404,
                         mimetype="text/plain")
     root = _table_element(table, True, tag=f"{{{NS['vosi_tab']}}}table")
-    return _xml_response(root)
+    return xml_response(root)
 
 
 def _table_element(table: Table, with_columns: bool, tag: str = "table") -> etree._Element:
     nsmap = {"vosi": NS["vosi_tab"], "vs": NS["vs"], "xsi": XSI} if tag != "table" else None
     element = etree.Element(tag, nsmap=nsmap, type=table.type)
-    _element(element, "name", table.name)
+    sub(element, "name", table.name)
     if table.description:
-        _element(element, "description", table.description)
+        sub(element, "description", table.description)
     if with_columns:
         for column in table.columns:
             element.append(_column_element(column))
@@ -173,10 +157,10 @@ def _table_element(table: Table, with_columns: bool, tag: str = "table") -> etre
 def _foreign_key(target_table: str, from_column: str, target_column: str) -> etree._Element:
     """A VODataService foreignKey, as TAP_SCHEMA.keys lists it (taplint checks they agree)."""
     key = etree.Element("foreignKey")
-    _element(key, "targetTable", target_table)
-    pair = _element(key, "fkColumn")
-    _element(pair, "fromColumn", from_column)
-    _element(pair, "targetColumn", target_column)
+    sub(key, "targetTable", target_table)
+    pair = sub(key, "fkColumn")
+    sub(pair, "fromColumn", from_column)
+    sub(pair, "targetColumn", target_column)
     return key
 
 
@@ -184,16 +168,16 @@ def _column_element(column: Column) -> etree._Element:
     element = etree.Element("column")
     if column.std:
         element.set("std", "true")
-    _element(element, "name", column.name)
+    sub(element, "name", column.name)
     for tag, value in (("description", column.description), ("unit", column.unit),
                        ("ucd", column.ucd), ("utype", column.utype)):
         if value:
-            _element(element, tag, value)
-    data_type = _element(element, "dataType", column.datatype, arraysize=column.arraysize,
-                         extendedType=column.xtype)
-    _xsi_type(data_type, "vs:VOTableType")
+            sub(element, tag, value)
+    data_type = sub(element, "dataType", column.datatype, arraysize=column.arraysize,
+                    extendedType=column.xtype)
+    xsi(data_type, "type", "vs:VOTableType")
     if column.indexed:
-        _element(element, "flag", "indexed")
+        sub(element, "flag", "indexed")
     if column.principal:
-        _element(element, "flag", "primary")
+        sub(element, "flag", "primary")
     return element
