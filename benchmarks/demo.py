@@ -25,7 +25,8 @@ from served import start_server  # noqa: E402
 
 from vo_ml import adql  # noqa: E402
 from vo_ml.archive.duckdb_backend import DuckDBBackend  # noqa: E402
-from vo_ml.ml.evaluation import FGK, neighbour_label_error, pca_projection  # noqa: E402
+from vo_ml.ml.evaluation import FGK, neighbour_label_error  # noqa: E402
+from vo_ml.ml.projection import pca_projection  # noqa: E402
 from vo_ml.pipeline import build_demo, store_path  # noqa: E402
 from vo_ml.spectra.grid import downsample  # noqa: E402
 from vo_ml.spectra.store import SpectrumStore  # noqa: E402

@@ -38,9 +38,10 @@ import numpy as np  # noqa: E402
 from dask.distributed import Client, LocalCluster  # noqa: E402
 from served import VO_ML  # noqa: E402
 
+from vo_ml.ml.cards import load_card  # noqa: E402
 from vo_ml.ml.embedding import encode_batch, load_model  # noqa: E402
 from vo_ml.ml.models import downsampling  # noqa: E402
-from vo_ml.ml.training import load_card, train  # noqa: E402
+from vo_ml.ml.training import train  # noqa: E402
 from vo_ml.pipeline import ArchiveConfig, embed, ingest, store_path  # noqa: E402
 from vo_ml.resources import config_file, load_yaml  # noqa: E402
 from vo_ml.spectra.labels import CsvDescriber  # noqa: E402

@@ -314,8 +314,8 @@ def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None,
     Encoding runs on the Dask cluster at ``scheduler``, on a local cluster of ``workers``
     processes, or on local threads (see :func:`vo_ml.ml.embedding.embed_store`).
     """
+    from vo_ml.ml.cards import load_card
     from vo_ml.ml.embedding import embed_store
-    from vo_ml.ml.training import load_card
 
     card = load_card(model_dir)
     backend = DuckDBBackend(db)
@@ -354,8 +354,8 @@ def build_neighbour_index(db: Path, table: str, metric: str = "l2") -> Path:
 def evaluate_models(db: Path, table: str, configs: Sequence[dict], models_dir: Path, out: Path,
                     held_out_fraction: float = 0.2) -> Path:
     """Train each config without a held-out share of the stars, then write the evaluation report
-    (:func:`vo_ml.ml.evaluation.evaluate`) into ``out``; return the report's path."""
-    from vo_ml.ml.evaluation import evaluate
+    (:func:`vo_ml.ml.report.evaluate`) into ``out``; return the report's path."""
+    from vo_ml.ml.report import evaluate
     from vo_ml.ml.training import split_by_star, train
 
     if not 0 < held_out_fraction < 1:

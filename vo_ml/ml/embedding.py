@@ -25,8 +25,9 @@ import dask.array as da
 import numpy as np
 from dask.diagnostics import ProgressBar
 
+from vo_ml.ml.cards import load_card
 from vo_ml.ml.models import downsampling
-from vo_ml.ml.training import load_card
+from vo_ml.ml.projection import map_xy
 from vo_ml.spectra.grid import downsample
 from vo_ml.spectra.store import SpectrumStore
 
@@ -47,13 +48,8 @@ class Embeddings:
 
     @property
     def map_xy(self) -> np.ndarray:
-        """The 2-D map position: the latent itself for a 2-D model, else the projection fitted
-        on the training spectra and saved with the model."""
-        projection = self.card.get("projection", {"method": "identity"})
-        if projection["method"] == "identity":
-            return self.latent
-        with np.load(self.model_dir / projection["file"]) as saved:
-            return (self.latent - saved["mean"]) @ saved["components"].T
+        """The 2-D map position of each row (:mod:`vo_ml.ml.projection`)."""
+        return map_xy(self.latent, self.card, self.model_dir)
 
 
 #: Flux bytes per Dask task: a few dozen full-resolution HARPS spectra, all of MILES.

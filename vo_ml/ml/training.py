@@ -1,9 +1,9 @@
 """Train an autoencoder on the spectrum store and save it with its model card.
 
-The model id is derived from the config and the checksum of the training data, so training the
-same config on the same data twice gives the same id, and a second run reuses the saved model
-instead of training again. Validation spectra are chosen by star, never by spectrum: several
-spectra of one star on both sides would flatter the validation loss.
+A model's id names its config and training data (:mod:`vo_ml.ml.cards`), so a second run of the
+same config on the same data reuses the saved model instead of training again. Validation
+spectra are chosen by star, never by spectrum: several spectra of one star on both sides would
+flatter the validation loss.
 
 Spectra stream from the store (:mod:`vo_ml.ml.data`). Training works in ``<id>.partial/``: after
 every epoch the whole autoencoder with its optimizer state, the best weights so far and the
@@ -30,35 +30,18 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from vo_ml.files import replacing
+from vo_ml.ml.cards import is_trained, model_id_for, write_card
 from vo_ml.ml.data import StoreBatches
-from vo_ml.ml.evaluation import PrincipalComponents
 from vo_ml.ml.models import FAMILIES, downsampling, masked_mse
+from vo_ml.ml.projection import IDENTITY, save_projection
+from vo_ml.ml.report import plot_training_curve
 from vo_ml.spectra.store import SpectrumStore
 
-__all__ = ["train", "model_id_for", "load_card", "split_by_star", "fit_projection", "CARD_NAME",
-           "PROJECTION_NAME"]
+__all__ = ["train", "split_by_star", "fit_projection"]
 
-CARD_NAME = "model_card.json"
-PROJECTION_NAME = "projection.npz"
 METRICS_NAME = "metrics.json"
 CURVE_NAME = "training_curve.png"
 STATE_NAME = "state.json"
-
-
-def model_id_for(config: dict, data_checksum: str) -> str:
-    """``<config name>-<10 hex digits>``: the same config on the same data gives the same id."""
-    digest = hashlib.sha256(
-        (json.dumps(config, sort_keys=True) + data_checksum).encode("utf-8")).hexdigest()
-    return f"{config['name']}-{digest[:10]}"
-
-
-def load_card(model_dir: Path) -> dict:
-    card_path = Path(model_dir) / CARD_NAME
-    if not card_path.is_file():
-        raise FileNotFoundError(
-            f"{model_dir} is not a trained model (no {CARD_NAME}): train one with 'vo-ml train'"
-        )
-    return json.loads(card_path.read_text(encoding="utf-8"))
 
 
 def split_by_star(targets: Sequence[str | None], fraction: float, salt: str = "") -> np.ndarray:
@@ -87,7 +70,7 @@ def train(
     """
     model_id = model_id_for(config, data_checksum)
     final = Path(models_dir) / model_id
-    if (final / CARD_NAME).is_file():
+    if is_trained(final):
         shutil.rmtree(final / "checkpoints", ignore_errors=True)
         return final
     Path(models_dir).mkdir(parents=True, exist_ok=True)
@@ -112,7 +95,7 @@ def _exclusive(lock: Path) -> Iterator[None]:
 
 def _train(store: SpectrumStore, config: dict, targets: Sequence[str | None], data_checksum: str,
            final: Path, rows: np.ndarray | None) -> Path:
-    if (final / CARD_NAME).is_file():
+    if is_trained(final):
         return final
     model_id = final.name
     work = final.with_name(final.name + ".partial")
@@ -153,7 +136,7 @@ def _train(store: SpectrumStore, config: dict, targets: Sequence[str | None], da
         "metrics": checkpoint.metrics(),
         "vo_ml_version": _version(),
     }
-    card["projection"] = fit_projection(encoder, train_batches, work / PROJECTION_NAME)
+    card["projection"] = fit_projection(encoder, train_batches, work)
     return _finish(work, final, encoder, decoder, card, checkpoint.history)
 
 
@@ -181,18 +164,14 @@ def _standardisation(batches: StoreBatches) -> tuple[np.ndarray, float]:
     return mean.astype(np.float32), scale
 
 
-def fit_projection(encoder: keras.Model, batches: StoreBatches, path: Path) -> dict:
-    """The 2-D map of the latent space: the latent itself when it is 2-D, otherwise its first
-    two principal components over the training spectra, fitted once and saved beside the model."""
-    latent_dim = int(encoder.output.shape[-1])
-    if latent_dim == 2:
-        return {"method": "identity"}
+def fit_projection(encoder: keras.Model, batches: StoreBatches, model_dir: Path) -> dict:
+    """The card's entry for the 2-D map (:mod:`vo_ml.ml.projection`): a 2-D latent is its own
+    map, a wider one is encoded from the training spectra and its map saved in ``model_dir``."""
+    if int(encoder.output.shape[-1]) == 2:
+        return IDENTITY
     latent = np.concatenate([encoder([flux, good], training=False).numpy()
                              for _, flux, good in batches.batches()])
-    pca = PrincipalComponents.fit(latent)
-    components = pca.axes[:2] if pca.axes.shape[0] >= 2 else np.eye(2, latent_dim)
-    np.savez(path, mean=pca.centre, components=components)
-    return {"method": "pca", "file": PROJECTION_NAME}
+    return save_projection(latent, model_dir)
 
 
 def _finish(work: Path, final: Path, encoder: keras.Model, decoder: keras.Model, card: dict,
@@ -203,29 +182,11 @@ def _finish(work: Path, final: Path, encoder: keras.Model, decoder: keras.Model,
     decoder.save(work / "decoder.keras")
     (work / METRICS_NAME).write_text(json.dumps({**card["metrics"], "history": history}, indent=2),
                                      encoding="utf-8")
-    _plot_curve(history, card["model_id"], work / CURVE_NAME)
-    (work / CARD_NAME).write_text(json.dumps(card, indent=2), encoding="utf-8")
+    plot_training_curve(history, card["model_id"], work / CURVE_NAME)
+    write_card(work, card)
     work.rename(final)
     shutil.rmtree(final / "checkpoints")
     return final
-
-
-def _plot_curve(history: dict, model_id: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4))
-    epochs = np.arange(1, len(history["loss"]) + 1)
-    axes.plot(epochs, history["loss"], label="training")
-    if history.get("val_loss"):
-        axes.plot(epochs, history["val_loss"], label="validation (held-out stars)")
-    axes.set(xlabel="epoch", ylabel="masked MSE", yscale="log", title=model_id)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def _version() -> str:

@@ -1,0 +1,234 @@
+"""The report of ``vo-ml evaluate``, and the figures saved with a trained model.
+
+:func:`evaluate` scores models trained without a held-out share of the stars (picked by star, so
+no spectrum of a query star is ever seen in training); only those stars ask for neighbours, among
+all spectra. PCA is fitted on the training stars too. Plots show the latent maps coloured by each
+label, reconstructions of held-out spectra, and reconstruction error against latent dimension.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vo_ml.ml.embedding import embed_store, reconstruct
+from vo_ml.ml.evaluation import FGK, NEIGHBOURS, Representation, score
+from vo_ml.ml.models import downsampling
+from vo_ml.ml.projection import PrincipalComponents
+from vo_ml.spectra.store import SpectrumStore
+
+__all__ = ["evaluate", "plot_training_curve", "REPORT_NAME"]
+
+#: How the baselines see spectra: the dense family's sampling (4,096 / 4 pixels for MILES).
+BASELINE_DOWNSAMPLE = 4
+REPORT_NAME = "report.md"
+
+
+@dataclass(frozen=True)
+class _View:
+    """Every spectrum at one sampling, its good-pixel weights and its PCA over training rows."""
+
+    flux: np.ndarray
+    good: np.ndarray
+    pca: PrincipalComponents
+
+    def pca_reconstruction_rms(self, dimensions: int, rows: np.ndarray) -> float:
+        """Median RMS over good pixels of the PCA reconstruction of ``rows``."""
+        squared = np.square(self.pca.reconstruct(self.flux[rows], dimensions) - self.flux[rows])
+        good = self.good[rows]
+        return float(np.median(np.sqrt((squared * good).sum(axis=1) / np.maximum(good.sum(axis=1), 1))))
+
+
+def _model_view(store: SpectrumStore, factor: int, fit: np.ndarray) -> _View:
+    """Every spectrum as a model of that sampling sees it, masked pixels set to the mean spectrum
+    of the ``fit`` rows (as the models do), with its PCA fitted on those rows."""
+    flux, mask = store.coarsened(factor).read(0, len(store))
+    good = (~mask).astype(np.float64)
+    mean = (flux[fit] * good[fit]).sum(axis=0) / np.maximum(good[fit].sum(axis=0), 1)
+    flux = np.where(mask, mean, flux)
+    return _View(flux, good, PrincipalComponents.fit(flux[fit]))
+
+
+def evaluate(store: SpectrumStore, labels: dict[str, np.ndarray], targets: Sequence[str | None],
+             models: Sequence[Path], held_out: np.ndarray, out: Path) -> Path:
+    """Score ``models`` (trained without the ``held_out`` rows) against PCA and raw flux, and
+    write the Markdown report, its JSON figures and its plots into ``out``.
+
+    Neighbours of a query star are never other spectra of the same star (``targets``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    training = ~held_out
+    groups = np.array([t or f"row-{i}" for i, t in enumerate(targets)], dtype=object)
+    views: dict[int, _View] = {}
+
+    def view_at(factor: int) -> _View:
+        if factor not in views:
+            views[factor] = _model_view(store, factor, training)
+        return views[factor]
+
+    baseline = view_at(BASELINE_DOWNSAMPLE)
+    pixels = baseline.flux.shape[1]
+    fgk = (labels["teff"] >= FGK[0]) & (labels["teff"] < FGK[1])
+    representations = []
+    for model in models:
+        embedded = embed_store(store, model)
+        card = embedded.card
+        view = view_at(downsampling(card["config"]))
+        representations.append(Representation(
+            f"{card['config']['name']}-{card['latent_dim']} latent", card["latent_dim"],
+            embedded.latent, "latent", card["config"]["name"], embedded.map_xy, Path(model).resolve(),
+            float(np.median(embedded.recon_error[held_out])),
+            view.pca_reconstruction_rms(card["latent_dim"], held_out), view.flux.shape[1]))
+    dimensions = sorted({r.dimensions for r in representations} | {2, 16})
+    for dimension in dimensions:
+        representations.append(Representation(
+            f"PCA-{dimension}", dimension, baseline.pca.project(baseline.flux, dimension), "pca", "PCA",
+            recon_rms=baseline.pca_reconstruction_rms(dimension, held_out), pixels=pixels))
+    representations.append(Representation("raw flux", pixels, baseline.flux, "raw", "raw", pixels=pixels))
+    for representation in representations:
+        representation.scores = {"held-out FGK": score(representation, labels, held_out & fgk, groups),
+                                 "all FGK": score(representation, labels, fgk, groups, (5,))}
+    figures = {"held_out_stars": len(set(groups[held_out])), "held_out_spectra": int(held_out.sum()),
+               "held_out_fgk": int((held_out & fgk).sum()), "fgk": int(fgk.sum()), "spectra": len(store),
+               "representations": [{"name": r.name, "dimensions": r.dimensions, "kind": r.kind,
+                                    "pixels": r.pixels, "recon_rms": r.recon_rms,
+                                    "pca_recon_rms": r.pca_recon_rms, "scores": r.scores,
+                                    "model": r.model_dir.name if r.model_dir else None}
+                                   for r in representations]}
+    (out / "report.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    latents = [r for r in representations if r.kind == "latent"]
+    _plot_maps(latents, labels, out / "latent_maps.png")
+    _plot_reconstructions(store, latents, np.flatnonzero(held_out & fgk), out / "reconstructions.png")
+    _plot_recon_error(representations, out / "recon_error.png")
+    report = out / REPORT_NAME
+    report.write_text(_markdown(figures, representations), encoding="utf-8")
+    return report
+
+
+def _markdown(figures: dict, representations: list[Representation]) -> str:
+    lines = [
+        "# Latent-space evaluation",
+        "",
+        f"{figures['spectra']} spectra; {figures['held_out_spectra']} spectra of {figures['held_out_stars']} "
+        "stars held out by star (never seen in training, nor by PCA), of which "
+        f"{figures['held_out_fgk']} FGK ({FGK[0]:.0f} <= Teff < {FGK[1]:.0f} K) ask for neighbours "
+        "among all spectra, other spectra of the same star excluded.",
+        "Each cell: median over query stars and their k nearest neighbours of "
+        "|dTeff|/Teff, |dlogg|, |d[Fe/H]|.",
+        "",
+        "## Held-out FGK stars",
+        "",
+        "| neighbours by | dims | " + " | ".join(f"k={k}" for k in NEIGHBOURS) + " |",
+        "|---|---|" + "---|" * len(NEIGHBOURS),
+    ]
+    ordered = sorted(representations, key=lambda r: (r.dimensions, r.kind != "latent", r.name))
+    for r in ordered:
+        cells = [" / ".join(_format(r.scores["held-out FGK"][k])) for k in NEIGHBOURS]
+        lines.append(f"| {r.name} | {r.dimensions} | " + " | ".join(cells) + " |")
+    lines += ["", "## All FGK stars, k = 5 (training stars included)", "",
+              "| neighbours by | dims | dTeff/Teff | dlogg | d[Fe/H] |", "|---|---|---|---|---|"]
+    for r in ordered:
+        lines.append(f"| {r.name} | {r.dimensions} | " + " | ".join(_format(r.scores["all FGK"][5])) + " |")
+    lines += ["", "## Reconstruction error against latent dimension", "",
+              "Median RMS over good pixels of held-out spectra, in units of the normalised flux, "
+              "at the model's own sampling, beside PCA of the same dimension at that sampling.", "",
+              "| model | dims | pixels | RMS | PCA RMS |", "|---|---|---|---|---|"]
+    for r in ordered:
+        if r.kind == "latent":
+            lines.append(f"| {r.name} | {r.dimensions} | {r.pixels} | {r.recon_rms:.4f} | "
+                         f"{r.pca_recon_rms:.4f} |")
+    lines += ["", "![latent maps](latent_maps.png)", "",
+              "![reconstructions](reconstructions.png)", "", "![reconstruction error](recon_error.png)", ""]
+    return "\n".join(lines)
+
+
+def _format(scores: dict) -> list[str]:
+    return [f"{scores['teff']:.4f}", f"{scores['logg']:.3f}", f"{scores['feh']:.3f}"]
+
+
+def _pyplot():
+    """pyplot drawing to files only, imported when a figure is made (it is slow to import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
+
+
+def plot_training_curve(history: dict, model_id: str, path: Path) -> None:
+    """Training and validation loss by epoch, saved beside a trained model."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 4))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    axes.plot(epochs, history["loss"], label="training")
+    if history.get("val_loss"):
+        axes.plot(epochs, history["val_loss"], label="validation (held-out stars)")
+    axes.set(xlabel="epoch", ylabel="masked MSE", yscale="log", title=model_id)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _plot_maps(latents: list[Representation], labels: dict[str, np.ndarray], path: Path) -> None:
+    plt = _pyplot()
+    figure, axes = plt.subplots(len(latents), 3, figsize=(12, 3.6 * len(latents)), squeeze=False)
+    for row, representation in zip(axes, latents, strict=True):
+        for axis, (label, title) in zip(row, (("teff", "Teff (K)"), ("logg", "log g"),
+                                               ("feh", "[Fe/H]")), strict=True):
+            known = np.isfinite(labels[label])
+            xy = representation.map_xy
+            points = axis.scatter(xy[known, 0], xy[known, 1], c=labels[label][known], s=6,
+                                  cmap="viridis" if label != "teff" else "plasma")
+            figure.colorbar(points, ax=axis, label=title)
+            axis.set(title=f"{representation.name} ({representation.dimensions}-D)",
+                     xlabel="ml_x", ylabel="ml_y")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def _plot_reconstructions(store: SpectrumStore, latents: list[Representation], rows: np.ndarray,
+                          path: Path) -> None:
+    plt = _pyplot()
+    examples = rows[np.linspace(0, rows.size - 1, 3).astype(int)] if rows.size else rows
+    figure, axes = plt.subplots(len(examples), 1, figsize=(12, 3 * max(1, len(examples))), squeeze=False)
+    centres = store.grid.centres
+    for axis, row in zip(axes[:, 0], examples, strict=True):
+        flux, mask = store.read(int(row), int(row) + 1)
+        axis.plot(centres, np.where(mask[0], np.nan, flux[0]), color="black", lw=0.6, label="observed")
+        for representation in latents:
+            model_flux, model_mask, rebuilt = reconstruct(flux, mask, representation.model_dir)
+            step = store.grid.pixels // model_flux.shape[1]
+            x = centres[: model_flux.shape[1] * step].reshape(-1, step).mean(axis=1)
+            axis.plot(x, np.where(model_mask[0], np.nan, rebuilt[0]), lw=0.6, label=representation.name)
+        axis.set(title=f"held-out spectrum {store.dids[row]}", xlabel="wavelength (A)",
+                 ylabel="normalised flux")
+        axis.legend(fontsize=7, ncol=3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def _plot_recon_error(representations: list[Representation], path: Path) -> None:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 4))
+    families: dict[str, list[Representation]] = {}
+    for r in representations:
+        if r.kind == "latent":
+            families.setdefault(r.family, []).append(r)
+    for name, members in families.items():
+        members.sort(key=lambda r: r.dimensions)
+        dims = [r.dimensions for r in members]
+        line, = axis.plot(dims, [r.recon_rms for r in members], marker="o", label=f"{name} autoencoder")
+        axis.plot(dims, [r.pca_recon_rms for r in members], marker="s", ls="--", color=line.get_color(),
+                  label=f"PCA at {name}'s sampling ({members[0].pixels} px)")
+    axis.set(xscale="log", yscale="log", xlabel="latent dimension", ylabel="median RMS (held out)")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
