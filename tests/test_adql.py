@@ -438,3 +438,18 @@ def test_any_text_however_deep_gets_rows_or_a_dali_error(client, parts, template
     status, text = _ask(client, query)
     assert status in (200, 400), text
     assert status == 200 or 'name="QUERY_STATUS" value="ERROR"' in text
+
+
+def test_each_latent_function_declares_its_form_and_output(schema):
+    assert [f.form for f in adql.FUNCTIONS.values()] == [
+        "ml_distance(embedding REAL[], ref VARCHAR) -> DOUBLE",
+        "ml_cosine_distance(embedding REAL[], ref VARCHAR) -> DOUBLE",
+        "ml_vector(values VARCHAR) -> REAL[]",
+        "ml_encode(wavelength REAL[], flux REAL[]) -> REAL[]"]
+    translation = adql.translate(f"SELECT ml_distance(embedding, '{SELF}') AS d, "
+                                 f"ml_cosine_distance(embedding, '{SELF}') FROM miles.spectra",
+                                 schema)
+    labels = [(o.name, o.column.name, o.column.datatype, o.column.description.split()[0])
+              for o in translation.output_columns]
+    assert labels == [("d", "d", "double", "Euclidean"),
+                      ("ml_cosine_distance", "ml_cosine_distance", "double", "one")]

@@ -5,7 +5,14 @@ Queries may call the standard ADQL functions and the service's own, declared in
 """
 
 from vo_ml.adql.errors import AdqlError
-from vo_ml.adql.functions import FUNCTIONS, OPTIONAL_FEATURES
+from vo_ml.adql.functions import OPTIONAL_FEATURES
+from vo_ml.adql.latent import (
+    FUNCTIONS,
+    missing_model_error,
+    reference_embeddings,
+    unembedded_reference_error,
+    unknown_reference_error,
+)
 from vo_ml.adql.model import (
     UPLOAD_SCHEMA,
     Encoding,
@@ -14,13 +21,7 @@ from vo_ml.adql.model import (
     Translation,
     upload_view,
 )
-from vo_ml.adql.translation import (
-    check,
-    missing_model_error,
-    translate,
-    unembedded_reference_error,
-    unknown_reference_error,
-)
+from vo_ml.adql.translation import check, translate
 
 __all__ = [
     "FUNCTIONS",
@@ -34,6 +35,7 @@ __all__ = [
     "Translation",
     "check",
     "missing_model_error",
+    "reference_embeddings",
     "translate",
     "unembedded_reference_error",
     "unknown_reference_error",

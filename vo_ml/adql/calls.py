@@ -15,17 +15,12 @@ from vo_ml.adql.dialect import ADQL, ARGUMENT_COUNT_META_KEY
 from vo_ml.adql.errors import E05, E06, did_you_mean, position
 from vo_ml.adql.functions import (
     ARGUMENT_COUNTS,
-    FUNCTIONS,
-    REFERENCE_KEY,
     STANDARD_FUNCTIONS,
     AdqlFunction,
     DeclaredFunction,
-    LatentDistance,
-    MlEncode,
-    MlVector,
     made_geometry,
-    vector_values,
 )
+from vo_ml.adql.latent import FUNCTIONS
 
 #: Values that are certainly no geometry: literals, arithmetic and concatenation.
 _PLAIN_VALUES = (exp.Literal, exp.Neg, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.DPipe)
@@ -42,12 +37,9 @@ def check_calls(tree: exp.Query, declared: Mapping[str, DeclaredFunction]) -> No
         _check_adql_function(call)
     for call in tree.find_all(exp.Anonymous):
         _check_declared_function(call, declared[call.name.lower()])
-    for call in tree.find_all(LatentDistance):
-        _check_latent_distance(call)
-    for call in tree.find_all(MlVector):
-        _check_ml_vector(call)
-    for call in tree.find_all(MlEncode):
-        _check_ml_encode(call)
+    for function in FUNCTIONS.values():
+        for call in tree.find_all(function.node):
+            function.check(call)
 
 
 def geometry_of(value: exp.Expr) -> str | None:
@@ -111,56 +103,3 @@ def _check_declared_function(call: exp.Anonymous, function: DeclaredFunction) ->
         raise E06(**position(call), function=call.name,
                   detail=f"declared as {function.form}, it takes {count} "
                          f"argument{'' if count == 1 else 's'}, got {len(call.expressions)}")
-
-
-def _check_latent_distance(call: LatentDistance) -> None:
-    name = call.sql_name().lower()
-    arguments = call.expressions
-    if len(arguments) != 2:
-        raise E06(**position(call), function=name,
-                  detail=f"takes 2 arguments (embedding, ref), got {len(arguments)}")
-    embedding, reference = arguments
-    if not isinstance(embedding, exp.Column) or isinstance(embedding.this, exp.Star):
-        raise E06(**position(call), function=name,
-                  detail="the first argument must be an embedding column, e.g. embedding")
-    if isinstance(reference, exp.Literal) and reference.is_string:
-        return
-    if isinstance(reference, (MlVector, MlEncode)) or (
-            isinstance(reference, exp.Column) and not isinstance(reference.this, exp.Star)):
-        return
-    raise E06(**position(call), function=name,
-              detail=f"the second argument must be the {REFERENCE_KEY} or obs_id of a row (a "
-                     "string literal), another embedding column, ml_vector('x1 x2 ...') or "
-                     "ml_encode(wavelength, flux)")
-
-
-def _is_reference(call: exp.Func) -> bool:
-    """True for the second argument of a latent distance, the only place a reference can be."""
-    parent = call.parent
-    return isinstance(parent, LatentDistance) and len(parent.expressions) == 2 and (
-        parent.expressions[1] is call)
-
-
-def _check_ml_vector(call: MlVector) -> None:
-    arguments = call.expressions
-    text = arguments[0] if len(arguments) == 1 else None
-    if not (isinstance(text, exp.Literal) and text.is_string and _is_reference(call)):
-        raise E06(**position(call), function="ml_vector",
-                  detail="write ml_vector('x1 x2 ...') as the second argument of ml_distance or "
-                         "ml_cosine_distance")
-    try:
-        vector_values(call)
-    except ValueError:
-        raise E06(**position(call), function="ml_vector",
-                  detail=f"'{text.this}' is not a list of numbers separated by spaces") from None
-
-
-def _check_ml_encode(call: MlEncode) -> None:
-    arguments = call.expressions
-    columns = len(arguments) == 2 and all(
-        isinstance(a, exp.Column) and not isinstance(a.this, exp.Star) for a in arguments)
-    if not (columns and _is_reference(call)):
-        raise E06(**position(call), function="ml_encode",
-                  detail="write ml_encode(wavelength, flux), with two array columns of an "
-                         "uploaded table, as the second argument of ml_distance or "
-                         "ml_cosine_distance")

@@ -20,19 +20,12 @@ from sqlglot.tokens import Token, TokenType
 
 from vo_ml.adql.calls import check_calls
 from vo_ml.adql.dialect import ADQL
-from vo_ml.adql.errors import E01, E02, E03, E04, E06, E07, E09, E13, did_you_mean, position
-from vo_ml.adql.functions import (
-    REFERENCE_KEY,
-    DeclaredFunction,
-    LatentDistance,
-    MlEncode,
-    MlVector,
-    vector_values,
-)
+from vo_ml.adql.errors import E01, E02, E03, E04, E07, E09, E13, did_you_mean, position
+from vo_ml.adql.functions import DeclaredFunction
 from vo_ml.adql.geometry import region_column, region_kind
 from vo_ml.adql.grammar import check_grammar
+from vo_ml.adql.latent import LatentDistance, output_column, resolve_distance
 from vo_ml.adql.model import UPLOAD_SCHEMA, Encoding, OutputColumn, Reference, upload_view
-from vo_ml.archive.backend import REFERENCE_KEYS
 from vo_ml.archive.tap_schema import Column, Table, TapSchema, undelimited
 
 #: How sqlglot prints a token in parse errors.
@@ -369,69 +362,11 @@ def _qualifier_source(column: exp.Column, scope: Scope, sources: dict[str, Sourc
 
 
 def _resolve_ml_distances(scope: Scope, encodings: dict[tuple, Encoding]) -> list[Reference]:
-    """Record the published table, column and dimension behind each latent distance, for the
-    generators and checks; return the rows named by key, which the caller looks up, and add the
-    uploaded spectra to encode to ``encodings``."""
-    references = []
-    for call in find_all_in_scope(scope.expression, LatentDistance):
-        name = call.sql_name().lower()
-        embedding, reference = call.expressions
-        resolved: ResolvedColumn | None = embedding.meta.get("resolved")
-        if not (resolved and resolved.column and resolved.column.is_array and resolved.table
-                and resolved.table.column(REFERENCE_KEY)):
-            raise E06(**position(call), function=name,
-                      detail=f"'{embedding.sql()}' is not an embedding column of a table with "
-                             f"{REFERENCE_KEY}")
-        dimension = resolved.column.dimension
-        keys = tuple(k for k in REFERENCE_KEYS if resolved.table.column(k))
-        call.meta.update(table=resolved.table.name, column=resolved.column.sql_name,
-                         dimension=dimension, keys=keys)
-        if isinstance(reference, exp.Literal):
-            references.append(Reference(resolved.table.name, keys, reference.this,
-                                        resolved.column.sql_name))
-        elif isinstance(reference, MlEncode):
-            encoding = _encoding(reference, resolved, encodings)
-            reference.meta.update(encoded=encoding.column, dimension=dimension)
-        else:
-            _check_dimension(call, dimension, _reference_dimension(reference))
-            reference.meta["dimension"] = dimension
-    return references
-
-
-def _encoding(call: MlEncode, embedding: ResolvedColumn,
-              encodings: dict[tuple, Encoding]) -> Encoding:
-    """The encoding an ``ml_encode`` asks for: both arguments array columns of one upload."""
-    wavelength, flux = (argument.meta.get("resolved") for argument in call.expressions)
-    upload = wavelength.table if wavelength else None
-    if not (upload and flux and flux.table == upload and upload.name.startswith(f"{UPLOAD_SCHEMA}.")
-            and all(c.column and c.column.is_array for c in (wavelength, flux))):
-        raise E06(**position(call), function="ml_encode",
-                  detail=f"'{call.sql()}': wavelength and flux must be array columns of one "
-                         f"{UPLOAD_SCHEMA} table, one spectrum per row")
-    key = (upload.name, wavelength.name, flux.name, embedding.table.name)
-    if key not in encodings:
-        encodings[key] = Encoding(upload.name.partition(".")[2], wavelength.name, flux.name,
-                                  wavelength.column.unit, embedding.table.name,
-                                  f"vo_ml_encoded_{len(encodings)}")
-    return encodings[key]
-
-
-def _reference_dimension(reference: exp.Expr) -> int | None:
-    if isinstance(reference, MlVector):
-        return len(vector_values(reference))
-    resolved: ResolvedColumn | None = reference.meta.get("resolved")
-    if resolved is None or resolved.column is None or not resolved.column.is_array:
-        raise E06(**position(reference), function=reference.parent.sql_name().lower(),
-                  detail=f"'{reference.sql()}' is not an embedding (an array column)")
-    return resolved.column.dimension
-
-
-def _check_dimension(call: LatentDistance, dimension: int | None, other: int | None) -> None:
-    if dimension is None or other is None or dimension == other:
-        return
-    raise E06(**position(call), function=call.sql_name().lower(),
-              detail=f"dimension mismatch: the embedding has {dimension} dimensions, the "
-                     f"reference {other}")
+    """Resolve every latent distance of the scope; return the rows named by key, which the
+    caller looks up, and add the uploaded spectra to encode to ``encodings``."""
+    resolved = (resolve_distance(call, encodings)
+                for call in find_all_in_scope(scope.expression, LatentDistance))
+    return [reference for reference in resolved if reference is not None]
 
 
 def _outputs(scope: Scope, sources: dict[str, Source],
@@ -454,7 +389,8 @@ def _outputs(scope: Scope, sources: dict[str, Source],
 def _item_output(item: exp.Expr) -> ResolvedColumn:
     value = item.unalias()
     if isinstance(value, LatentDistance):
-        return ResolvedColumn(item.alias_or_name, None, "double")
+        return ResolvedColumn(item.alias_or_name, output_column(value, item.alias_or_name),
+                              "double")
     kind = None if isinstance(value, exp.Column) else region_kind(value)
     if kind is not None:
         return ResolvedColumn(item.alias_or_name, region_column(item.alias_or_name, kind))

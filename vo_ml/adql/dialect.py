@@ -21,13 +21,9 @@ from sqlglot.parsers.base import BaseParser
 from sqlglot.tokens import TokenType
 
 from vo_ml.adql import geometry
-from vo_ml.adql.functions import (
-    ADQL_FUNCTIONS,
-    CAST_TYPE_META_KEY,
-    FUNCTIONS,
-    STANDARD_FUNCTIONS,
-    generator_transforms,
-)
+from vo_ml.adql.functions import ADQL_FUNCTIONS, CAST_TYPE_META_KEY, STANDARD_FUNCTIONS
+from vo_ml.adql.latent import FUNCTIONS, generator_transforms
+from vo_ml.archive.backend import backend_type
 
 #: Meta key of a function call: how many arguments it was written with.
 ARGUMENT_COUNT_META_KEY = "adql_argument_count"
@@ -106,6 +102,9 @@ class ADQL(Dialect):
 
 class DuckDBTarget(DuckDB):
     """DuckDB, plus ADQL geometry and the service's user-defined functions."""
+
+    #: The backend's SQL for a row's id, which also orders the rows (see Backend.row_id).
+    ROW_ID = backend_type("duckdb").row_id
 
     class Generator(DuckDBGenerator):
         TRANSFORMS = {**DuckDBGenerator.TRANSFORMS, **geometry.DUCKDB_TRANSFORMS,

@@ -4,27 +4,22 @@ Only functions listed here are reachable. The parser maps exactly these names to
 any other call (``read_csv``, ``pg_sleep``, ``current_setting``...) stays an anonymous call that the
 checker rejects by name before any SQL is generated: the backend never sees an undeclared function.
 
-User-defined functions are declared once in :data:`FUNCTIONS`, with the TAPRegExt ``form`` the
-capabilities document advertises and the SQL each backend generates for them. A check (never a
-query) may also declare other services' functions by their form: see :class:`DeclaredFunction`.
+The service's own functions are declared in :mod:`vo_ml.adql.latent`, each once. A check (never
+a query) may also declare other services' functions by their form: see :class:`DeclaredFunction`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar
 
 from sqlglot import exp
-from sqlglot.generator import Generator
 
-from vo_ml.adql.model import reference_lookup
-from vo_ml.archive.backend import REFERENCE_KEYS
+from vo_ml.adql.latent import FUNCTIONS
 
-#: The column a table must have for its rows to be named as references (an ml_distance ``ref``).
-REFERENCE_KEY = REFERENCE_KEYS[0]
 #: Meta key of a CAST: its target type as written (``DOUBLE PRECISION``, ``CHAR(30)``), since
 #: sqlglot reads ADQL's REAL and the backend's FLOAT alike.
 CAST_TYPE_META_KEY = "adql_type"
@@ -156,167 +151,6 @@ OPTIONAL_FEATURES: Mapping[str, tuple[str, ...]] = MappingProxyType({
 
 #: Every standard ADQL 2.1 function (math, trigonometric, string, aggregate, conversion, geometry).
 STANDARD_FUNCTIONS = frozenset({*ARGUMENT_COUNTS, *ADQL_FUNCTIONS, "CAST"})
-
-
-class LatentDistance(exp.Expression, exp.Func):
-    """A distance in the latent space: ``(embedding, ref)``, the reference a row's publisher DID
-    or obs_id, another embedding (a self-join or an upload) or ``ml_vector('x1 x2 ...')``.
-
-    The arguments are kept as a list so a wrong count is reported by the checker with an ADQL
-    message instead of failing inside the parser. The checker records the published table,
-    column and dimension of the embedding in ``meta`` for the generators.
-    """
-
-    arg_types = {"expressions": False}
-    is_var_len_args = True
-    #: The backend's distance between two fixed-size float arrays.
-    duckdb_function: ClassVar[str] = ""
-
-
-class MlDistance(LatentDistance):
-    """``ml_distance``: Euclidean distance."""
-
-    _sql_names = ["ML_DISTANCE"]
-    duckdb_function = "array_distance"
-
-
-class MlCosineDistance(LatentDistance):
-    """``ml_cosine_distance``: one minus the cosine of the angle between the vectors."""
-
-    _sql_names = ["ML_COSINE_DISTANCE"]
-    duckdb_function = "array_cosine_distance"
-
-
-class MlVector(exp.Expression, exp.Func):
-    """``ml_vector('x1 x2 ...')``: a latent vector written out, as a reference."""
-
-    arg_types = {"expressions": False}
-    is_var_len_args = True
-    _sql_names = ["ML_VECTOR"]
-
-
-class MlEncode(exp.Expression, exp.Func):
-    """``ml_encode(wavelength, flux)``: a spectrum uploaded with the query, as a reference.
-
-    The service encodes each uploaded row with the model of the embedding it is compared with
-    before the SQL runs, into an added column of the upload (``meta["encoded"]``, set by the
-    checker), which is what the SQL reads.
-    """
-
-    arg_types = {"expressions": False}
-    is_var_len_args = True
-    _sql_names = ["ML_ENCODE"]
-
-
-SqlGenerator = Callable[[Generator, exp.Expr], str]
-
-
-@dataclass(frozen=True)
-class UserFunction:
-    """A service-defined function: what TAPRegExt advertises and what each backend runs."""
-
-    name: str
-    form: str
-    description: str
-    node: type[exp.Func]
-    generators: Mapping[str, SqlGenerator]
-
-
-def vector_values(vector: MlVector) -> tuple[float, ...]:
-    """The numbers of an ``ml_vector`` literal; ValueError when it holds anything else. Read
-    once and kept with the node: the checker, the planner and every generation ask."""
-    if "values" not in vector.meta:
-        vector.meta["values"] = tuple(
-            float(value) for value in vector.expressions[0].this.replace(",", " ").split())
-    return vector.meta["values"]
-
-
-def _latent_vector_duckdb(generator: Generator, node: exp.Expr) -> str:
-    dimension = node.meta["dimension"]
-    return f"CAST([{', '.join(map(repr, vector_values(node)))}] AS FLOAT[{dimension}])"
-
-
-def _encoded_duckdb(generator: Generator, node: exp.Expr) -> str:
-    wavelength = node.expressions[0]
-    encoded = exp.column(node.meta["encoded"], table=wavelength.args.get("table"))
-    return f"CAST({generator.sql(encoded)} AS FLOAT[{node.meta['dimension']}])"
-
-
-def _latent_distance_duckdb(generator: Generator, node: exp.Expr) -> str:
-    """The backend's array distance to the reference: a row found by key (a scalar subquery,
-    so the SQL runs on its own, or a parameter the service sets to the embedding it looked up),
-    a vector, or another embedding, cast to the embedding's type so dimensions must agree."""
-    embedding, reference = node.expressions
-    dimension = node.meta["dimension"]
-    if isinstance(reference, exp.Literal):
-        if node.meta.get("parameter"):
-            other = f"CAST(${node.meta['parameter']} AS FLOAT[{dimension}])"
-        else:
-            lookup = reference_lookup(node.meta["table"], node.meta["column"], node.meta["keys"],
-                                      generator.sql(reference))
-            other = f"({lookup})"
-    elif isinstance(reference, (MlVector, MlEncode)):
-        other = generator.sql(reference)
-    else:
-        other = f"CAST({generator.sql(reference)} AS FLOAT[{dimension}])"
-    return f"{node.duckdb_function}({generator.sql(embedding)}, {other})"
-
-
-_REFERENCE_FORMS = (f"the {REFERENCE_KEY} or obs_id of a row, another embedding (a self-join or a "
-                    "TAP_UPLOAD column), ml_vector('x1 x2 ...') or ml_encode(wavelength, flux) of "
-                    "an uploaded spectrum")
-
-def _latent_distance(node: type[LatentDistance], description: str) -> UserFunction:
-    name = node.sql_name().lower()
-    return UserFunction(name=name, form=f"{name}(embedding REAL[], ref VARCHAR) -> DOUBLE",
-                        description=description, node=node,
-                        generators={"duckdb": _latent_distance_duckdb})
-
-
-ML_DISTANCE = _latent_distance(MlDistance, (
-    "Euclidean distance in the model's latent space between each row's embedding and ref: "
-    f"{_REFERENCE_FORMS}. NULL where a row has no embedding. ORDER BY it with TOP k for the "
-    "k most similar spectra (a nearest-neighbour search), or compare it with a radius."))
-
-ML_COSINE_DISTANCE = _latent_distance(MlCosineDistance, (
-    "One minus the cosine similarity of each row's embedding and ref "
-    f"({_REFERENCE_FORMS}): 0 for the same direction, 2 for opposite ones; NULL where a row "
-    "has no embedding."))
-
-ML_VECTOR = UserFunction(
-    name="ml_vector",
-    form="ml_vector(values VARCHAR) -> REAL[]",
-    description=(
-        "A latent vector written as its numbers separated by spaces, as the ref of "
-        "ml_distance or ml_cosine_distance; it must have the embedding's dimension."
-    ),
-    node=MlVector,
-    generators={"duckdb": _latent_vector_duckdb},
-)
-
-ML_ENCODE = UserFunction(
-    name="ml_encode",
-    form="ml_encode(wavelength REAL[], flux REAL[]) -> REAL[]",
-    description=(
-        "The latent vector of a spectrum uploaded with the query (TAP UPLOAD), as the ref of "
-        "ml_distance or ml_cosine_distance: wavelength and flux are array columns of one "
-        "uploaded table, one spectrum per row. Wavelengths are in the column's length unit "
-        "(Angstrom when it has none), in the archive's medium (air or vacuum) and frame. Each "
-        "spectrum is resampled onto the model's grid, normalised as the archive's spectra were "
-        "and encoded with the model that made the embedding it is compared with."
-    ),
-    node=MlEncode,
-    generators={"duckdb": _encoded_duckdb},
-)
-
-#: User-defined functions by lower-case name.
-FUNCTIONS: Mapping[str, UserFunction] = MappingProxyType(
-    {f.name: f for f in (ML_DISTANCE, ML_COSINE_DISTANCE, ML_VECTOR, ML_ENCODE)})
-
-
-def generator_transforms(backend: str) -> dict[type[exp.Expr], SqlGenerator]:
-    """The generator TRANSFORMS printing every user-defined function for ``backend``."""
-    return {f.node: f.generators[backend] for f in FUNCTIONS.values() if backend in f.generators}
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ from vo_ml.adql.functions import (
     CAST_TYPE_META_KEY,
     GEOMETRY_CASTS,
     AdqlFunction,
-    SqlGenerator,
     made_geometry,
 )
+from vo_ml.adql.latent import SqlGenerator
 from vo_ml.archive.tap_schema import Column
 
 POINT, CIRCLE, POLYGON = "point", "circle", "polygon"

@@ -19,18 +19,6 @@ def upload_view(name: str) -> str:
     return f"tap_upload_{name.lower()}"
 
 
-def reference_lookup(table: str, embedding_column: str, key_columns: tuple[str, ...],
-                     value: str) -> str:
-    """SQL for the embedding of the row of ``table`` named ``value`` (SQL text): the first key
-    column any row has it in, the lowest rowid among those rows, the rule the service follows
-    too. One branch per key rather than an OR, so that each is an index lookup and not a scan
-    of the table."""
-    branches = " UNION ALL ".join(
-        f"SELECT {embedding_column}, {order} AS vo_ml_key, rowid AS vo_ml_row FROM {table} "
-        f"WHERE {key} = {value}" for order, key in enumerate(key_columns))
-    return f"SELECT {embedding_column} FROM ({branches}) ORDER BY vo_ml_key, vo_ml_row LIMIT 1"
-
-
 @dataclass(frozen=True)
 class Reference:
     """A row named by value in the query (an ml_distance ``ref``): the row of ``table`` whose

@@ -11,13 +11,14 @@ uploaded with the query (an embedding column of a TAP_UPLOAD table, or ``ml_enco
 case every uploaded row is a reference.
 
 Such a query is translated twice. The exact SQL scans every row that has an embedding. The
-candidate SQL is the same query restricted to the rows a neighbour index proposes (their
-``rowid`` in the upload-like table :data:`CANDIDATES`), so the rows and distances are those of
-the exact query whenever the true answer is among the candidates; the service makes sure it is
-(see :mod:`vo_ml.service.similarity`), with :attr:`NeighbourQuery.ranked_sql` for the nearest
-neighbours. Rows without an embedding are left out of both. The service has looked up the
-rows named as references before it searches the index, so the candidate SQL takes their
-embeddings as parameters (:attr:`NeighbourQuery.parameters`) instead of looking them up again.
+candidate SQL is the same query restricted to the rows a neighbour index proposes (their row
+ids, :attr:`vo_ml.archive.backend.Backend.row_id`, in the upload-like table :data:`CANDIDATES`),
+so the rows and distances are those of the exact query whenever the true answer is among the
+candidates; the service makes sure it is (see :mod:`vo_ml.service.similarity`), with
+:attr:`NeighbourQuery.ranked_sql` for the nearest neighbours. Rows without an embedding are left
+out of both. The service has looked up the rows named as references before it searches the
+index, so the candidate SQL takes their embeddings as parameters
+(:attr:`NeighbourQuery.parameters`) instead of looking them up again.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from vo_ml.adql.functions import LatentDistance, MlCosineDistance, MlEncode, MlVector, vector_values
+from vo_ml.adql.latent import LatentDistance, MlEncode, MlVector, vector_values
 from vo_ml.adql.model import UPLOAD_SCHEMA, upload_view
 
-#: The table of candidate rowids the candidate SQL reads (registered with the query).
+#: The table of candidate row ids the candidate SQL reads (registered with the query).
 CANDIDATES = "vo_ml_candidates"
 #: The label of the distance :attr:`NeighbourQuery.ranked_sql` adds to the select list (the
 #: service reads it by position, as a select item may have the same name).
@@ -66,10 +67,10 @@ class NeighbourQuery:
     parameters: dict[str, tuple[str, str]]
 
 
-def plan_neighbours(tree: exp.Query,
-                    generate: Callable[[exp.Expr], str]) -> tuple[str, NeighbourQuery | None]:
+def plan_neighbours(tree: exp.Query, generate: Callable[[exp.Expr], str],
+                    row_id: str) -> tuple[str, NeighbourQuery | None]:
     """The exact SQL of ``tree`` and, for a plannable similarity query, how to run it with an
-    index. ``generate`` turns a tree into backend SQL."""
+    index. ``generate`` turns a tree into backend SQL, whose rows have ids ``row_id``."""
     shape = _cone(tree) or _nearest(tree)
     if shape is None:
         return generate(tree), None
@@ -79,13 +80,13 @@ def plan_neighbours(tree: exp.Query,
     rows = _qualified(embedding, tree, distance.meta["table"])
     tree.where(exp.Not(this=exp.Is(this=rows(embedding.name), expression=exp.Null())), copy=False)
     exact_sql = generate(tree)
-    restriction = exp.In(this=rows("rowid"), query=exp.select("id").from_(CANDIDATES).subquery())
+    restriction = exp.In(this=rows(row_id), query=exp.select("id").from_(CANDIDATES).subquery())
     tree.where(restriction, copy=False)
     parameters = _reference_parameters(tree)
     candidate_sql = generate(tree)
     return exact_sql, NeighbourQuery(
         table=distance.meta["table"], column=distance.meta["column"],
-        metric="cosine" if isinstance(distance, MlCosineDistance) else "l2", k=k, radius=radius,
+        metric=distance.metric, k=k, radius=radius,
         reference=reference.this if isinstance(reference, exp.Literal) else None,
         vector=vector_values(reference) if isinstance(reference, MlVector) else None,
         upload=_uploaded_references(reference), candidate_sql=candidate_sql,

@@ -8,9 +8,9 @@ from collections.abc import Iterable, Iterator
 from vo_ml.adql import geometry
 from vo_ml.adql.checker import label_outputs, parse, resolve
 from vo_ml.adql.dialect import BACKENDS
-from vo_ml.adql.errors import E08, E11, E12, E14, AdqlError
+from vo_ml.adql.errors import E14
 from vo_ml.adql.functions import declared_functions
-from vo_ml.adql.model import Reference, Translation
+from vo_ml.adql.model import Translation
 from vo_ml.adql.planning import plan_neighbours
 from vo_ml.archive.tap_schema import TapSchema
 
@@ -18,8 +18,8 @@ from vo_ml.archive.tap_schema import TapSchema
 def translate(adql: str, schema: TapSchema, backend: str = "duckdb") -> Translation:
     """The SQL ``backend`` runs for ``adql``; raises :class:`AdqlError` for invalid queries.
 
-    The references are not looked up here (that needs the database): the caller checks each one
-    and reports a missing row with :func:`unknown_reference_error`.
+    The references are not looked up here (that needs the database): the caller finds their
+    embeddings with :func:`vo_ml.adql.latent.reference_embeddings`.
     """
     if backend not in BACKENDS:
         raise ValueError(f"no ADQL generator for backend {backend!r} (known: {', '.join(BACKENDS)})")
@@ -31,8 +31,9 @@ def translate(adql: str, schema: TapSchema, backend: str = "duckdb") -> Translat
         geometry.convert_units(tree)
         # The tree is ours alone: generating from it without sqlglot's defensive deep copy
         # saves most of the translation time (its meta holds whole published tables).
+        target = BACKENDS[backend]
         sql, neighbours = plan_neighbours(
-            tree, lambda node: node.sql(dialect=BACKENDS[backend], copy=False))
+            tree, lambda node: node.sql(dialect=target, copy=False), target.ROW_ID)
     return Translation(sql, resolution.references, resolution.encodings, resolution.outputs,
                        neighbours)
 
@@ -61,20 +62,3 @@ def _not_too_deep() -> Iterator[None]:
         yield
     except RecursionError:
         raise E14() from None
-
-
-def unknown_reference_error(reference: Reference) -> AdqlError:
-    """The error for an ml_distance reference that names no row (found by the caller)."""
-    return E08(table=reference.table, key_columns=" or ".join(reference.key_columns),
-               value=reference.value)
-
-
-def unembedded_reference_error(reference: Reference) -> AdqlError:
-    """The error for an ml_distance reference whose row has no embedding yet."""
-    return E11(table=reference.table, key_columns=" or ".join(reference.key_columns),
-               value=reference.value, column=reference.embedding_column)
-
-
-def missing_model_error(table: str, reason: str) -> AdqlError:
-    """The error for an ml_encode whose table's model is not there to encode with."""
-    return E12(table=table, reason=reason)

@@ -3,15 +3,22 @@
 Published tables hold only published columns; the pipeline's own bookkeeping (which files were
 ingested, which failed and why, which model made the ML columns) lives in the ``vo_ml`` schema,
 which TAP_SCHEMA never lists and ADQL therefore cannot reach.
+
+Code outside this package opens an archive with :func:`open_backend` and talks to
+:class:`Backend` only; the implementation is chosen by the archive's name (a file path is
+DuckDB; ``postgresql://...`` would name a PostgreSQL backend once there is one).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Self
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +26,8 @@ import pyarrow as pa
 from vo_ml.archive.tap_schema import Column, Table, TapSchema
 
 __all__ = ["Backend", "QueryResult", "QueryError", "QueryTimeout", "QueryStopped", "ResultStream",
-           "arrow_to_masked", "MlColumns", "INTERNAL_SCHEMA", "ML_COLUMNS", "ArchiveInUse"]
+           "arrow_to_masked", "MlColumns", "INTERNAL_SCHEMA", "ML_COLUMNS", "ArchiveInUse",
+           "BACKENDS", "backend_type", "open_backend"]
 
 INTERNAL_SCHEMA = "vo_ml"
 
@@ -49,10 +57,6 @@ class ArchiveInUse(RuntimeError):
         self.path = path
         self.pid = pid
         self.holder = holder
-
-
-#: The columns a row is named by as a similarity reference, in the order they are tried.
-REFERENCE_KEYS = ("obs_publisher_did", "obs_id")
 
 
 @dataclass
@@ -129,7 +133,32 @@ class MlColumns:
 
 
 class Backend(ABC):
-    """One archive database. Methods that write are atomic: readers see all of a change or none."""
+    """One archive database. Methods that write are atomic: readers see all of a change or none.
+
+    Every method may be called from many threads at once on a backend opened read-only (the
+    service's); one opened to write is used by one thread. A backend is a context manager that
+    closes it.
+    """
+
+    #: SQL for a row's id in any table: a whole number that stays the row's while the archive
+    #: is not written, and that orders the rows (the order the reference rule of
+    #: :mod:`vo_ml.archive.references` takes the first row in). Neighbour indexes label rows
+    #: with it.
+    row_id: ClassVar[str]
+
+    #: Where the archive is: the file of an embedded database, or the URL of a server.
+    path: str
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @abstractmethod
+    def rows_hash(self, values: Sequence[str]) -> str:
+        """SQL of an aggregate over a table's rows: a whole number that changes when any row's
+        ``values`` (SQL expressions) change, whatever order the rows are read in."""
 
     @abstractmethod
     def ensure_table(self, table: Table, columns: Sequence[Column]) -> None:
@@ -196,5 +225,37 @@ class Backend(ABC):
         no streaming, time limit or Arrow, whose set-up would cost more than such a query."""
 
     @abstractmethod
+    def ingested_source(self, did: str) -> tuple[str, str] | None:
+        """(path, table name) of the file a publisher DID was ingested from, or None if unknown.
+
+        The service serves original files only through this lookup, so no request can name a path.
+        """
+
+    @abstractmethod
+    def read_tap_schema(self) -> TapSchema:
+        """The schema as published in the TAP_SCHEMA tables: what the service may expose."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the connection."""
+
+
+#: Backend name -> ``module:class`` of its implementation, imported when first asked for.
+BACKENDS: Mapping[str, str] = {"duckdb": "vo_ml.archive.duckdb_backend:DuckDBBackend"}
+
+
+def backend_type(name: str) -> type[Backend]:
+    """The implementation of the backend called ``name`` (a key of :data:`BACKENDS`)."""
+    if name not in BACKENDS:
+        raise ValueError(f"no archive backend called {name!r} (known: {', '.join(BACKENDS)})")
+    module, _, cls = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def open_backend(db: str | Path, read_only: bool = False) -> Backend:
+    """The archive at ``db``: a URL's scheme names its backend (``duckdb://``), and a plain
+    path is a DuckDB file. ``read_only`` opens it to read from many threads, as a service does."""
+    scheme, separator, rest = str(db).partition("://")
+    if not separator or len(scheme) < 2:  # a Windows drive letter is no scheme
+        return backend_type("duckdb")(db, read_only=read_only)
+    return backend_type(scheme)(rest if scheme == "duckdb" else str(db), read_only=read_only)

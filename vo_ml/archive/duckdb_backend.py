@@ -69,6 +69,9 @@ CREATE TABLE IF NOT EXISTS {INTERNAL_SCHEMA}.models (
 class DuckDBBackend(Backend):
     """An archive in one DuckDB file (or in memory with ``":memory:"``)."""
 
+    #: DuckDB's row ids are stable while a table is not written, and order its rows.
+    row_id = "rowid"
+
     def __init__(self, path: str | Path, read_only: bool = False) -> None:
         self.path = str(path)
         if read_only and not Path(self.path).exists():
@@ -111,6 +114,9 @@ class DuckDBBackend(Backend):
 
     def close(self) -> None:
         self._connection.close()
+
+    def rows_hash(self, values: Sequence[str]) -> str:
+        return f"coalesce(sum(hash({', '.join(values)})), 0)"
 
     def ensure_table(self, table: Table, columns: Sequence[Column]) -> None:
         schema, name = table.name.split(".")

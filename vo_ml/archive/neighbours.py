@@ -1,12 +1,12 @@
 """Nearest-neighbour indexes of a table's embeddings, kept beside the archive file.
 
 An index is a faiss HNSW graph over the rows that have an embedding, labelled with the rows'
-DuckDB ``rowid``, so a search answers with rows the SQL can select by. It proposes candidates
-only: the service re-ranks them with the exact distance in SQL. Beside the graph, an L2 index
-keeps every row's reference keys (:data:`REFERENCE_KEYS`) sorted, so that the service finds the
-vector of a row named in a query without asking the database, by the rule the SQL follows too
-(the first key column that has the name, then the lowest rowid). Each index records a
-fingerprint of what it was built from (row count and a hash of every rowid, vector and key); an
+ids (:attr:`Backend.row_id`), so a search answers with rows the SQL can select by. It proposes
+candidates only: the service re-ranks them with the exact distance in SQL. Beside the graph, an
+L2 index keeps every row's reference keys sorted, so that the service finds the vector of a row
+named in a query without asking the database, by the rule the SQL follows too
+(:mod:`vo_ml.archive.references`). Each index records a fingerprint of what it was built from
+(row count and a hash of every row id, vector and key); an
 index whose fingerprint no longer matches the table is stale and not used, so a re-embedded
 table is searched exactly until ``vo-ml index`` (or ``vo-ml embed``, which calls it) builds it
 again. Service processes map the files read-only and share them.
@@ -26,7 +26,8 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from vo_ml.archive.backend import REFERENCE_KEYS, Backend
+from vo_ml.archive.backend import Backend
+from vo_ml.archive.references import REFERENCE_KEYS, key_map_order, named_position, reference_keys
 from vo_ml.files import replacing
 
 __all__ = ["METRICS", "NeighbourIndex", "build_index", "description_path", "fingerprint"]
@@ -49,11 +50,10 @@ def description_path(db: Path | str, table: str, column: str, metric: str) -> Pa
 
 
 def fingerprint(backend: Backend, table: str, column: str, metric: str) -> list[int]:
-    """Rows with an embedding, and a hash of every row's rowid, vector and (for an L2 index,
+    """Rows with an embedding, and a hash of every row's id, vector and (for an L2 index,
     which finds references by them) keys: changes with any of them."""
-    hashed = ", ".join(["rowid", column, *_reference_keys(backend, table, metric)])
-    found = backend.execute(f"SELECT count({column}), coalesce(sum(hash({hashed})), 0) "
-                            f"FROM {table}")
+    hashed = [backend.row_id, column, *_reference_keys(backend, table, metric)]
+    found = backend.execute(f"SELECT count({column}), {backend.rows_hash(hashed)} FROM {table}")
     return [int(found.columns[0][0]), int(found.columns[1][0])]
 
 
@@ -61,7 +61,7 @@ def _reference_keys(backend: Backend, table: str, metric: str) -> list[str]:
     """The reference keys an index of the table keeps: those the table has, for L2 only (the
     only index that can hand out the vectors as the table holds them)."""
     columns = backend.table_columns(table)
-    return [key for key in REFERENCE_KEYS if key in columns] if metric == "l2" else []
+    return list(reference_keys(columns)) if metric == "l2" else []
 
 
 def _prepared(vectors: np.ndarray, metric: str) -> np.ndarray:
@@ -101,18 +101,18 @@ def build_index(backend: Backend, db: Path | str, table: str, column: str,
 
 @dataclass
 class _Rows:
-    """What an index is built from: every row's rowid, whether it has an embedding, and its
+    """What an index is built from: every row's id, whether it has an embedding, and its
     reference keys; the vectors of the rows that have one, in order."""
 
-    rowids: np.ndarray
+    row_ids: np.ndarray
     embedded: np.ndarray
     vectors: np.ndarray
     keys: dict[str, pa.ChunkedArray]
 
     @property
     def ids(self) -> np.ndarray:
-        """The rowid of each vector."""
-        return self.rowids[self.embedded]
+        """The row id of each vector."""
+        return self.row_ids[self.embedded]
 
     @property
     def positions(self) -> np.ndarray:
@@ -124,13 +124,13 @@ def _read(backend: Backend, table: str, column: str, keys: list[str], embedded: 
     """Every row, batch by batch, the vectors into one array (the build's largest piece of
     memory besides the index's own copy)."""
     vectors = np.empty((embedded, 0), np.float32)
-    rowids, present = [np.empty(0, np.int64)], [np.empty(0, bool)]
+    row_ids, present = [np.empty(0, np.int64)], [np.empty(0, bool)]
     values: dict[str, list[pa.Array]] = {key: [] for key in keys}
     read = 0
-    with (backend.stream(f"SELECT rowid, {', '.join([column, *keys])} FROM {table}") as result,
+    with (backend.stream(f"SELECT {', '.join([backend.row_id, column, *keys])} FROM {table}") as result,
           tqdm(total=embedded, desc=f"read {table}.{column}", unit="row") as bar):
         for batch in result.batches:
-            rowids.append(batch.column(0).to_numpy())
+            row_ids.append(batch.column(0).to_numpy())
             present.append(batch.column(1).is_valid().to_numpy(zero_copy_only=False))
             count = int(present[-1].sum())
             if count:
@@ -143,12 +143,12 @@ def _read(backend: Backend, table: str, column: str, keys: list[str], embedded: 
                 values[key].append(batch.column(number))
             read += count
             bar.update(count)
-    return _Rows(np.concatenate(rowids), np.concatenate(present), vectors[:read],
+    return _Rows(np.concatenate(row_ids), np.concatenate(present), vectors[:read],
                  {key: pa.chunked_array(arrays, pa.string()) for key, arrays in values.items()})
 
 
 def _graph(rows: _Rows, metric: str) -> faiss.Index:
-    """The HNSW graph of the vectors, labelled by rowid. They are added at once: faiss links a
+    """The HNSW graph of the vectors, labelled by row id. They are added at once: faiss links a
     graph built in batches less well (recall@10 fell from 1.0 to 0.93 at 1024-d with batches of
     8192 rows)."""
     graph = faiss.IndexHNSWFlat(max(rows.vectors.shape[1], 1), _GRAPH_DEGREE, METRICS[metric])
@@ -171,11 +171,11 @@ def _key_map_paths(path: Path, build: str, key: str) -> tuple[Path, Path]:
 
 def _write_key_map(path: Path, build: str, key: str, values: pa.ChunkedArray,
                    rows: _Rows) -> None:
-    """Store every row's key (rows without one left out), sorted by key and then rowid, with
+    """Store every row's key (rows without one left out) in the reference rule's order, with
     its row's position in the index (-1 when it has no embedding), for a binary search."""
     named = values.is_valid().to_numpy(zero_copy_only=False)
     encoded = np.array(values.drop_null().cast(pa.binary()).to_pylist(), dtype=bytes)
-    order = np.lexsort((rows.rowids[named], encoded))
+    order = key_map_order(encoded, rows.row_ids[named])
     for target, array in zip(_key_map_paths(path, build, key),
                              (encoded[order], rows.positions[named][order]), strict=True):
         with replacing(target) as new:
@@ -233,7 +233,7 @@ class NeighbourIndex:
         return int(self.meta["rows"])
 
     def search(self, vectors: np.ndarray, count: int) -> tuple[np.ndarray, float]:
-        """The rowids of about the ``count`` rows nearest each of ``vectors`` (without repeats,
+        """The row ids of about the ``count`` rows nearest each of ``vectors`` (without repeats,
         nearest first for one vector), and the reach of the search: a row left out is nearer to
         its reference than that only if the graph search missed it (infinite when every row was
         proposed)."""
@@ -246,7 +246,7 @@ class NeighbourIndex:
         return (proposed if len(queries) == 1 else np.unique(proposed)), reach
 
     def within(self, vectors: np.ndarray, radius: float) -> np.ndarray:
-        """The rowids of every row within ``radius`` of any of ``vectors``: an exact scan of the
+        """The row ids of every row within ``radius`` of any of ``vectors``: an exact scan of the
         vectors the index stores (a little beyond the radius, so rounding loses no row)."""
         queries = _prepared(np.atleast_2d(vectors), self.meta["metric"])
         if self.meta["metric"] == "cosine":
@@ -257,20 +257,11 @@ class NeighbourIndex:
         return np.unique(self._labels[positions])
 
     def vector_named(self, keys: tuple[str, ...], value: str) -> np.ndarray | None:
-        """The vector of the row named ``value``: the first of ``keys`` any row has it in, the
-        lowest rowid among those rows. None when the index cannot tell (the row has no
-        embedding, no row has the name, or the index keeps no such key): the table then says
-        which, by the same rule."""
-        wanted = value.encode("utf-8")
-        for key in keys:
-            if key not in self._key_maps:
-                return None
-            values, positions = self._key_maps[key]
-            found = int(np.searchsorted(values, wanted))
-            if found < len(values) and values[found] == wanted:
-                position = int(positions[found])
-                return self._storage.reconstruct(position) if position >= 0 else None
-        return None
+        """The vector of the row named ``value`` by the reference rule. None when the index
+        cannot tell (the row has no embedding, no row has the name, or the index keeps no such
+        key): the table then says which, by the same rule."""
+        position = named_position(self._key_maps, keys, value)
+        return None if position is None or position < 0 else self._storage.reconstruct(position)
 
     @functools.cached_property
     def _storage(self) -> faiss.IndexFlat:
@@ -285,5 +276,5 @@ class NeighbourIndex:
 
     @functools.cached_property
     def _labels(self) -> np.ndarray:
-        """The rowid of each vector, in the order the index stores them."""
+        """The row id of each vector, in the order the index stores them."""
         return faiss.vector_to_array(self.index.id_map)

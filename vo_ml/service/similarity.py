@@ -177,31 +177,9 @@ class ConePlan:
 
 def reference_embeddings(
         references: list[adql.Reference]) -> dict[tuple[str, str], np.ndarray]:
-    """The embedding of every row named as a similarity reference, by (table, name given); each
-    row must exist and have one, or the distances would all be NULL. An up-to-date L2 index
-    holds them, keyed as the rows are named; otherwise the table is asked."""
-    embeddings = {}
-    for reference in references:
-        index = _current_index(reference.table, reference.embedding_column, "l2")
-        embedding = None if index is None else index.vector_named(reference.key_columns,
-                                                                  reference.value)
-        embeddings[reference.table, reference.value] = (
-            _looked_up(reference) if embedding is None else embedding)
-    return embeddings
-
-
-def _looked_up(reference: adql.Reference) -> np.ndarray:
-    """The embedding of the row a reference names, looked up in its table by one key column
-    after the other (each an index lookup), the lowest rowid first: the rule of the SQL."""
-    for key in reference.key_columns:
-        found = archive().backend.lookup(
-            f"SELECT {reference.embedding_column} FROM {reference.table} WHERE {key} = ? "
-            "ORDER BY rowid LIMIT 1", [reference.value])
-        if found and found[0][0] is None:
-            raise adql.unembedded_reference_error(reference)
-        if found:
-            return np.asarray(found[0][0], np.float32)
-    raise adql.unknown_reference_error(reference)
+    """The embedding of every row named as a similarity reference, by (table, name given), from
+    the tables' up-to-date L2 indexes or else the archive (:func:`adql.reference_embeddings`)."""
+    return adql.reference_embeddings(references, archive().backend, _current_index)
 
 
 def _reference_vectors(query: NeighbourQuery, embeddings: dict[tuple[str, str], np.ndarray],
