@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 from astropy.io.votable import parse
-from conftest import SLOW, TABLE, TAU_CETI, copy_archive, serving
+from conftest import SLOW, TABLE, TAU_CETI, copy_archive
 from pyvo.dal import DALAccessError
 
 SIMILAR = (f"SELECT TOP 10 obs_publisher_did, target_name, teff, "
@@ -68,12 +68,12 @@ def test_similarity_with_a_filter_keeps_only_matching_rows(service):
     assert len(result) == 5 and np.all(result["teff"] > 5500)
 
 
-def test_result_fields_carry_tap_schema_metadata(tap_url):
-    response = requests.get(f"{tap_url}/sync", params={
+def test_result_fields_carry_tap_schema_metadata(client):
+    response = client.get("/tap/sync", query_string={
         "LANG": "ADQL", "QUERY": f"SELECT TOP 3 s_ra, teff, embedding FROM {TABLE}"})
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("application/x-votable+xml")
-    fields = {f.name: f for f in parse(io.BytesIO(response.content)).get_first_table().fields}
+    fields = {f.name: f for f in parse(io.BytesIO(response.data)).get_first_table().fields}
     assert (fields["s_ra"].ucd, str(fields["s_ra"].unit)) == ("pos.eq.ra", "deg")
     assert str(fields["teff"].unit) == "K"
     assert fields["embedding"].arraysize == "2" and fields["embedding"].datatype == "float"
@@ -99,10 +99,10 @@ def test_maxrec_truncation_is_flagged_as_overflow(service):
     assert len(complete) > 7 and complete.status[0] == "OK"
 
 
-def test_the_overflow_marker_follows_the_table_and_the_status_before_it_is_ok(tap_url):
+def test_the_overflow_marker_follows_the_table_and_the_status_before_it_is_ok(client):
     """DALI: QUERY_STATUS OK before the table, OVERFLOW after it (where taplint looks)."""
-    document = requests.get(f"{tap_url}/sync", params={
-        "LANG": "ADQL", "QUERY": f"SELECT obs_id FROM {TABLE}", "MAXREC": 3}, timeout=30).content
+    document = client.get("/tap/sync", query_string={
+        "LANG": "ADQL", "QUERY": f"SELECT obs_id FROM {TABLE}", "MAXREC": 3}).data
     overflow = document.index(b'name="QUERY_STATUS" value="OVERFLOW"')
     assert document.index(b'name="QUERY_STATUS" value="OK"') < document.index(b"<TABLE")
     assert document.index(b"</TABLE>") < overflow < document.index(b"</RESOURCE>")
@@ -116,11 +116,11 @@ def _error_of(service, query):
     return str(error.value)
 
 
-def test_syntax_error_is_a_dali_error(service, tap_url):
+def test_syntax_error_is_a_dali_error(service, client):
     assert "syntax" in _error_of(service, "SELEKT obs_id FROM miles.spectra").lower()
-    response = requests.post(f"{tap_url}/sync", data={"LANG": "ADQL", "QUERY": "SELECT FROM"})
+    response = client.post("/tap/sync", data={"LANG": "ADQL", "QUERY": "SELECT FROM"})
     assert response.status_code == 400
-    status = parse(io.BytesIO(response.content)).resources[0].infos[0]
+    status = parse(io.BytesIO(response.data)).resources[0].infos[0]
     assert (status.name, status.value) == ("QUERY_STATUS", "ERROR")
 
 
@@ -146,26 +146,27 @@ def test_backend_functions_are_unreachable(service):
     ({"LANG": "ADQL", "QUERY": "SELECT 1", "MAXREC": "lots"}, "MAXREC"),
     ({"LANG": "ADQL", "QUERY": "SELECT 1", "RESPONSEFORMAT": "image/png"}, "RESPONSEFORMAT"),
 ])
-def test_bad_parameters_get_a_dali_error_naming_them(tap_url, parameters, message):
-    response = requests.get(f"{tap_url}/sync", params=parameters)
+def test_bad_parameters_get_a_dali_error_naming_them(client, parameters, message):
+    response = client.get("/tap/sync", query_string=parameters)
     assert response.status_code == 400
-    status = parse(io.BytesIO(response.content)).resources[0].infos[0]
+    status = parse(io.BytesIO(response.data)).resources[0].infos[0]
     assert status.value == "ERROR" and message in status.content
 
 
-def test_availability_says_available(tap_url):
-    response = requests.get(f"{tap_url}/availability")
-    assert response.ok and b"<vosi:available>true</vosi:available>" in response.content
+def test_availability_says_available(client):
+    response = client.get("/tap/availability")
+    assert response.status_code == 200
+    assert b"<vosi:available>true</vosi:available>" in response.data
 
 
 @pytest.mark.parametrize(("query", "message"), [
     (f"SELECT CAST(target_name AS INTEGER) FROM {TABLE}", "refused"),
     (f"SELECT TOP 1 MOD(7, 0) FROM {TABLE}", "refused"),
 ])
-def test_queries_the_database_refuses_are_dali_errors_with_status_400(tap_url, query, message):
-    response = requests.get(f"{tap_url}/sync", params={"LANG": "ADQL", "QUERY": query})
+def test_queries_the_database_refuses_are_dali_errors_with_status_400(client, query, message):
+    response = client.get("/tap/sync", query_string={"LANG": "ADQL", "QUERY": query})
     assert response.status_code == 400
-    status = parse(io.BytesIO(response.content)).resources[0].infos[0]
+    status = parse(io.BytesIO(response.data)).resources[0].infos[0]
     assert status.value == "ERROR" and message in status.content
 
 
@@ -191,21 +192,24 @@ def test_tap_schema_lists_its_own_foreign_keys_and_the_size_of_vectors(service):
 
 
 def test_a_query_over_the_time_limit_is_stopped_with_an_error_document(archive, tmp_path):
-    with serving(copy_archive(archive, tmp_path), {"QUERY_TIMEOUT": "0.5"}) as root:
-        started = time.perf_counter()
-        response = requests.get(f"{root}/tap/sync", params={"LANG": "ADQL", "QUERY": SLOW}, timeout=60)
-        elapsed = time.perf_counter() - started
-        quick = requests.get(f"{root}/tap/sync", params={
-            "LANG": "ADQL", "QUERY": f"SELECT TOP 1 obs_id FROM {TABLE}"}, timeout=60)
+    from vo_ml.service import create_app
+
+    client = create_app({"ARCHIVE_DB": str(copy_archive(archive, tmp_path)),
+                         "QUERY_TIMEOUT": "0.5"}).test_client()
+    started = time.perf_counter()
+    response = client.get("/tap/sync", query_string={"LANG": "ADQL", "QUERY": SLOW})
+    elapsed = time.perf_counter() - started
+    quick = client.get("/tap/sync", query_string={
+        "LANG": "ADQL", "QUERY": f"SELECT TOP 1 obs_id FROM {TABLE}"})
     assert response.status_code == 400 and elapsed < 10
-    assert b'value="ERROR"' in response.content and b"limit of 0.5 s" in response.content
+    assert b'value="ERROR"' in response.data and b"limit of 0.5 s" in response.data
     assert quick.status_code == 200  # the worker is free again
 
 
-def test_every_answer_allows_browser_clients_from_other_sites(tap_url):
-    preflight = requests.options(f"{tap_url}/sync", headers={
-        "Origin": "https://aladin.example", "Access-Control-Request-Method": "POST"}, timeout=30)
-    answer = requests.get(f"{tap_url}/tables", headers={"Origin": "https://aladin.example"}, timeout=30)
+def test_every_answer_allows_browser_clients_from_other_sites(client):
+    preflight = client.options("/tap/sync", headers={
+        "Origin": "https://aladin.example", "Access-Control-Request-Method": "POST"})
+    answer = client.get("/tap/tables", headers={"Origin": "https://aladin.example"})
     for response in (preflight, answer):
         assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
@@ -229,10 +233,10 @@ def test_every_dali_example_is_marked_up_and_runs(service, tap_url):
     assert f"{tap_url}/examples" in capabilities
 
 
-def test_the_landing_page_offers_a_query_form_and_the_examples(tap_url):
-    page = requests.get(tap_url, timeout=30)
+def test_the_landing_page_offers_a_query_form_and_the_examples(client):
+    page = client.get("/tap")
     assert page.status_code == 200
-    assert f'action="{tap_url}/sync"' in page.text and 'name="QUERY"' in page.text
+    assert 'action="http://localhost/tap/sync"' in page.text and 'name="QUERY"' in page.text
     assert "ml_distance(embedding" in page.text and 'href="examples#most-similar"' in page.text
 
 

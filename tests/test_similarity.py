@@ -1,6 +1,7 @@
-"""Latent-space similarity over HTTP with pyvo, against brute-force numpy on the MILES embeddings.
+"""Latent-space similarity through the service's routes, against brute-force numpy on the MILES
+embeddings (pyvo reads them from the session's server; concurrency is tested on a server too).
 
-The served archive has the neighbour index `vo-ml embed` builds, so ``TOP k ... ORDER BY
+The archive has the neighbour index `vo-ml embed` builds, so ``TOP k ... ORDER BY
 ml_distance`` runs on index candidates re-ranked exactly; every answer is compared with the
 distances numpy computes over all embeddings the service publishes.
 """
@@ -17,13 +18,14 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-import pyvo
 import requests
 from astropy import units as u
 from astropy.io import fits
 from astropy.io.votable import from_table, parse
 from astropy.table import Table
 from conftest import DATA, MILES, TABLE, TAU_CETI, VO_ML, copy_archive, serving
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +48,39 @@ def _vector_of(embeddings: Table, did: str) -> np.ndarray:
                       dtype=np.float64)
 
 
-def _answer(response: requests.Response) -> tuple[Table, str]:
-    """The result of a query that must have succeeded, and the plan the service says it used."""
-    assert response.status_code == 200, response.text
-    votable = parse(io.BytesIO(response.content))
+def _app(db: Path, **settings: str) -> FlaskClient:
+    """The test client of the service on ``db``: a route-level test needs no server."""
+    from vo_ml.service import create_app
+
+    return create_app({"ARCHIVE_DB": str(db), **settings}).test_client()
+
+
+def _result(document: bytes) -> tuple[Table, str]:
+    """The rows of a result document, and the plan the service says it used."""
+    votable = parse(io.BytesIO(document))
     plan = next(i.value for i in votable.resources[0].infos if i.name == "vo_ml_plan")
     return votable.get_first_table().to_table(), plan
 
 
-def _sync(tap_url: str, query: str, **params: str) -> tuple[Table, str]:
-    return _answer(requests.post(f"{tap_url}/sync",
-                                 data={"LANG": "ADQL", "QUERY": query, **params}, timeout=60))
+def _answer(response: TestResponse) -> tuple[Table, str]:
+    """The result of a query that must have succeeded, and the plan the service says it used."""
+    assert response.status_code == 200, response.text
+    return _result(response.data)
+
+
+def _post(client: FlaskClient, query: str, **params: object) -> TestResponse:
+    return client.post("/tap/sync", data={"LANG": "ADQL", "QUERY": query, **params})
+
+
+def _sync(client: FlaskClient, query: str, **params: str) -> tuple[Table, str]:
+    return _answer(_post(client, query, **params))
+
+
+def _rows(client: FlaskClient, query: str) -> Table:
+    """Every row of a query that names no plan."""
+    response = _post(client, query, MAXREC="100000")
+    assert response.status_code == 200, response.text
+    return parse(io.BytesIO(response.data)).get_first_table().to_table()
 
 
 def _assert_nearest(result: Table, candidates: Table, distances: np.ndarray, k: int) -> None:
@@ -69,8 +93,8 @@ def _assert_nearest(result: Table, candidates: Table, distances: np.ndarray, k: 
 
 
 @pytest.mark.parametrize("mode", ["auto", "exact"])
-def test_top_k_matches_brute_force_with_the_plan_named(tap_url, embeddings, mode):
-    result, plan = _sync(tap_url, f"SELECT TOP 10 obs_publisher_did, ml_distance(embedding, "
+def test_top_k_matches_brute_force_with_the_plan_named(client, embeddings, mode):
+    result, plan = _sync(client, f"SELECT TOP 10 obs_publisher_did, ml_distance(embedding, "
                                   f"'{TAU_CETI}') AS d FROM {TABLE} ORDER BY d", ML_SEARCH=mode)
     _assert_nearest(result, embeddings, brute_force(embeddings, _vector_of(embeddings, TAU_CETI)), 10)
     assert result["obs_publisher_did"][0] == TAU_CETI
@@ -79,9 +103,9 @@ def test_top_k_matches_brute_force_with_the_plan_named(tap_url, embeddings, mode
                            else "exact: every row")
 
 
-def test_a_filter_on_fewer_rows_than_the_first_candidates_ranks_every_row(tap_url, embeddings):
+def test_a_filter_on_fewer_rows_than_the_first_candidates_ranks_every_row(client, embeddings):
     """The first candidates (at least 100) are more than the 91 rows: all of them, no widening."""
-    result, plan = _sync(tap_url, f"SELECT TOP 5 obs_publisher_did, ml_distance(embedding, "
+    result, plan = _sync(client, f"SELECT TOP 5 obs_publisher_did, ml_distance(embedding, "
                                   f"'{TAU_CETI}') AS d FROM {TABLE} WHERE teff > 7000 ORDER BY d")
     hot = embeddings[np.asarray(embeddings["teff"]) > 7000]
     assert len(result) == 5
@@ -102,21 +126,21 @@ def test_reference_keys_are_indexed_as_tap_schema_says(archive):
     assert all(f"({column})" in definitions for column in indexed)
 
 
-def test_obs_id_and_written_vectors_are_references_too(tap_url, embeddings):
+def test_obs_id_and_written_vectors_are_references_too(client, embeddings):
     row = list(embeddings["obs_publisher_did"]).index(TAU_CETI)
     vector = np.asarray(embeddings["embedding"][row], dtype=np.float64)
     written = " ".join(repr(float(x)) for x in np.asarray(embeddings["embedding"][row]))
-    by_obs_id, _ = _sync(tap_url, f"SELECT TOP 3 obs_publisher_did, ml_distance(embedding, "
+    by_obs_id, _ = _sync(client, f"SELECT TOP 3 obs_publisher_did, ml_distance(embedding, "
                                   f"'{embeddings['obs_id'][row]}') AS d FROM {TABLE} ORDER BY d")
-    by_vector, _ = _sync(tap_url, f"SELECT TOP 3 obs_publisher_did, ml_distance(embedding, "
+    by_vector, _ = _sync(client, f"SELECT TOP 3 obs_publisher_did, ml_distance(embedding, "
                                   f"ml_vector('{written}')) AS d FROM {TABLE} ORDER BY d")
     distances = brute_force(embeddings, vector)
     _assert_nearest(by_obs_id, embeddings, distances, 3)
     _assert_nearest(by_vector, embeddings, distances, 3)
 
 
-def test_cosine_distance_without_its_index_is_exact_and_says_so(tap_url, embeddings):
-    result, plan = _sync(tap_url, f"SELECT TOP 7 obs_publisher_did, ml_cosine_distance(embedding, "
+def test_cosine_distance_without_its_index_is_exact_and_says_so(client, embeddings):
+    result, plan = _sync(client, f"SELECT TOP 7 obs_publisher_did, ml_cosine_distance(embedding, "
                                   f"'{TAU_CETI}') AS d FROM {TABLE} ORDER BY d")
     _assert_nearest(result, embeddings,
                     brute_force(embeddings, _vector_of(embeddings, TAU_CETI), "cosine"), 7)
@@ -141,8 +165,8 @@ def test_an_uploaded_embedding_is_a_reference_in_a_join(service, embeddings):
     (f"SELECT TOP 3 ml_distance(embedding, ml_vector('1 2 3')) AS d FROM {TABLE} ORDER BY d",
      "dimension mismatch"),
 ])
-def test_similarity_errors_are_dali_documents(tap_url, query, fragment):
-    response = requests.post(f"{tap_url}/sync", data={"LANG": "ADQL", "QUERY": query}, timeout=60)
+def test_similarity_errors_are_dali_documents(client, query, fragment):
+    response = _post(client, query)
     assert response.status_code == 400 and fragment in response.text
 
 
@@ -165,14 +189,14 @@ def _spectra(*paths: Path) -> Table:
     return table
 
 
-def _upload(tap_url: str, query: str, table: Table, **params: str) -> requests.Response:
+def _upload(client: FlaskClient, query: str, table: Table, **params: str) -> TestResponse:
     """A sync query with ``table`` uploaded as TAP_UPLOAD.mine (read a success with
     :func:`_answer`)."""
     document = io.BytesIO()
     from_table(table).to_xml(document)
-    return requests.post(f"{tap_url}/sync", data={
-        "LANG": "ADQL", "QUERY": query, "UPLOAD": "mine,param:spectra", **params},
-        files={"spectra": ("mine.xml", document.getvalue())}, timeout=120)
+    document.seek(0)
+    return _post(client, query, UPLOAD="mine,param:spectra", spectra=(document, "mine.xml"),
+                 **params)
 
 
 LIKE_MINE = (f"SELECT TOP {{k}} s.obs_publisher_did, s.teff, s.logg, ml_distance(s.embedding, "
@@ -181,13 +205,13 @@ LIKE_MINE = (f"SELECT TOP {{k}} s.obs_publisher_did, s.teff, s.logg, ml_distance
 
 
 @pytest.mark.parametrize(("star", "teff", "logg"), [("m0807", 4634, 2.57), ("m0416", 5401, 4.60)])
-def test_a_held_out_star_finds_archive_stars_of_its_kind(tap_url, archive, embeddings, star,
+def test_a_held_out_star_finds_archive_stars_of_its_kind(client, archive, embeddings, star,
                                                          teff, logg):
     from vo_ml.ml.embedding import latent_vectors
     from vo_ml.spectra.readers import read_spectrum
 
     path = HELD_OUT / f"MILES_res2.50_star_{star}V.fits"
-    result, plan = _answer(_upload(tap_url, LIKE_MINE.format(k=5), _spectra(path)))
+    result, plan = _answer(_upload(client, LIKE_MINE.format(k=5), _spectra(path)))
     assert plan.startswith("approximate") and "near the reference" in plan
     # The same star through the ingest reader and the archive's preprocessing, encoded here.
     flux, mask = archive["config"].preprocessing.apply(read_spectrum(path))
@@ -197,10 +221,10 @@ def test_a_held_out_star_finds_archive_stars_of_its_kind(tap_url, archive, embed
     assert abs(np.median(result["logg"]) - logg) < 0.6
 
 
-def test_an_archive_spectrum_uploaded_is_its_own_nearest_row(tap_url):
+def test_an_archive_spectrum_uploaded_is_its_own_nearest_row(client):
     tau_ceti = _spectra(MILES / "MILES_res2.50_star_m0067V.fits")
     tau_ceti["wavelength"] = tau_ceti["wavelength"].to(u.nm)
-    result, _ = _answer(_upload(tap_url, LIKE_MINE.format(k=1), tau_ceti))
+    result, _ = _answer(_upload(client, LIKE_MINE.format(k=1), tau_ceti))
     assert result["obs_publisher_did"][0] == TAU_CETI and result["d"][0] < 1e-4
 
 
@@ -212,10 +236,10 @@ def _pairs(embeddings: Table, references: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 @pytest.mark.parametrize("mode", ["auto", "exact"])
-def test_nearest_pairs_to_many_uploaded_references(tap_url, embeddings, mode):
+def test_nearest_pairs_to_many_uploaded_references(client, embeddings, mode):
     references = np.asarray(embeddings["embedding"][[5, 40, 77]], dtype=np.float64)
     mine = Table({"name": ["a", "b", "c"], "vec": references.astype(np.float32)})
-    result, plan = _answer(_upload(tap_url, f"SELECT TOP 12 u.name, s.obs_publisher_did, "
+    result, plan = _answer(_upload(client, f"SELECT TOP 12 u.name, s.obs_publisher_did, "
                                             f"ml_distance(s.embedding, u.vec) AS d FROM {TABLE} "
                                             "AS s JOIN TAP_UPLOAD.mine AS u ON s.teff > 4000 "
                                             "ORDER BY d", mine, ML_SEARCH=mode))
@@ -225,11 +249,11 @@ def test_nearest_pairs_to_many_uploaded_references(tap_url, embeddings, mode):
     assert plan.startswith("approximate: ") == (mode == "auto")
 
 
-def test_a_latent_cone_is_every_row_within_the_radius(tap_url, embeddings):
+def test_a_latent_cone_is_every_row_within_the_radius(client, embeddings):
     """A small cone, so that it stays below the share of the table that goes exact."""
     distances = brute_force(embeddings, _vector_of(embeddings, TAU_CETI))
     radius = float(np.sort(distances)[5]) + 1e-4
-    result, plan = _sync(tap_url, f"SELECT obs_publisher_did, ml_distance(embedding, "
+    result, plan = _sync(client, f"SELECT obs_publisher_did, ml_distance(embedding, "
                                   f"'{TAU_CETI}') AS d FROM {TABLE} WHERE teff > 5000 AND "
                                   f"ml_distance(embedding, '{TAU_CETI}') < {radius} ORDER BY d")
     inside = (distances < radius) & (np.ma.filled(embeddings["teff"], 0) > 5000)
@@ -237,7 +261,7 @@ def test_a_latent_cone_is_every_row_within_the_radius(tap_url, embeddings):
     assert plan.startswith("latent cone: ")
 
 
-def test_a_radius_join_against_uploaded_references(tap_url, embeddings):
+def test_a_radius_join_against_uploaded_references(client, embeddings):
     references = np.asarray(embeddings["embedding"][[3, 30, 60, 90]], dtype=np.float64)
     pairs, distances = _pairs(embeddings, references)
     radius = float(distances[6]) + 1e-4
@@ -247,7 +271,7 @@ def test_a_radius_join_against_uploaded_references(tap_url, embeddings):
     expected = sorted((str(mine["name"][i]), str(embeddings["obs_publisher_did"][j]))
                       for i, j in pairs[distances <= radius])
     for mode, kind in (("auto", "latent cone: "), ("exact", "exact: ")):
-        result, plan = _answer(_upload(tap_url, query, mine, ML_SEARCH=mode))
+        result, plan = _answer(_upload(client, query, mine, ML_SEARCH=mode))
         assert sorted(zip(result["name"], result["obs_publisher_did"], strict=True)) == expected
         assert plan.startswith(kind)
 
@@ -259,16 +283,16 @@ def test_a_radius_join_against_uploaded_references(tap_url, embeddings):
     (f"SELECT TOP 3 ml_distance(s.embedding, ml_encode(u.name, u.flux)) AS d FROM {TABLE} AS s, "
      "TAP_UPLOAD.mine AS u ORDER BY d", "must be array columns"),
 ])
-def test_ml_encode_errors_name_the_problem(tap_url, query, fragment):
-    response = _upload(tap_url, query, _spectra(HELD_OUT / "MILES_res2.50_star_m0807V.fits"))
+def test_ml_encode_errors_name_the_problem(client, query, fragment):
+    response = _upload(client, query, _spectra(HELD_OUT / "MILES_res2.50_star_m0807V.fits"))
     assert response.status_code == 400 and "ADQL-E06" in response.text
     assert fragment in response.text
 
 
-def test_uploaded_wavelengths_must_be_a_length(tap_url):
+def test_uploaded_wavelengths_must_be_a_length(client):
     spectra = _spectra(HELD_OUT / "MILES_res2.50_star_m0807V.fits")
     spectra["wavelength"].unit = u.s
-    response = _upload(tap_url, LIKE_MINE.format(k=3), spectra)
+    response = _upload(client, LIKE_MINE.format(k=3), spectra)
     assert response.status_code == 400 and "is not a length" in response.text
 
 
@@ -298,8 +322,7 @@ def edited(archive, tmp_path_factory) -> dict:
     subprocess.run([VO_ML, "index", "--db", str(reindexed), "--table", TABLE], check=True,
                    capture_output=True)
     stale = _copy_archive(archive, tmp_path_factory.mktemp("stale"), TIES_AND_NULLS, [TAU_CETI])
-    with serving(reindexed) as fresh_root, serving(stale) as stale_root:
-        yield {"fresh": f"{fresh_root}/tap", "stale": f"{stale_root}/tap"}
+    return {"fresh": _app(reindexed), "stale": _app(stale)}
 
 
 @pytest.mark.parametrize(("served", "mode", "kind"), [
@@ -307,13 +330,12 @@ def edited(archive, tmp_path_factory) -> dict:
     ("stale", "auto", "exact: every row of miles.spectra with a embedding compared; no up-to-date"),
 ])
 def test_ties_and_rows_without_embedding_after_an_edit(edited, served, mode, kind):
-    tap_url = edited[served]
-    current = pyvo.dal.TAPService(tap_url).search(
-        f"SELECT obs_publisher_did, embedding FROM {TABLE} WHERE embedding IS NOT NULL",
-        maxrec=10000).to_table()
+    client = edited[served]
+    current = _rows(client, f"SELECT obs_publisher_did, embedding FROM {TABLE} "
+                            "WHERE embedding IS NOT NULL")
     assert len(current) == 90
-    result, plan = _sync(tap_url, f"SELECT TOP 6 obs_publisher_did, ml_distance(embedding, "
-                                  f"'{TAU_CETI}') AS d FROM {TABLE} ORDER BY d", ML_SEARCH=mode)
+    result, plan = _sync(client, f"SELECT TOP 6 obs_publisher_did, ml_distance(embedding, "
+                                 f"'{TAU_CETI}') AS d FROM {TABLE} ORDER BY d", ML_SEARCH=mode)
     _assert_nearest(result, current, brute_force(current, _vector_of(current, TAU_CETI)), 6)
     assert sorted(result["obs_publisher_did"][:3]) == sorted(
         [TAU_CETI, "ivo://vo-ml.example/miles?m0322", "ivo://vo-ml.example/miles?m0353"])
@@ -329,10 +351,9 @@ def test_a_renamed_row_is_found_by_its_new_name_only(archive, tmp_path):
                             [TAU_CETI])
     query = ("SELECT TOP 3 obs_publisher_did, ml_distance(embedding, '{}') AS d "
              f"FROM {TABLE} ORDER BY d")
-    with serving(renamed) as root:
-        result, plan = _sync(f"{root}/tap", query.format("tau-ceti"))
-        old_name = requests.post(f"{root}/tap/sync", data={
-            "LANG": "ADQL", "QUERY": query.format("m0067")}, timeout=60)
+    client = _app(renamed)
+    result, plan = _sync(client, query.format("tau-ceti"))
+    old_name = _post(client, query.format("m0067"))
     assert result["obs_publisher_did"][0] == TAU_CETI and result["d"][0] == 0
     assert "no up-to-date l2 neighbour index" in plan
     assert old_name.status_code == 400 and "'m0067'" in old_name.text
@@ -350,11 +371,9 @@ def test_a_name_is_resolved_by_one_rule_however_the_query_runs(archive, tmp_path
                    capture_output=True)
     query = (f"SELECT TOP 3 obs_publisher_did, ml_distance(embedding, '{unembedded}') AS d "
              f"FROM {TABLE} ORDER BY d")
-    with serving(db) as root:
-        answers = [requests.post(f"{root}/tap/sync", data={
-            "LANG": "ADQL", "QUERY": query, "ML_SEARCH": mode}, timeout=60) for mode in
-            ("auto", "exact")]
-        _, indexed = _sync(f"{root}/tap", query.replace(unembedded, TAU_CETI))
+    client = _app(db)
+    answers = [_post(client, query, ML_SEARCH=mode) for mode in ("auto", "exact")]
+    _, indexed = _sync(client, query.replace(unembedded, TAU_CETI))
     assert indexed.startswith("approximate")
     for answer in answers:
         assert answer.status_code == 400 and "has no embedding" in answer.text
@@ -364,9 +383,8 @@ def test_a_damaged_index_is_not_used(archive, tmp_path):
     db = copy_archive(archive, tmp_path, index=True)
     for damaged in Path(f"{db}.neighbours").glob("*.obs_id.values.npy"):
         damaged.write_bytes(damaged.read_bytes()[:100])
-    with serving(db) as root:
-        result, plan = _sync(f"{root}/tap", f"SELECT TOP 3 obs_publisher_did, ml_distance("
-                                            f"embedding, '{TAU_CETI}') AS d FROM {TABLE} ORDER BY d")
+    result, plan = _sync(_app(db), f"SELECT TOP 3 obs_publisher_did, ml_distance("
+                                   f"embedding, '{TAU_CETI}') AS d FROM {TABLE} ORDER BY d")
     assert result["obs_publisher_did"][0] == TAU_CETI and "no up-to-date l2" in plan
 
 
@@ -405,17 +423,16 @@ def grown(archive, tmp_path_factory) -> dict:
             f"FROM {TABLE}, range(1, 100) AS copies(copy)")
     subprocess.run([VO_ML, "index", "--db", str(db), "--table", TABLE], check=True,
                    capture_output=True)
-    with serving(db) as root:
-        rows = pyvo.dal.TAPService(f"{root}/tap").search(
-            f"SELECT obs_publisher_did, teff, embedding FROM {TABLE} WHERE embedding IS NOT NULL",
-            maxrec=100000).to_table()
-        yield {"tap": f"{root}/tap", "rows": rows}
+    client = _app(db)
+    rows = _rows(client, f"SELECT obs_publisher_did, teff, embedding FROM {TABLE} "
+                         "WHERE embedding IS NOT NULL")
+    return {"client": client, "rows": rows}
 
 
 def test_a_filtered_search_reads_its_ranked_candidates_once(grown):
     rows = grown["rows"]
     assert len(rows) == 91 * 100
-    result, plan = _sync(grown["tap"], f"SELECT TOP 6 obs_publisher_did, teff AS vo_ml_distance, "
+    result, plan = _sync(grown["client"], f"SELECT TOP 6 obs_publisher_did, teff AS vo_ml_distance, "
                                        f"ml_distance(embedding, '{TAU_CETI}') AS d FROM {TABLE} "
                                        "WHERE teff < 5500 ORDER BY d")
     cool = rows[np.asarray(rows["teff"]) < 5500]
@@ -425,10 +442,10 @@ def test_a_filtered_search_reads_its_ranked_candidates_once(grown):
 
 
 def test_a_filtered_search_cut_by_maxrec_says_so(grown):
-    response = requests.post(f"{grown['tap']}/sync", data={
-        "LANG": "ADQL", "MAXREC": 3, "QUERY": f"SELECT TOP 8 obs_publisher_did, ml_distance("
-        f"embedding, '{TAU_CETI}') AS d FROM {TABLE} WHERE teff < 5500 ORDER BY d"}, timeout=60)
-    votable = parse(io.BytesIO(response.content))
+    response = _post(grown["client"], f"SELECT TOP 8 obs_publisher_did, ml_distance("
+                     f"embedding, '{TAU_CETI}') AS d FROM {TABLE} WHERE teff < 5500 ORDER BY d",
+                     MAXREC="3")
+    votable = parse(io.BytesIO(response.data))
     result = votable.get_first_table().to_table()
     cool = grown["rows"][np.asarray(grown["rows"]["teff"]) < 5500]
     _assert_nearest(result, cool, brute_force(cool, _vector_of(grown["rows"], TAU_CETI)), 3)
@@ -440,7 +457,7 @@ def test_a_filter_widens_the_candidates_until_k_rows_pass(grown):
     """Tau Ceti's 100 rows (its own and its copies, 5264 K) are the first 100 candidates, and
     the filter drops them all; among 800, rows of hotter neighbours are left."""
     rows = grown["rows"]
-    result, plan = _sync(grown["tap"], f"SELECT TOP 5 obs_publisher_did, ml_distance(embedding, "
+    result, plan = _sync(grown["client"], f"SELECT TOP 5 obs_publisher_did, ml_distance(embedding, "
                                        f"'{TAU_CETI}') AS d FROM {TABLE} WHERE teff > 5300 "
                                        "ORDER BY d")
     hotter = rows[np.ma.filled(rows["teff"], 0) > 5300]
@@ -449,7 +466,7 @@ def test_a_filter_widens_the_candidates_until_k_rows_pass(grown):
 
 
 def test_a_filter_that_keeps_too_few_candidates_runs_exactly(grown):
-    result, plan = _sync(grown["tap"], f"SELECT TOP 5 obs_publisher_did, ml_distance(embedding, "
+    result, plan = _sync(grown["client"], f"SELECT TOP 5 obs_publisher_did, ml_distance(embedding, "
                                        f"'{TAU_CETI}') AS d FROM {TABLE} WHERE teff > 9000 "
                                        "ORDER BY d")
     hot = grown["rows"][np.asarray(grown["rows"]["teff"]) > 9000]
@@ -461,12 +478,11 @@ def test_a_moved_model_is_a_clear_error_until_models_dir_names_it(archive, tmp_p
     moved = _copy_archive(archive, tmp_path, "UPDATE vo_ml.models SET card = json_merge_patch("
                                              "card, '{\"location\": \"/nowhere/model\"}')")
     spectra = _spectra(HELD_OUT / "MILES_res2.50_star_m0807V.fits")
-    with serving(moved) as root:
-        response = _upload(f"{root}/tap", LIKE_MINE.format(k=3), spectra)
+    response = _upload(_app(moved), LIKE_MINE.format(k=3), spectra)
     assert response.status_code == 400 and "ADQL-E12" in response.text
     assert "/nowhere/model" in response.text and "MODELS_DIR" in response.text
-    with serving(moved, {"MODELS_DIR": str(archive["model_dir"].parent)}) as root:
-        result, _ = _answer(_upload(f"{root}/tap", LIKE_MINE.format(k=3), spectra))
+    result, _ = _answer(_upload(_app(moved, MODELS_DIR=str(archive["model_dir"].parent)),
+                                LIKE_MINE.format(k=3), spectra))
     assert len(result) == 3
 
 
@@ -486,10 +502,12 @@ def test_concurrent_queries_at_a_cold_service_all_succeed(archive, tmp_path):
     with serving(copy_archive(archive, tmp_path, index=True)) as root:
         with ThreadPoolExecutor(clients) as pool:
             answers = list(pool.map(ask, [root] * clients))
-        expected, _ = _sync(f"{root}/tap", query, ML_SEARCH="exact")
+        exact = requests.post(f"{root}/tap/sync", data={"LANG": "ADQL", "QUERY": query,
+                                                        "ML_SEARCH": "exact"}, timeout=120)
     failures = [a.text for a in answers if a.status_code != 200]
     assert not failures, f"{len(failures)} of {clients} failed, the first: {failures[0]}"
+    expected, _ = _result(exact.content)
     for answer in answers:
-        result, plan = _answer(answer)
+        result, plan = _result(answer.content)
         assert list(result["obs_publisher_did"]) == list(expected["obs_publisher_did"])
         assert plan.startswith("approximate")

@@ -1,4 +1,4 @@
-"""SSA 1.1 over HTTP with pyvo as the client, and fetch_ssa filling a cache from it.
+"""SSA 1.1 with pyvo as the client over HTTP, through the routes, and fetch_ssa filling a cache.
 
 MILES spectra have no coordinates or dates, so POS and TIME are tested on a small HARPS archive
 of our own: the committed s1d file plus copies with other targets, positions and dates. One copy
@@ -84,8 +84,8 @@ def _dids(results) -> list[str]:
     return [str(record.getbyutype("ssa:Curation.PublisherDID", decode=True)) for record in results]
 
 
-def _query_status(response: requests.Response) -> list[tuple[str, str | None]]:
-    resource = parse(io.BytesIO(response.content)).resources[0]
+def _query_status(document: bytes) -> list[tuple[str, str | None]]:
+    resource = parse(io.BytesIO(document)).resources[0]
     return [(i.value, i.content) for i in resource.infos if i.name == "QUERY_STATUS"]
 
 
@@ -140,11 +140,11 @@ def test_format_metadata_gives_the_fields_and_no_rows(ssa_url):
     assert len(SSAService(ssa_url).search(format="compliant")) == 0
 
 
-def test_maxrec_cuts_the_result_and_says_so(ssa_url):
-    response = requests.get(ssa_url, params={"REQUEST": "queryData", "MAXREC": 5}, timeout=30)
+def test_maxrec_cuts_the_result_and_says_so(client):
+    response = client.get("/ssa", query_string={"REQUEST": "queryData", "MAXREC": 5})
     assert response.status_code == 200
-    assert _query_status(response)[-1][0] == "OVERFLOW"
-    assert len(parse(io.BytesIO(response.content)).get_first_table().array) == 5
+    assert _query_status(response.data)[-1][0] == "OVERFLOW"
+    assert len(parse(io.BytesIO(response.data)).get_first_table().array) == 5
 
 
 @pytest.mark.parametrize(("parameters", "named"), [
@@ -161,11 +161,11 @@ def test_maxrec_cuts_the_result_and_says_so(ssa_url):
     ({"REQUEST": "getData"}, "REQUEST='getData' is not supported"),
     ({"POS": "10,20"}, "missing parameter REQUEST"),
 ])
-def test_bad_parameters_are_dali_errors_naming_the_parameter(ssa_url, parameters, named):
-    response = requests.get(ssa_url, params=parameters, timeout=30)
+def test_bad_parameters_are_dali_errors_naming_the_parameter(client, parameters, named):
+    response = client.get("/ssa", query_string=parameters)
     assert response.status_code == 400
     assert response.headers["Content-Type"].startswith("application/x-votable+xml")
-    [(status, message)] = _query_status(response)
+    [(status, message)] = _query_status(response.data)
     assert status == "ERROR"
     assert named in message
 
@@ -184,17 +184,17 @@ def test_data_returns_the_ingested_file_unchanged(ssa_url):
 
 
 @pytest.mark.parametrize("did", ["ivo://vo-ml.example/miles?m9999", "/etc/passwd", str(MILES_SOURCE)])
-def test_data_refuses_an_id_that_names_no_spectrum(ssa_url, did):
-    response = requests.get(f"{ssa_url}/data", params={"ID": did}, timeout=30)
+def test_data_refuses_an_id_that_names_no_spectrum(client, did):
+    response = client.get("/ssa/data", query_string={"ID": did})
     assert response.status_code == 404
-    [(status, message)] = _query_status(response)
+    [(status, message)] = _query_status(response.data)
     assert status == "ERROR" and "is not the publisher DID of any spectrum" in message
 
 
 def test_data_says_gone_for_a_file_deleted_after_ingest(harps_url):
     response = requests.get(f"{harps_url}/data", params={"ID": HARPS_DID + "gone"}, timeout=30)
     assert response.status_code == 410
-    assert "moved or deleted since it was ingested" in _query_status(response)[0][1]
+    assert "moved or deleted since it was ingested" in _query_status(response.content)[0][1]
 
 
 def test_fetch_ssa_caches_spectra_that_read_back_as_the_sources(ssa_url, tmp_path):
