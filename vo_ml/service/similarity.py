@@ -10,6 +10,11 @@ maps, and in the table when the index does not have them. A latent cone (``ml_di
 r``) takes every row within r of any reference from an exact scan of the vectors the index
 stores. Without an up-to-date index, or when the request asks ``ML_SEARCH=exact``, the query
 scans every row. The plan used is named in the result (``INFO name="vo_ml_plan"``).
+
+:func:`plan` only decides, from what is known before anything runs (the mode, the index, the
+reference vectors); it returns a value: the exact SQL as a :class:`~vo_ml.service.dal.SqlPlan`,
+or a :class:`NearestPlan`, :class:`FilteredPlan` or :class:`ConePlan`, whose ``run`` searches
+the index and runs the SQL through the DAL pipeline's executor.
 """
 
 from __future__ import annotations
