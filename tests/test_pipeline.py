@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import MILES, TABLE, quick_model_config
+import pytest
+from conftest import MILES, TABLE, TAU_CETI, quick_model_config
 
 from vo_ml.archive.duckdb_backend import DuckDBBackend
 from vo_ml.pipeline import ArchiveConfig, embed, ingest, store_path, train_model
 from vo_ml.resources import config_file, load_yaml
 from vo_ml.spectra.miles import MilesDescriber
+from vo_ml.spectra.record import der_snr
 from vo_ml.spectra.store import SpectrumStore
 
 
@@ -136,3 +138,27 @@ def test_an_own_table_stays_published_when_another_table_is_ingested(tmp_path):
     assert "One row per spectrum" in tables["own.spectra"] and TABLE in tables
     assert _query(db, "SELECT obs_collection, count(*) FROM ivoa.obscore GROUP BY ALL ORDER BY 1") \
         == [("MILES", 1), ("own", 1)]
+
+
+def test_der_snr_measures_white_noise_on_a_sloping_continuum():
+    """The case DER_SNR is built for (Stoehr et al. 2008): Gaussian noise of sigma 2 on a
+    continuum with median 100 has S/N 50 per pixel; a straight-line slope does not change it,
+    masked (NaN) pixels are left out, and a flat spectrum without noise has no estimate."""
+    continuum = np.linspace(50.0, 150.0, 200_000)
+    noisy = continuum + np.random.default_rng(2008).normal(0.0, 2.0, continuum.size)
+    assert der_snr(noisy) == pytest.approx(50.0, rel=0.01)
+    noisy[::7] = np.nan
+    assert der_snr(noisy) == pytest.approx(50.0, rel=0.01)
+    assert der_snr(np.full(100, 3.0)) is None and der_snr(np.ones(4)) is None
+
+
+def test_rows_say_where_and_what_their_file_is_and_estimate_its_snr(archive):
+    """MILES files state no S/N: every row gets the DER_SNR estimate, so "snr > 50" finds stars."""
+    rows = _query(archive["db"], f"""
+        SELECT count(*), count(snr), count(*) FILTER (WHERE snr > 50),
+               count(*) FILTER (WHERE access_format = 'application/fits') FROM {TABLE}""")
+    total, with_snr, good, fits = rows[0]
+    assert total == with_snr == fits and 0 < good < total
+    (url,) = _query(archive["db"], f"SELECT access_url FROM {TABLE} WHERE obs_publisher_did = ?",
+                    [TAU_CETI])[0]
+    assert url == "/ssa/data?ID=ivo%3A%2F%2Fvo-ml.example%2Fmiles%3Fm0067"

@@ -29,10 +29,11 @@ from vo_ml.archive import tap_schema
 from vo_ml.archive.backend import ML_COLUMNS, MlColumns
 from vo_ml.archive.duckdb_backend import DuckDBBackend
 from vo_ml.archive.neighbours import build_index
+from vo_ml.spectra.access import file_format, relative_access_url
 from vo_ml.spectra.grid import Grid, Preprocessing
 from vo_ml.spectra.labels import RADIAL_VELOCITY
 from vo_ml.spectra.readers import read_spectrum
-from vo_ml.spectra.record import Spectrum, SpectrumReadError, file_checksum
+from vo_ml.spectra.record import Spectrum, SpectrumReadError, der_snr, file_checksum
 from vo_ml.spectra.store import SpectrumStore
 
 __all__ = ["ArchiveConfig", "IngestSummary", "DemoArchive", "ingest", "train_model", "embed",
@@ -237,19 +238,24 @@ def _prepare(path: Path, config: ArchiveConfig, describe: Describer | None, done
         reason = error.reason if isinstance(error, SpectrumReadError) else str(error)
         return {"failed": (str(path), checksum, reason)}
     row["obs_publisher_did"] = config.did_prefix + row["obs_id"]
+    row["access_url"] = relative_access_url(row["obs_publisher_did"])
     return {"row": row, "flux": flux, "mask": mask, "source": (str(Path(path).resolve()), checksum)}
 
 
 def _catalogue_row(path: Path, spectrum: Spectrum, config: ArchiveConfig) -> dict:
+    """What the file says of itself; the S/N is estimated from the flux where it says none.
+    The access URL follows from the publisher DID, which a catalogue may still rename."""
     wavelength = spectrum.wavelength.to_value(u.m)
     meta = spectrum.meta
     return {
-        "obs_id": path.stem, "target_name": meta.target, "s_ra": meta.ra, "s_dec": meta.dec,
+        "obs_id": Path(path.name.removesuffix(".gz")).stem, "target_name": meta.target,
+        "s_ra": meta.ra, "s_dec": meta.dec,
         "em_min": float(wavelength[0]), "em_max": float(wavelength[-1]),
         "em_res_power": meta.resolving_power, "dataproduct_type": "spectrum",
         "calib_level": config.calib_level, "obs_collection": config.collection,
-        "access_url": None, "access_format": None, "instrument_name": meta.instrument,
-        "t_min": meta.mjd, "t_exptime": meta.exptime, "snr": meta.snr,
+        "access_format": file_format(path), "instrument_name": meta.instrument,
+        "t_min": meta.mjd, "t_exptime": meta.exptime,
+        "snr": meta.snr if meta.snr is not None else der_snr(spectrum.flux),
     }
 
 

@@ -29,7 +29,8 @@ from werkzeug.exceptions import HTTPException
 
 from vo_ml.archive.backend import QueryError, QueryTimeout, ResultStream
 from vo_ml.archive.tap_schema import Column
-from vo_ml.service import archive
+from vo_ml.service import archive, base_url
+from vo_ml.service.access import absolute_access_urls
 from vo_ml.service.dali import DaliError, DaliParameters, parse_maxrec
 from vo_ml.service.formats import CappedRows, OutputFormat
 from vo_ml.service.settings import settings
@@ -183,9 +184,11 @@ class Answer:
     failure: Callable[[], QueryError | None]
 
 
-def execute(query: DalQuery, timeout: float, stop: threading.Event | None = None) -> Answer:
+def execute(query: DalQuery, timeout: float, service_url: str,
+            stop: threading.Event | None = None) -> Answer:
     """Run ``query``'s plan and start writing its rows; the query is closed once the pieces
-    are read, however the reader stops.
+    are read, however the reader stops. Access URLs go out absolute, under ``service_url``
+    (the service's base URL for the request that asked).
 
     Raises :class:`DaliError` for anything wrong before the first byte is written.
     """
@@ -195,7 +198,8 @@ def execute(query: DalQuery, timeout: float, stop: threading.Event | None = None
     except BaseException:
         stack.close()
         raise
-    rows = CappedRows(found.stream, query.maxrec, query.infos + found.infos)
+    rows = CappedRows(absolute_access_urls(found.stream, query.columns, service_url), query.maxrec,
+                      query.infos + found.infos)
     return Answer(query.output.mime, _closing(query.output.writer(rows, query.columns), stack),
                   lambda: rows.failure)
 
@@ -209,7 +213,7 @@ def _closing(chunks: Iterator[bytes], stack: contextlib.ExitStack) -> Iterator[b
 def serve(parse: Callable[[DaliParameters], DalQuery]) -> Response:
     """The response of a synchronous DAL request: the protocol parses the parameters, the
     pipeline runs the query under the service's time limit and streams the rows."""
-    answer = execute(parse(request_parameters()), settings().query_timeout)
+    answer = execute(parse(request_parameters()), settings().query_timeout, base_url())
     return Response(answer.chunks, mimetype=answer.mimetype)
 
 

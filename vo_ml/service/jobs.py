@@ -59,10 +59,23 @@ CREATE TABLE IF NOT EXISTS jobs (
     result_size INTEGER,
     owner_pid INTEGER,
     owner_started REAL,
-    queued_at TEXT
+    queued_at TEXT,
+    base_url TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_phase ON jobs (phase, queued_at);
 """
+
+
+#: Columns added to the job table since its first version, and their SQL types: a job store
+#: made by an older version gets them when it is opened (its jobs' values stay NULL).
+_ADDED_COLUMNS = {"base_url": "TEXT"}
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    for name, sql_type in _ADDED_COLUMNS.items():
+        if name not in present:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {sql_type}")
 
 
 def utc_now() -> datetime:
@@ -104,6 +117,10 @@ class Job:
     error: str | None
     result_mime: str | None
     result_size: int | None
+    #: The service's base URL for the request that created the job: its result's access URLs
+    #: are made absolute under it, as a sync query's are under its own request's (None for a
+    #: job of a version that did not record it).
+    base_url: str | None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -111,7 +128,7 @@ class Job:
                    [tuple(p) for p in json.loads(row["parameters"])],
                    _parse(row["creation_time"]), _parse(row["start_time"]),
                    _parse(row["end_time"]), row["execution_duration"], _parse(row["destruction"]),
-                   row["error"], row["result_mime"], row["result_size"])
+                   row["error"], row["result_mime"], row["result_size"], row["base_url"])
 
 
 class JobStore:
@@ -125,6 +142,7 @@ class JobStore:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            _add_missing_columns(db)
         finally:
             db.close()
 
@@ -153,7 +171,7 @@ class JobStore:
         return self.folder(job_id) / RESULT_NAME
 
     def create(self, parameters: Sequence[tuple[str, str]], files: dict[str, bytes],
-               execution_duration: int, destruction: datetime) -> Job:
+               execution_duration: int, destruction: datetime, base_url: str) -> Job:
         """A new PENDING job; ``files`` (inline uploads) are stored in its folder first."""
         job_id = secrets.token_hex(8)
         folder = self.folder(job_id)
@@ -163,9 +181,9 @@ class JobStore:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO jobs (job_id, run_id, phase, parameters, creation_time, "
-                "execution_duration, destruction) VALUES (?, ?, 'PENDING', ?, ?, ?, ?)",
+                "execution_duration, destruction, base_url) VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?)",
                 [job_id, _run_id(parameters), json.dumps(list(parameters)), iso(utc_now()),
-                 execution_duration, iso(destruction)])
+                 execution_duration, iso(destruction), base_url])
             return _job(db, job_id)
 
     def part(self, job_id: str, name: str, limit: int) -> bytes | None:

@@ -22,26 +22,20 @@ from astropy.coordinates import Angle, SkyCoord
 from astropy.time import Time
 from flask import Blueprint, Response, send_file
 
-from vo_ml.archive.backend import INTERNAL_SCHEMA
 from vo_ml.archive.tap_schema import Column, Table
-from vo_ml.service import archive, base_url
+from vo_ml.service import archive
 from vo_ml.service.dal import DalQuery, SqlPlan, maxrec_of, request_parameters, serve
 from vo_ml.service.dali import DaliError, DaliParameters
 from vo_ml.service.formats import VOTABLE_OUTPUTS, output_format
 from vo_ml.service.settings import settings
-from vo_ml.service.votable import VOTABLE_MIME
+from vo_ml.spectra.access import FITS_MIME, VOTABLE_MIME, file_format
 
-__all__ = ["bp", "parse_request", "FILE_FORMATS"]
+__all__ = ["bp", "parse_request"]
 
 bp = Blueprint("ssa", __name__, url_prefix="/ssa")
 
 #: SIZE when POS comes alone: the diameter of the search cone (SSA 1.1 section 8.5.2).
 DEFAULT_SIZE = Angle(0.1, u.deg)
-FITS_MIME = "application/fits"
-UNKNOWN_MIME = "application/octet-stream"
-#: The MIME type of a source file, from the end of its name; /ssa/data serves it as that type.
-FILE_FORMATS = ((".fits", FITS_MIME), (".fit", FITS_MIME), (".fts", FITS_MIME),
-                (".xml", VOTABLE_MIME), (".vot", VOTABLE_MIME))
 #: FORMAT values and the file formats each one admits; None admits every format. The files are
 #: served as ingested, so "native" is all of them and "compliant" the Spectrum DM VOTables.
 FORMAT_CHOICES: dict[str, tuple[str, ...] | None] = {
@@ -52,7 +46,7 @@ FORMAT_CHOICES: dict[str, tuple[str, ...] | None] = {
 #: Columns a table needs to be searched by SSA: the ObsCore ones every spectrum table carries.
 REQUIRED_COLUMNS = ("obs_publisher_did", "obs_id", "obs_collection", "target_name", "s_ra", "s_dec",
                     "em_min", "em_max", "em_res_power", "t_min", "t_exptime", "instrument_name",
-                    "dataproduct_type")
+                    "dataproduct_type", "access_url", "access_format")
 SECONDS_PER_DAY = 86400.0
 
 
@@ -76,13 +70,7 @@ def query_data() -> Response:
 def data() -> Response:
     """The original file of the spectrum whose publisher DID is ``ID``."""
     path = _source_file(request_parameters().required("ID"))
-    return send_file(path, mimetype=file_format(str(path)), download_name=path.name, conditional=True)
-
-
-def file_format(path: str) -> str:
-    """The MIME type a source file is served as, from its name."""
-    lowered = path.lower()
-    return next((mime for suffix, mime in FILE_FORMATS if lowered.endswith(suffix)), UNKNOWN_MIME)
+    return send_file(path, mimetype=file_format(path), download_name=path.name, conditional=True)
 
 
 def _source_file(did: str) -> Path:
@@ -110,8 +98,7 @@ def parse_request(parameters: DaliParameters) -> DalQuery:
     query = parse_query(parameters)
     table = ssa_table()
     conditions, values = query_conditions(query)
-    sql, sql_values = _select(table, conditions)
-    return DalQuery(SqlPlan(sql, [*sql_values, *values]), output,
+    return DalQuery(SqlPlan(_select(table, conditions), values), output,
                     [column for _, column in RESULT_COLUMNS], maxrec,
                     infos=(("SSA_TABLE", table.name),))
 
@@ -251,8 +238,8 @@ def query_conditions(query: SsaQuery) -> tuple[list[str], list]:
     if query.formats == ():
         conditions.append("FALSE")
     elif query.formats:
-        conditions.append(f"{FORMAT_SQL} IN ({', '.join('?' for _ in query.formats)})")
-        values += [*_format_values(), *query.formats]
+        conditions.append(f"t.access_format IN ({', '.join('?' for _ in query.formats)})")
+        values += query.formats
     return conditions, values
 
 
@@ -268,19 +255,11 @@ def _overlap(conditions: list[str], values: list, start: str, stop: str,
         values.append(high)
 
 
-#: The MIME type of the ingested file ``i.path``, as in :func:`file_format`; its values are bound.
-FORMAT_SQL = ("CASE " + " ".join("WHEN lower(i.path) LIKE ? THEN ?" for _ in FILE_FORMATS)
-              + " ELSE ? END")
-
-
-def _format_values() -> list[str]:
-    return [*(v for suffix, mime in FILE_FORMATS for v in (f"%{suffix}", mime)), UNKNOWN_MIME]
-
-
 T_MID = f"t.t_min + coalesce(t.t_exptime, 0) / {2 * SECONDS_PER_DAY}"
 
-#: What each result column is, in SQL on the table ``t`` joined to its files ``i``, and as a FIELD
-#: labelled with the SSA 1.1 utype and UCD that pyvo's SSARecord reads.
+#: What each result column is, in SQL on the table ``t``, and as a FIELD labelled with the SSA 1.1
+#: utype and UCD that pyvo's SSARecord reads. The access URL is stored relative to the service
+#: and made absolute on its way out, as every access reference is (vo_ml.service.access).
 RESULT_COLUMNS: tuple[tuple[str, Column], ...] = (
     ("concat_ws(' ', t.obs_collection, t.target_name, t.obs_id)",
      Column("title", "char", "Title of the spectrum: collection, target and observation",
@@ -288,10 +267,10 @@ RESULT_COLUMNS: tuple[tuple[str, Column], ...] = (
     ("t.obs_publisher_did",
      Column("publisher_did", "char", "IVOA publisher dataset identifier; the ID of /ssa/data",
             ucd="meta.ref.ivoid", utype="ssa:Curation.PublisherDID")),
-    ("? || '/ssa/data?ID=' || url_encode(t.obs_publisher_did)",
+    ("t.access_url",
      Column("access_url", "char", "URL of the spectrum file, as it was ingested",
             ucd="meta.ref.url", utype="ssa:Access.Reference")),
-    (FORMAT_SQL,
+    ("t.access_format",
      Column("access_format", "char", "MIME type of the file at access_url",
             ucd="meta.code.mime", utype="ssa:Access.Format")),
     ("t.target_name",
@@ -331,12 +310,9 @@ RESULT_COLUMNS: tuple[tuple[str, Column], ...] = (
 )
 
 
-def _select(table: Table, conditions: Sequence[str]) -> tuple[str, list]:
-    """The query for ``table`` and the values its select list binds (before the conditions')."""
+def _select(table: Table, conditions: Sequence[str]) -> str:
+    """The query for ``table`` under ``conditions``."""
     schema, name = table.name.split(".")
     select = ", ".join(f'{sql} AS "{column.name}"' for sql, column in RESULT_COLUMNS)
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    sql = (f'SELECT {select} FROM "{schema}"."{name}" AS t '
-           f"LEFT JOIN {INTERNAL_SCHEMA}.ingested AS i ON i.obs_publisher_did = t.obs_publisher_did "
-           f"AND i.table_name = ? {where} ORDER BY t.obs_publisher_did")
-    return sql, [base_url(), *_format_values(), table.name]
+    return f'SELECT {select} FROM "{schema}"."{name}" AS t {where} ORDER BY t.obs_publisher_did'

@@ -83,7 +83,7 @@ def _execute(app: Flask, store: JobStore, job: Job, stop: threading.Event) -> No
             timeout = float(job.execution_duration)
             answer = execute(parse_query(DaliParameters(job.parameters),
                                          functools.partial(store.part, job.job_id), timeout),
-                             timeout, stop)
+                             timeout, job.base_url or settings().service_base_url or "", stop)
             store.complete(job.job_id, functools.partial(_write, answer, job.execution_duration),
                            answer.mimetype)
         except TimeLimitError:
@@ -139,7 +139,8 @@ def create() -> Response:
     if parameters.get("PHASE") and not run:
         raise DaliError(f"PHASE={parameters['PHASE']!r} cannot start a job: use PHASE=RUN or leave "
                         "it out (the job then waits in PENDING)")
-    job = _store().create(_query_parameters(parameters), _inline_files(), duration, destruction)
+    job = _store().create(_query_parameters(parameters), _inline_files(), duration, destruction,
+                          base_url())
     if run:
         _store().queue(job.job_id)
         _runner().wake()

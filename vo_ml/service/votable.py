@@ -26,10 +26,10 @@ from vo_ml import __version__
 from vo_ml.archive.backend import QueryError
 from vo_ml.archive.tap_schema import Column
 from vo_ml.service.arrow_types import array_text, is_array, list_values, votable_datatype
+from vo_ml.spectra.access import VOTABLE_MIME
 
 __all__ = ["stream_votable", "error_votable", "VOTABLE_MIME"]
 
-VOTABLE_MIME = "application/x-votable+xml"
 VOTABLE_VERSION = "1.4"
 
 

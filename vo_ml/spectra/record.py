@@ -18,7 +18,7 @@ from astropy import units as u
 __all__ = [
     "Spectrum", "SpectrumMeta", "SpectrumReadError", "file_checksum", "checked_spectrum",
     "wavelength_unit", "frame_from_reference", "header_text", "header_number", "WAVELENGTH_UNITS",
-    "meta_from_header", "error_from_ivar", "joined_bands",
+    "meta_from_header", "error_from_ivar", "joined_bands", "der_snr",
 ]
 
 #: Wavelength units that 1-D FITS files write in CUNIT1 or, in ESO pipelines, in CTYPE1.
@@ -169,6 +169,30 @@ def joined_bands(bands: Sequence[Sequence[np.ndarray]], fills: Sequence[object])
             np.concatenate(([fill], column, [fill])) for column, fill in zip(columns, fills, strict=True)
         ])
     return [np.concatenate(parts) for parts in zip(*padded, strict=True)]
+
+
+#: DER_SNR's noise scale: 1.482602 (a median absolute deviation as a Gaussian sigma) divided by
+#: sqrt(6) (the noise of 2 f_i - f_(i-2) - f_(i+2) is sqrt(6) times that of one pixel).
+_DER_SNR_SCALE = 0.6052697
+
+
+def der_snr(flux: np.ndarray) -> float | None:
+    """The signal-to-noise ratio per pixel estimated from the flux alone, by DER_SNR (Stoehr et
+    al. 2008, ASP Conf. Ser. 394, 505): the median flux over a noise that is the scaled median
+    of |2 f_i - f_(i-2) - f_(i+2)|, for files that state no S/N (MILES gives none).
+
+    The second difference over pixels two apart cancels any flux that is a straight line over
+    five pixels, so what remains is noise, provided the spectrum is sampled more finely than it
+    is resolved; it is uncorrelated noise that DER_SNR measures. As in the authors' code,
+    pixels with no flux (zero, here also NaN: masked) are left out. None when fewer than five
+    pixels remain or none of them differs from the straight line through its neighbours.
+    """
+    values = np.asarray(flux, dtype=np.float64)
+    values = values[np.isfinite(values) & (values != 0)]
+    if values.size < 5:
+        return None
+    noise = _DER_SNR_SCALE * np.median(np.abs(2.0 * values[2:-2] - values[:-4] - values[4:]))
+    return float(np.median(values) / noise) if noise > 0 else None
 
 
 def wavelength_unit(path: Path, text: str | None) -> u.Unit:
