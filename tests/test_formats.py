@@ -3,12 +3,16 @@ and sources."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
+import duckdb
 import numpy as np
 import pytest
 from astropy import units as u
 from astropy.io import fits
 from astropy.io.votable.tree import Field, Resource, TableElement, VOTableFile
-from conftest import DATA, HARPS_CUT
+from conftest import DATA, HARPS_CUT, VO_ML
 
 from vo_ml.spectra.readers import SpectrumReadError, read_spectrum
 from vo_ml.spectra.votable_dm import NO_SPECTRAL_AXIS, column_role
@@ -364,33 +368,46 @@ def test_apogee_images_of_many_fibres_are_refused_with_the_count(tmp_path):
         read_spectrum(path)
 
 
-@pytest.mark.parametrize("fixture, wavelengths", [
-    (BOSS_LITE, {"start": 3600.0, "stop": 10200.0, "pixels": 2048, "spacing": "log", "medium": "vacuum"}),
-    (APOGEE_VISIT, {"start": 15660.0, "stop": 16950.0, "pixels": 1024, "spacing": "log", "medium": "vacuum"}),
-])
-def test_vo_ml_ingest_puts_an_sdss_file_in_the_table_as_one_row(tmp_path, fixture, wavelengths):
-    import subprocess
-
-    import duckdb
-    import yaml
-    from conftest import VO_ML
-
-    config = tmp_path / "sdss.yaml"
-    config.write_text(yaml.safe_dump({
-        "table": "harps.spectra", "collection": "SDSS", "did_prefix": "ivo://vo-ml.example/sdss?",
-        "grid": wavelengths, "preprocess": {"frame": "as-is", "normalise": "median"},
-    }))
-    db = tmp_path / "sdss.duckdb"
-    result = subprocess.run([VO_ML, "ingest", str(fixture), "--db", str(db), "--config", str(config)],
-                            capture_output=True, text=True, timeout=300)
+def test_vo_ml_ingest_with_its_default_config_puts_a_boss_file_in_an_operators_table(tmp_path):
+    db = tmp_path / "archive.duckdb"
+    result = _vo_ml_ingest(BOSS_LITE, "--db", db, "--table", "sdss.boss")
     assert result.returncode == 0, result.stderr
     assert "1 ingested, 0 already there, 0 failed" in result.stdout
+    _assert_one_row_as_read(db, "sdss.boss", BOSS_LITE)
+
+
+def test_vo_ml_ingest_puts_an_apogee_visit_in_a_near_infrared_table(tmp_path):
+    """The default grid stops at 1 micron, so an APOGEE archive names its own grid in a config."""
+    import yaml
+
+    optical = _vo_ml_ingest(APOGEE_VISIT, "--db", tmp_path / "optical.duckdb", "--table", "sdss.apogee")
+    assert optical.returncode == 3 and "no good pixel on the grid 3000.0-10000.0 A" in optical.stdout
+    config = tmp_path / "apogee.yaml"
+    config.write_text(yaml.safe_dump({
+        "table": "sdss.apogee", "collection": "APOGEE", "did_prefix": "ivo://vo-ml.example/apogee?",
+        "grid": {"start": 15100.0, "stop": 17000.0, "pixels": 8192, "spacing": "log", "medium": "vacuum"},
+        "preprocess": {"frame": "as-is", "normalise": "median"},
+    }))
+    db = tmp_path / "archive.duckdb"
+    result = _vo_ml_ingest(APOGEE_VISIT, "--db", db, "--config", config)
+    assert result.returncode == 0, result.stderr
+    assert "1 ingested, 0 already there, 0 failed" in result.stdout
+    _assert_one_row_as_read(db, "sdss.apogee", APOGEE_VISIT)
+
+
+def _vo_ml_ingest(*arguments: object) -> subprocess.CompletedProcess:
+    return subprocess.run([VO_ML, "ingest", *map(str, arguments)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def _assert_one_row_as_read(db: Path, table: str, fixture: Path) -> None:
+    """The table holds one row, whose ObsCore values are those the reader gives."""
     spectrum = read_spectrum(fixture)
+    meta = spectrum.meta
     with duckdb.connect(str(db), read_only=True) as connection:
         rows = connection.execute(
             "SELECT obs_id, target_name, s_ra, s_dec, em_min, em_max, em_res_power, instrument_name, t_min,"
-            " t_exptime, snr FROM harps.spectra").fetchall()
-    meta = spectrum.meta
+            f" t_exptime, snr FROM {table}").fetchall()
     assert rows == [pytest.approx((
         fixture.stem, meta.target, meta.ra, meta.dec, spectrum.wavelength[0].to_value(u.m),
         spectrum.wavelength[-1].to_value(u.m), meta.resolving_power, meta.instrument, meta.mjd,
