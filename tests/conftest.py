@@ -3,19 +3,28 @@
 The archive is built once per test session by the same pipeline `vo-ml demo` runs (ingest, train,
 embed), with fewer training epochs; the server is `vo-ml serve` in its own process on a free
 loopback port, stopped by its process id.
+
+Every command a test starts goes through :func:`run` or :class:`Child`, so none can hang the
+suite: a command still running after its timeout is sent SIGABRT, which makes each Python process
+in it print its threads' stacks (``PYTHONFAULTHANDLER``), and the test fails with the command, the
+time it ran and the end of what it wrote.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import psutil
 import pytest
 import pyvo
 import requests
@@ -34,6 +43,123 @@ TAU_CETI = "ivo://vo-ml.example/miles?m0067"
 #: A query DuckDB needs minutes for: a five-fold self-join of the table.
 SLOW = (f"SELECT COUNT(*) FROM {TABLE} AS a, {TABLE} AS b, {TABLE} AS c, {TABLE} AS d, {TABLE} AS e "
         "WHERE a.snr + b.snr + c.snr + d.snr + e.snr > 0")
+#: Seconds a command a test starts may run before it counts as hung. The per-test timeout of
+#: pytest-timeout (setup.cfg) is the backstop and stays longer, so this report comes first.
+COMMAND_TIMEOUT = 300
+#: Seconds a hung process tree has to print its stacks after SIGABRT before it is killed.
+ABORT_GRACE = 10
+#: How much of a hung command's output a failure shows: enough for the stacks of every thread.
+REPORT_CHARACTERS = 12_000
+
+
+def run(command: Sequence[object], *, timeout: float = COMMAND_TIMEOUT, check: bool = False,
+        env: dict[str, str] | None = None, **options) -> subprocess.CompletedProcess:
+    """``subprocess.run(command, capture_output=True, text=True)`` that cannot hang the suite.
+
+    Past ``timeout`` seconds the command fails the test with its stacks (see :func:`_fail_hung`);
+    with ``check`` a non-zero exit fails it with the command's stderr."""
+    arguments = [str(part) for part in command]
+    began = time.monotonic()
+    with subprocess.Popen(arguments, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=child_environment(env),
+                          **options) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _abort_tree(process)
+            stdout, stderr = process.communicate()
+            _fail_hung(arguments, f"did not finish in {timeout:.0f} s", began, stderr)
+    if check and process.returncode != 0:
+        pytest.fail(f"`{shlex.join(arguments)}` exited with {process.returncode}:\n"
+                    f"{stderr[-REPORT_CHARACTERS:]}", pytrace=False)
+    return subprocess.CompletedProcess(arguments, process.returncode, stdout, stderr)
+
+
+def vo_ml(*arguments: object, **options) -> subprocess.CompletedProcess:
+    """The installed ``vo-ml`` command through :func:`run`, by default in the test data folder, so
+    that nothing a command writes where it runs lands in the checkout."""
+    return run([VO_ML, *arguments], **{"cwd": DATA, **options})
+
+
+class Child(subprocess.Popen):
+    """A command running beside the test, its stdout and stderr going to the file ``log``: a pipe
+    nobody reads fills up and then blocks the child. Used as a context manager, it is stopped by
+    its process id when the block ends; a child that will not stop fails the test with its stacks.
+    """
+
+    def __init__(self, command: Sequence[object], log: Path, *, env: dict[str, str] | None = None,
+                 **options) -> None:
+        self.command = [str(part) for part in command]
+        self.log = Path(log)
+        self.began = time.monotonic()
+        with self.log.open("ab") as sink:
+            super().__init__(self.command, stdin=subprocess.DEVNULL, stdout=sink,
+                             stderr=subprocess.STDOUT, env=child_environment(env), **options)
+
+    def __exit__(self, *exception) -> None:
+        self.stop()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_until(self, condition: Callable[[], object], what: str,
+                   timeout: float = COMMAND_TIMEOUT) -> None:
+        """Poll ``condition`` until it holds; fail if the child exits first or if ``what`` (the
+        awaited progress, in words) does not happen within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.poll() is not None:
+                pytest.fail(f"`{shlex.join(self.command)}` exited with {self.returncode} before "
+                            f"{what}:\n{self.output()[-REPORT_CHARACTERS:]}", pytrace=False)
+            if time.monotonic() > deadline:
+                self.fail_hung(f"did not reach {what} in {timeout:.0f} s")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """SIGTERM, then the stacks and a failure if the child is still there ``ABORT_GRACE`` s later."""
+        if self.poll() is None:
+            self.terminate()
+            try:
+                self.wait(timeout=ABORT_GRACE)
+            except subprocess.TimeoutExpired:
+                self.fail_hung("did not stop on SIGTERM")
+
+    def fail_hung(self, what: str) -> None:
+        _abort_tree(self)
+        _fail_hung(self.command, what, self.began, self.output())
+
+
+def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment plus ``extra``, with Python's fault handler on in the child and its own."""
+    return os.environ | (extra or {}) | {"PYTHONFAULTHANDLER": "1"}
+
+
+def _abort_tree(process: subprocess.Popen) -> None:
+    """SIGABRT to a hung process and every process under it (its workers may be the ones stuck):
+    each Python among them writes its threads' stacks to its stderr and exits; no core files.
+    Whatever still runs ``ABORT_GRACE`` seconds later is killed."""
+    try:
+        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for member in tree:
+        with contextlib.suppress(psutil.Error):
+            member.rlimit(psutil.RLIMIT_CORE, (0, 0))
+            member.send_signal(signal.SIGABRT)
+    try:
+        process.wait(timeout=ABORT_GRACE)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    for member in psutil.wait_procs(tree[1:], timeout=ABORT_GRACE)[1]:
+        with contextlib.suppress(psutil.Error):
+            member.kill()
+
+
+def _fail_hung(command: Sequence[str], what: str, began: float, output: str) -> None:
+    pytest.fail(f"`{shlex.join(command)}` {what} (stopped after {time.monotonic() - began:.0f} s); "
+                f"the end of its output, with the stacks of its Python threads:\n"
+                f"{output[-REPORT_CHARACTERS:]}", pytrace=False)
 
 
 def quick_model_config() -> dict:
@@ -80,7 +206,7 @@ def stilts() -> str:
     if found is None:
         for command in (["apt-get", "install", "-y", "stilts"], ["apt-get", "update"],
                         ["apt-get", "install", "-y", "stilts"]):
-            subprocess.run(command, capture_output=True, timeout=1800, check=False)
+            run(command, timeout=COMMAND_TIMEOUT)
             found = shutil.which("stilts")
             if found:
                 break
@@ -108,24 +234,15 @@ def serving(db: Path, settings: dict[str, str] | None = None, port: int | None =
 
 @contextlib.contextmanager
 def server_process(db: Path, settings: dict[str, str] | None = None, port: int | None = None):
-    """Like :func:`serving`, yielding (root URL, the server's Popen) for tests that kill it."""
+    """Like :func:`serving`, yielding (root URL, the server's :class:`Child`) for tests that kill
+    it. The server's log is ``serve-PORT.log`` beside ``db``."""
     port = port or free_port()
-    environment = os.environ | {f"VO_ML_{k}": v for k, v in (settings or {}).items()}
-    server = subprocess.Popen(
-        [VO_ML, "serve", "--db", str(db), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(db).parent,
-        env=environment)
     root = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(f"{root}/tap", server)
+    with Child([VO_ML, "serve", "--db", db, "--host", "127.0.0.1", "--port", port],
+               Path(db).parent / f"serve-{port}.log", cwd=Path(db).parent,
+               env={f"VO_ML_{k}": v for k, v in (settings or {}).items()}) as server:
+        server.wait_until(lambda: _answers(f"{root}/tap/availability"), f"answering on {root}", 60)
         yield root, server
-    finally:
-        if server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
 
 
 def copy_archive(archive: dict, folder: Path, *, index: bool = False) -> Path:
@@ -172,19 +289,12 @@ def votlint(stilts: str, document: bytes, tmp_path: Path) -> str:
     """What ``stilts votlint`` reports on ``document`` (empty when the VOTable is valid)."""
     path = tmp_path / "document.vot"
     path.write_bytes(document)
-    run = subprocess.run([stilts, "votlint", f"votable={path}"], capture_output=True, text=True,
-                         timeout=300)
-    return run.stdout + run.stderr
+    linted = run([stilts, "votlint", f"votable={path}"])
+    return linted.stdout + linted.stderr
 
 
-def _wait_until_up(url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"vo-ml serve exited early:\n{server.stdout.read()}")
-        try:
-            if requests.get(f"{url}/availability", timeout=2).ok:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise RuntimeError("vo-ml serve did not answer within 60 s")
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.RequestException:
+        return False

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pyvo
-from conftest import DATA, HARPS_CUT, MILES, TABLE, VO_ML, copy_archive, free_port, server_process, serving
-
-
-def vo_ml(*arguments):
-    return subprocess.run([VO_ML, *map(str, arguments)], capture_output=True, text=True,
-                          cwd=MILES.parent, timeout=600)
+from conftest import (
+    DATA,
+    HARPS_CUT,
+    MILES,
+    TABLE,
+    Child,
+    copy_archive,
+    free_port,
+    server_process,
+    serving,
+    vo_ml,
+)
 
 
 def test_adql_check_exit_codes():
@@ -95,15 +100,10 @@ def test_a_writer_on_a_served_archive_is_told_which_process_holds_it(archive, tm
 
 def test_serving_an_archive_being_written_names_the_writer_and_offers_a_copy(tmp_path):
     db = tmp_path / "busy.duckdb"
-    writer = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-         "print('open', flush=True); time.sleep(600)", str(db)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert writer.stdout.readline().strip() == "open"
+    with Child([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                "print('open', flush=True); time.sleep(600)", db], tmp_path / "writer.log") as writer:
+        writer.wait_until(lambda: "open" in writer.output(), "opening the database")
         result = vo_ml("serve", "--db", db, "--port", free_port())
-    finally:
-        writer.kill()
-        writer.wait()
     assert result.returncode == 4, result.stderr
     assert f"{db.resolve()} is in use by process {writer.pid} (" in result.stderr
     assert "serve a copy" in result.stderr and "Traceback" not in result.stderr
