@@ -344,18 +344,17 @@ def test_adql_grammar_errors(query, error, fragment):
 @pytest.fixture(scope="module")
 def client(schema, tmp_path_factory):
     """The service (Flask's test client) on an archive file holding STARS."""
-    from vo_ml.archive.duckdb_backend import DuckDBBackend
+    from vo_ml.archive.backend import open_backend
     from vo_ml.service import create_app
 
     db = tmp_path_factory.mktemp("served") / "stars.duckdb"
-    backend = DuckDBBackend(db)
-    table = schema.table("miles.spectra")
-    backend.ensure_table(table, table.columns)
-    names = ("obs_publisher_did", "target_name", "teff", "logg", "feh", "embedding")
-    backend.insert_rows(table, [dict(zip(names, star, strict=True)) for star in STARS],
-                        [(f"{star[1]}.fits", star[1], star[0]) for star in STARS])
-    backend.publish_tap_schema(load())
-    backend.close()
+    with open_backend(db) as backend:
+        table = schema.table("miles.spectra")
+        backend.ensure_table(table, table.columns)
+        names = ("obs_publisher_did", "target_name", "teff", "logg", "feh", "embedding")
+        backend.insert_rows(table, [dict(zip(names, star, strict=True)) for star in STARS],
+                            [(f"{star[1]}.fits", star[1], star[0]) for star in STARS])
+        backend.publish_tap_schema(load())
     return create_app({"ARCHIVE_DB": str(db)}).test_client()
 
 

@@ -398,13 +398,10 @@ def _adql_sql(arguments: argparse.Namespace) -> int:
 
 
 def _published_schema(db: Path) -> object:
-    from vo_ml.archive.duckdb_backend import DuckDBBackend
+    from vo_ml.archive.backend import open_backend
 
-    backend = DuckDBBackend(db, read_only=True)
-    try:
+    with open_backend(db, read_only=True) as backend:
         return backend.read_tap_schema()
-    finally:
-        backend.close()
 
 
 def _demo(arguments: argparse.Namespace) -> int:
@@ -422,14 +419,11 @@ def _demo(arguments: argparse.Namespace) -> int:
 
 
 def _print_examples(db: Path, table: str, host: str, port: int) -> None:
-    from vo_ml.archive.duckdb_backend import DuckDBBackend
+    from vo_ml.archive.backend import open_backend
 
-    backend = DuckDBBackend(db, read_only=True)
-    try:
+    with open_backend(db, read_only=True) as backend:
         did = backend.execute(
             f"SELECT obs_publisher_did FROM {table} WHERE target_name = 'HD010700'").rows()
-    finally:
-        backend.close()
     reference = did[0][0] if did else "ivo://vo-ml.example/miles?m0001"
     query = (f"SELECT TOP 10 obs_publisher_did, target_name, teff, logg, feh,\n"
              f"       ml_distance(embedding, '{reference}') AS d\n"

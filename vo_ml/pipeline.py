@@ -26,8 +26,7 @@ from astropy import units as u
 from tqdm.auto import tqdm
 
 from vo_ml.archive import tap_schema
-from vo_ml.archive.backend import ML_COLUMNS, MlColumns
-from vo_ml.archive.duckdb_backend import DuckDBBackend
+from vo_ml.archive.backend import ML_COLUMNS, Backend, MlColumns, open_backend
 from vo_ml.archive.neighbours import build_index
 from vo_ml.spectra.access import file_format, relative_access_url
 from vo_ml.spectra.grid import Grid, Preprocessing
@@ -111,7 +110,7 @@ def ingest(
     The next batch is read while this one is written, so at most two batches are in memory.
     """
     summary = IngestSummary()
-    backend = DuckDBBackend(db)
+    backend = open_backend(db)
     try:
         schema = archive_schema(backend, config.table)
         table = _spectrum_table(schema, config.table, db)
@@ -144,7 +143,7 @@ def ingest(
     return summary
 
 
-def archive_schema(backend: DuckDBBackend, *tables: str) -> tap_schema.TapSchema:
+def archive_schema(backend: Backend, *tables: str) -> tap_schema.TapSchema:
     """What the archive publishes: the packaged tap_schema files, plus the operator's own
     tables, described by the spectrum template: those it publishes already, and ``tables``."""
     published = backend.read_tap_schema() if backend.table_columns("TAP_SCHEMA.tables") \
@@ -165,7 +164,7 @@ def _spectrum_table(schema: tap_schema.TapSchema, name: str, db: Path) -> tap_sc
 
 def spectrum_tables(db: Path) -> list[str]:
     """The tables of spectra the archive publishes (not views such as ivoa.obscore)."""
-    backend = DuckDBBackend(db, read_only=True)
+    backend = open_backend(db, read_only=True)
     try:
         return [t.name for t in backend.read_tap_schema().tables.values()
                 if t.type == "table" and t.column("obs_publisher_did") is not None]
@@ -259,7 +258,7 @@ def _catalogue_row(path: Path, spectrum: Spectrum, config: ArchiveConfig) -> dic
     }
 
 
-def _write_batch(prepared: Iterable[dict], backend: DuckDBBackend, store: SpectrumStore,
+def _write_batch(prepared: Iterable[dict], backend: Backend, store: SpectrumStore,
                  table: tap_schema.Table, known_dids: set[str], done: set[str],
                  summary: IngestSummary) -> None:
     """Arrays first, then the rows that make them visible, so a crash never leaves rows without
@@ -288,7 +287,7 @@ def _write_batch(prepared: Iterable[dict], backend: DuckDBBackend, store: Spectr
     summary.ingested += len(good)
 
 
-def data_checksum(backend: DuckDBBackend, table: str) -> str:
+def data_checksum(backend: Backend, table: str) -> str:
     """One checksum over every file ingested into ``table``, naming the data a model was trained on."""
     return hashlib.sha256("".join(sorted(backend.ingested_checksums(table))).encode()).hexdigest()
 
@@ -297,7 +296,7 @@ def train_model(db: Path, table: str, config: dict, models_dir: Path) -> Path:
     """Train (or reuse) a model on the table's spectrum store; return its folder."""
     from vo_ml.ml.training import train  # TensorFlow loads only for the steps that need it
 
-    backend = DuckDBBackend(db)
+    backend = open_backend(db)
     try:
         store = SpectrumStore(store_path(db, table))
         targets = dict(backend.execute(
@@ -308,7 +307,7 @@ def train_model(db: Path, table: str, config: dict, models_dir: Path) -> Path:
     return train(store, config, [targets.get(d) for d in store.dids], checksum, models_dir)
 
 
-def _rows_without_embedding(backend: DuckDBBackend, table: str) -> int:
+def _rows_without_embedding(backend: Backend, table: str) -> int:
     """Rows ingested since the last embedding, which a re-run must fill in."""
     return backend.execute(f"SELECT count(*) - count(embedding) FROM {table}").rows()[0][0]
 
@@ -324,7 +323,7 @@ def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None,
     from vo_ml.ml.embedding import embed_store
 
     card = load_card(model_dir)
-    backend = DuckDBBackend(db)
+    backend = open_backend(db)
     try:
         schema = archive_schema(backend)
         spectra = _spectrum_table(schema, table, db)
@@ -350,7 +349,7 @@ def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None,
 
 def build_neighbour_index(db: Path, table: str, metric: str = "l2") -> Path:
     """(Re)build the nearest-neighbour index of ``table``'s embeddings beside the archive."""
-    backend = DuckDBBackend(db, read_only=True)
+    backend = open_backend(db, read_only=True)
     try:
         return build_index(backend, db, table, "embedding", metric)
     finally:
@@ -366,7 +365,7 @@ def evaluate_models(db: Path, table: str, configs: Sequence[dict], models_dir: P
 
     if not 0 < held_out_fraction < 1:
         raise ValueError(f"held-out share {held_out_fraction}: give a fraction between 0 and 1")
-    backend = DuckDBBackend(db, read_only=True)
+    backend = open_backend(db, read_only=True)
     try:
         columns = backend.execute(
             f"SELECT obs_publisher_did, target_name, teff, logg, feh FROM {table}").columns

@@ -141,11 +141,12 @@ class DuckDBBackend(Backend):
                 f"INSERT INTO {_quoted(table.name)} ({quoted}) VALUES ({marks})",
                 [[row.get(n) for n in names] for row in rows],
             )
-            connection.executemany(
-                f"INSERT INTO {INTERNAL_SCHEMA}.ingested (path, checksum, obs_publisher_did, "
-                "table_name) VALUES (?, ?, ?, ?)",
-                [[path, checksum, did, table.name] for path, checksum, did in ingested],
-            )
+            if ingested:  # rows need not come from files (DuckDB refuses an empty executemany)
+                connection.executemany(
+                    f"INSERT INTO {INTERNAL_SCHEMA}.ingested (path, checksum, obs_publisher_did, "
+                    "table_name) VALUES (?, ?, ?, ?)",
+                    [[path, checksum, did, table.name] for path, checksum, did in ingested],
+                )
 
     def ingested_checksums(self, table_name: str) -> set[str]:
         return {r[0] for r in self._read(

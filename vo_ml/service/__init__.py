@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import faiss
 from flask import Flask, Response, current_app, request
 
-from vo_ml.archive.duckdb_backend import DuckDBBackend
+from vo_ml.archive.backend import Backend, open_backend
 from vo_ml.archive.tap_schema import TapSchema
 from vo_ml.service.settings import DEFAULTS, Settings, settings
 
@@ -35,7 +35,7 @@ CORS_HEADERS = {
 class Archive:
     """The open archive and its published TAP_SCHEMA, shared by every request of the app."""
 
-    backend: DuckDBBackend
+    backend: Backend
     schema: TapSchema
 
 
@@ -53,7 +53,7 @@ def create_app(config: dict | None = None) -> Flask:
     # One neighbour search is far too small for OpenMP's spinning worker threads, which only
     # fight with the other requests for the cores: every search runs on its request's thread.
     faiss.omp_set_num_threads(1)
-    backend = DuckDBBackend(app.config["ARCHIVE_DB"], read_only=True)
+    backend = open_backend(app.config["ARCHIVE_DB"], read_only=True)
     app.extensions["vo_ml"] = Archive(backend, backend.read_tap_schema())
 
     from vo_ml.service import examples, ssa, tap, uws, vosi
