@@ -121,6 +121,16 @@ def test_pos_finds_the_spectra_inside_the_cone(harps_url):
     assert _dids(service.search(pos=(150.5, 20.0))) == []
 
 
+def test_the_cone_edge_is_the_great_circle_distance_astropy_gives(harps_url):
+    """The copy at (150, 20) seen from (150.5, 20.3): inside a cone a micro-degree wider than
+    its separation, outside one a micro-degree narrower."""
+    centre = SkyCoord(150.5, 20.3, unit="deg")
+    separation = centre.separation(SkyCoord(150.0, 20.0, unit="deg")).deg
+    service = SSAService(harps_url)
+    for radius, found in ((separation + 1e-6, [HARPS_DID + "copy"]), (separation - 1e-6, [])):
+        assert _dids(service.search(POS="150.5,20.3", SIZE=2 * radius)) == found
+
+
 def test_time_accepts_iso_and_mjd_with_open_ends(harps_url):
     service = SSAService(harps_url)
     march = service.search(time=Time(["2012-03-24T00:00:00", "2012-03-25T00:00:00"]))

@@ -221,10 +221,8 @@ def query_conditions(query: SsaQuery) -> tuple[list[str], list]:
     values: list = []
     if query.cone:
         centre, size = query.cone
-        conditions.append(
-            "degrees(2 * asin(sqrt(least(1.0, power(sin(radians(t.s_dec - ?) / 2), 2) + cos(radians(t.s_dec))"
-            " * cos(radians(?)) * power(sin(radians(t.s_ra - ?) / 2), 2))))) <= ?")
-        values += [centre.dec.deg, centre.dec.deg, centre.ra.deg, size.deg / 2]
+        conditions.append(f"{CONTAINS}({POSITION_SQL}, [?, ?, ?]::DOUBLE[]) = 1")
+        values += [centre.ra.deg, centre.dec.deg, size.deg / 2]
     if query.band:
         _overlap(conditions, values, "t.em_min", "t.em_max",
                  [None if b is None else b.to_value(u.m) for b in query.band])
@@ -255,6 +253,14 @@ def _overlap(conditions: list[str], values: list, start: str, stop: str,
         values.append(high)
 
 
+#: The position of a row as a DALI point, NULL when it has none.
+POSITION_SQL = ("CASE WHEN t.s_ra IS NULL OR t.s_dec IS NULL THEN NULL "
+                "ELSE [t.s_ra, t.s_dec]::DOUBLE[2] END")
+#: The archive's spherical CONTAINS (:func:`vo_ml.archive.sphere.contains`, registered by the
+#: backend), so the cone has the great-circle rule of the archive: 1 where a point lies in a
+#: circle (lon, lat, radius), all in degrees.
+CONTAINS = "vo_ml_contains"
+
 T_MID = f"t.t_min + coalesce(t.t_exptime, 0) / {2 * SECONDS_PER_DAY}"
 
 #: What each result column is, in SQL on the table ``t``, and as a FIELD labelled with the SSA 1.1
@@ -276,7 +282,7 @@ RESULT_COLUMNS: tuple[tuple[str, Column], ...] = (
     ("t.target_name",
      Column("target_name", "char", "Name of the observed target", ucd="meta.id;src",
             utype="ssa:Target.Name")),
-    ("CASE WHEN t.s_ra IS NULL OR t.s_dec IS NULL THEN NULL ELSE [t.s_ra, t.s_dec]::DOUBLE[2] END",
+    (POSITION_SQL,
      Column("target_pos", "double", "ICRS position of the target (RA, Dec)", arraysize="2",
             unit="deg", ucd="pos.eq;meta.main", utype="ssa:Target.Pos")),
     ("t.em_min",
