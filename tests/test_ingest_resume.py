@@ -23,7 +23,7 @@ CATALOGUE = ("obs_publisher_did, obs_id, target_name, em_min, em_max, em_res_pow
 
 
 def _ingest_command(sources, db):
-    return [VO_ML, "ingest", str(sources), "--db", str(db), "--batch-size", BATCH]
+    return [VO_ML, "ingest", str(sources), "--db", str(db), "--config", "miles", "--batch-size", BATCH]
 
 
 def _stored_rows(store_folder) -> int:
