@@ -109,6 +109,20 @@ def test_serving_an_archive_being_written_names_the_writer_and_offers_a_copy(tmp
     assert "serve a copy" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_demo_on_a_workdir_in_use_names_the_process_and_another_way(tmp_path, miles_sources):
+    workdir = tmp_path / "demo"
+    workdir.mkdir()
+    db = workdir / "miles.duckdb"
+    with Child([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                "print('open', flush=True); time.sleep(600)", db], tmp_path / "holder.log") as holder:
+        holder.wait_until(lambda: "open" in holder.output(), "opening the database")
+        result = vo_ml("demo", "--no-serve", "--workdir", workdir, "--source", miles_sources)
+    assert result.returncode == 4, result.stderr
+    assert f"{db.resolve()} is in use by process {holder.pid} (" in result.stderr
+    assert f"kill {holder.pid}" in result.stderr and "another --workdir" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 #: Real files of four formats and instruments, none with a labels catalogue beside it.
 OWN_ARCHIVE = [HARPS_CUT, DATA / "formats" / "xsl_spectrum_X0360_uvb.fits",
                DATA / "formats" / "spec-58397-EG014118N254444M01_sp03-031.fits",

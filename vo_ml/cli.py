@@ -72,6 +72,9 @@ def _in_use_advice(arguments: argparse.Namespace, pid: int) -> str:
     if arguments.command == "serve":
         return ("wait until that process has finished writing, or serve a copy meanwhile "
                 f"(cp {arguments.db} copy.duckdb && vo-ml serve --db copy.duckdb)")
+    if arguments.command == "demo":
+        return (f"stop that process (kill {pid}), e.g. the demo serving this folder, or build "
+                "this demo in another --workdir")
     return f"stop that process (kill {pid}) or wait until it has finished, then run this again"
 
 
