@@ -344,7 +344,7 @@ def test_adql_grammar_errors(query, error, fragment):
 @pytest.fixture(scope="module")
 def client(schema, tmp_path_factory):
     """The service (Flask's test client) on an archive file holding STARS."""
-    from vo_ml.archive.backend import open_backend
+    from vo_ml.archive.backends import open_backend
     from vo_ml.service import create_app
 
     db = tmp_path_factory.mktemp("served") / "stars.duckdb"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vo_ml.archive.backend import INTERNAL_SCHEMA, Backend, open_backend
+from vo_ml.archive.backend import INTERNAL_SCHEMA, Backend
+from vo_ml.archive.backends import open_backend
 from vo_ml.archive.tap_schema import Column, Table
 
 

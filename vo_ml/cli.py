@@ -401,7 +401,7 @@ def _adql_sql(arguments: argparse.Namespace) -> int:
 
 
 def _published_schema(db: Path) -> object:
-    from vo_ml.archive.backend import open_backend
+    from vo_ml.archive.backends import open_backend
 
     with open_backend(db, read_only=True) as backend:
         return backend.read_tap_schema()
@@ -422,7 +422,7 @@ def _demo(arguments: argparse.Namespace) -> int:
 
 
 def _print_examples(db: Path, table: str, host: str, port: int) -> None:
-    from vo_ml.archive.backend import open_backend
+    from vo_ml.archive.backends import open_backend
 
     with open_backend(db, read_only=True) as backend:
         did = backend.execute(

@@ -26,7 +26,8 @@ from astropy import units as u
 from tqdm.auto import tqdm
 
 from vo_ml.archive import tap_schema
-from vo_ml.archive.backend import ML_COLUMNS, Backend, MlColumns, open_backend
+from vo_ml.archive.backend import ML_COLUMNS, Backend, MlColumns
+from vo_ml.archive.backends import open_backend
 from vo_ml.archive.neighbours import build_index
 from vo_ml.spectra.access import file_format, relative_access_url
 from vo_ml.spectra.grid import Grid, Preprocessing

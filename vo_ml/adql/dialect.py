@@ -23,7 +23,7 @@ from sqlglot.tokens import TokenType
 from vo_ml.adql import geometry
 from vo_ml.adql.functions import ADQL_FUNCTIONS, CAST_TYPE_META_KEY, STANDARD_FUNCTIONS
 from vo_ml.adql.latent import FUNCTIONS, generator_transforms
-from vo_ml.archive.backend import backend_type
+from vo_ml.archive.backends import backend_type
 
 #: Meta key of a function call: how many arguments it was written with.
 ARGUMENT_COUNT_META_KEY = "adql_argument_count"

@@ -4,20 +4,17 @@ Published tables hold only published columns; the pipeline's own bookkeeping (wh
 ingested, which failed and why, which model made the ML columns) lives in the ``vo_ml`` schema,
 which TAP_SCHEMA never lists and ADQL therefore cannot reach.
 
-Code outside this package opens an archive with :func:`open_backend` and talks to
-:class:`Backend` only; the implementation is chosen by the archive's name (a file path is
-DuckDB; ``postgresql://...`` would name a PostgreSQL backend once there is one).
+Code outside this package opens an archive with :func:`vo_ml.archive.backends.open_backend`
+and talks to :class:`Backend` only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar, Self
 
 import numpy as np
@@ -26,8 +23,7 @@ import pyarrow as pa
 from vo_ml.archive.tap_schema import Column, Table, TapSchema
 
 __all__ = ["Backend", "QueryResult", "QueryError", "QueryTimeout", "QueryStopped", "ResultStream",
-           "arrow_to_masked", "MlColumns", "INTERNAL_SCHEMA", "ML_COLUMNS", "ArchiveInUse",
-           "BACKENDS", "backend_type", "open_backend"]
+           "arrow_to_masked", "MlColumns", "INTERNAL_SCHEMA", "ML_COLUMNS", "ArchiveInUse"]
 
 INTERNAL_SCHEMA = "vo_ml"
 
@@ -238,24 +234,3 @@ class Backend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the connection."""
-
-
-#: Backend name -> ``module:class`` of its implementation, imported when first asked for.
-BACKENDS: Mapping[str, str] = {"duckdb": "vo_ml.archive.duckdb_backend:DuckDBBackend"}
-
-
-def backend_type(name: str) -> type[Backend]:
-    """The implementation of the backend called ``name`` (a key of :data:`BACKENDS`)."""
-    if name not in BACKENDS:
-        raise ValueError(f"no archive backend called {name!r} (known: {', '.join(BACKENDS)})")
-    module, _, cls = BACKENDS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def open_backend(db: str | Path, read_only: bool = False) -> Backend:
-    """The archive at ``db``: a URL's scheme names its backend (``duckdb://``), and a plain
-    path is a DuckDB file. ``read_only`` opens it to read from many threads, as a service does."""
-    scheme, separator, rest = str(db).partition("://")
-    if not separator or len(scheme) < 2:  # a Windows drive letter is no scheme
-        return backend_type("duckdb")(db, read_only=read_only)
-    return backend_type(scheme)(rest if scheme == "duckdb" else str(db), read_only=read_only)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import faiss
 from flask import Flask, Response, current_app, request
 
-from vo_ml.archive.backend import Backend, open_backend
+from vo_ml.archive.backend import Backend
+from vo_ml.archive.backends import open_backend
 from vo_ml.archive.tap_schema import TapSchema
 from vo_ml.service.settings import DEFAULTS, Settings, settings
 
