@@ -10,6 +10,7 @@ import argparse
 import enum
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -79,8 +80,10 @@ def _in_use_advice(arguments: argparse.Namespace, pid: int) -> str:
 
 
 def _exit_codes_help() -> str:
-    """The exit codes as ``vo-ml ingest --help`` lists them."""
-    return "exit codes:\n" + "\n".join(f"  {code.value:<3}  {text}" for code, text in EXIT_MEANINGS.items())
+    """The exit codes as ``vo-ml ingest --help`` lists them, wrapped to 80 columns."""
+    return "exit codes:\n" + "\n".join(
+        textwrap.fill(text, 80, initial_indent=f"  {code.value:<3}  ", subsequent_indent=" " * 7)
+        for code, text in EXIT_MEANINGS.items())
 
 
 _TABLE_HELP = "the table of spectra (default: the archive's, when it has one only)"
