@@ -7,12 +7,15 @@ the file the row was ingested from.
 
 from __future__ import annotations
 
+import sqlite3
 from urllib.parse import quote
 
 import pytest
 import pyvo
 import requests
 from conftest import MILES, TABLE, TAU_CETI
+
+from vo_ml.service import jobs
 
 TAU_CETI_FILE = MILES / "MILES_res2.50_star_m0067V.fits"
 ROW = f"FROM {TABLE} WHERE obs_publisher_did = '{TAU_CETI}'"
@@ -70,3 +73,18 @@ def test_urls_are_made_absolute_under_the_host_each_request_was_sent_to(client):
     assert answer.status_code == 200
     assert answer.text.splitlines()[1].strip('"') == \
         f"http://localhost/ssa/data?ID={quote(TAU_CETI, safe='')}"
+
+
+def test_a_job_store_of_an_older_version_gains_the_base_url_column(tmp_path):
+    """Jobs kept by a version that did not record base URLs stay readable, and new ones record it."""
+    older = jobs._SCHEMA.replace(",\n    base_url TEXT", "")
+    assert "base_url" not in older
+    with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
+        db.executescript(older)
+        db.execute("INSERT INTO jobs (job_id, phase, parameters, creation_time, execution_duration, "
+                   "destruction) VALUES ('old', 'PENDING', '[]', ?, 60, ?)",
+                   [jobs.iso(jobs.utc_now()), jobs.iso(jobs.utc_now())])
+    store = jobs.JobStore(tmp_path)
+    assert store.get("old").base_url is None
+    job = store.create([("QUERY", "SELECT 1")], {}, 60, jobs.utc_now(), "https://archive.example/vo")
+    assert store.get(job.job_id).base_url == "https://archive.example/vo"

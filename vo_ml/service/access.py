@@ -47,7 +47,7 @@ def _absolute(batches: Iterator[pa.RecordBatch], positions: Sequence[int],
     for batch in batches:
         arrays = list(batch.columns)
         for i in positions:
-            if not pa.types.is_string(arrays[i].type):
+            if not (pa.types.is_string(arrays[i].type) or pa.types.is_large_string(arrays[i].type)):
                 continue
             relative = pc.starts_with(arrays[i], "/")
             arrays[i] = pc.if_else(relative, pc.binary_join_element_wise(prefix, arrays[i], ""),

@@ -72,6 +72,7 @@ _ADDED_COLUMNS = {"base_url": "TEXT"}
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Give a job table made by an older version the columns of :data:`_ADDED_COLUMNS`."""
     present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
     for name, sql_type in _ADDED_COLUMNS.items():
         if name not in present:
