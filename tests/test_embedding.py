@@ -9,7 +9,7 @@ import threading
 import duckdb
 import numpy as np
 import pytest
-from conftest import TABLE
+from conftest import TABLE, vo_ml
 from test_training import copy_archive
 
 from vo_ml.archive.duckdb_backend import DuckDBBackend
@@ -66,18 +66,13 @@ def test_a_local_cluster_of_two_processes_loads_the_model_once_each_and_agrees(a
 
 
 def test_vo_ml_embed_workers_starts_its_own_cluster(archive, tmp_path):
-    import subprocess
-
-    from conftest import VO_ML
-
     db = copy_archive(archive, tmp_path)
     before = _rows(db, f"SELECT obs_publisher_did, embedding FROM {TABLE} ORDER BY 1")
     with duckdb.connect(str(db)) as connection:  # rows ingested since the last embedding
         connection.execute("UPDATE miles.miles.spectra SET embedding = NULL WHERE obs_id LIKE '%m00%'")
         assert connection.sql("SELECT count(*) FROM miles.miles.spectra "
                               "WHERE embedding IS NULL").fetchall()[0][0] > 5
-    done = subprocess.run([VO_ML, "embed", "--db", str(db), "--model", str(archive["model_dir"]),
-                           "--workers", "2"], capture_output=True, text=True, timeout=600)
+    done = vo_ml("embed", "--db", db, "--model", archive["model_dir"], "--workers", 2)
     assert done.returncode == 0, done.stderr
     assert "wrote the ML columns" in done.stdout
     assert ": 2 Dask workers" in done.stderr  # its own cluster ran the tasks

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import numpy as np
-from conftest import TABLE, VO_ML
+from conftest import TABLE, vo_ml
 from test_training import copy_archive
 
 
 def test_evaluate_reports_held_out_neighbours_for_every_model_and_baseline(archive, tmp_path):
     db = copy_archive(archive, tmp_path / "archive")
     out = tmp_path / "report"
-    done = subprocess.run(
-        [VO_ML, "evaluate", "--db", str(db), "--table", TABLE, "--out", str(out), "--epochs", "3",
-         "--conv-latent", "4", "--held-out", "0.3"],
-        capture_output=True, text=True, timeout=900)
+    done = vo_ml("evaluate", "--db", db, "--table", TABLE, "--out", out, "--epochs", 3,
+                 "--conv-latent", 4, "--held-out", 0.3, timeout=500)
     assert done.returncode == 0, done.stderr
     figures = json.loads((out / "report.json").read_text())
     names = [r["name"] for r in figures["representations"]]

@@ -12,7 +12,7 @@ import pytest
 from astropy import units as u
 from astropy.io import fits
 from astropy.io.votable.tree import Field, Resource, TableElement, VOTableFile
-from conftest import DATA, HARPS_CUT, VO_ML
+from conftest import DATA, HARPS_CUT, vo_ml
 
 from vo_ml.spectra.readers import SpectrumReadError, read_spectrum
 from vo_ml.spectra.votable_dm import NO_SPECTRAL_AXIS, column_role
@@ -396,8 +396,7 @@ def test_vo_ml_ingest_puts_an_apogee_visit_in_a_near_infrared_table(tmp_path):
 
 
 def _vo_ml_ingest(*arguments: object) -> subprocess.CompletedProcess:
-    return subprocess.run([VO_ML, "ingest", *map(str, arguments)], capture_output=True, text=True,
-                          timeout=300)
+    return vo_ml("ingest", *arguments)
 
 
 def _assert_one_row_as_read(db: Path, table: str, fixture: Path) -> None:

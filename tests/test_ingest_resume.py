@@ -6,12 +6,10 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import time
 
 import numpy as np
 import psutil
-from conftest import MILES, TABLE, VO_ML
+from conftest import MILES, TABLE, VO_ML, Child, run
 
 from vo_ml.archive.duckdb_backend import DuckDBBackend
 from vo_ml.pipeline import store_path
@@ -33,17 +31,12 @@ def _stored_rows(store_folder) -> int:
 
 def _kill_after(sources, db, rows):
     """Start an ingest and SIGKILL it once the store holds at least ``rows`` spectra."""
-    process = subprocess.Popen(_ingest_command(sources, db), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     folder = store_path(db, TABLE)
-    deadline = time.monotonic() + 120
-    while _stored_rows(folder) < rows and time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError("the ingest finished before it could be killed")
-        time.sleep(0.005)
-    workers = psutil.Process(process.pid).children(recursive=True)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    with Child(_ingest_command(sources, db), db.with_suffix(f".{rows}.log")) as process:
+        process.wait_until(lambda: _stored_rows(folder) >= rows, f"{rows} spectra in the store", 120)
+        workers = psutil.Process(process.pid).children(recursive=True)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
     _, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive, "a killed ingest left worker processes behind"
 
@@ -70,13 +63,13 @@ def test_killed_and_restarted_ingest_matches_an_uninterrupted_one(tmp_path):
         shutil.copy(item, sources / item.name)
 
     reference_db = tmp_path / "reference.duckdb"
-    subprocess.run(_ingest_command(sources, reference_db), check=True, capture_output=True)
+    run(_ingest_command(sources, reference_db), check=True)
     reference_rows, reference_ingested, reference_dids, reference_spectra = _snapshot(reference_db)
 
     db = tmp_path / "killed.duckdb"
     _kill_after(sources, db, rows=12)
     _kill_after(sources, db, rows=48)
-    subprocess.run(_ingest_command(sources, db), check=True, capture_output=True)
+    run(_ingest_command(sources, db), check=True)
     rows, ingested, dids, spectra = _snapshot(db)
 
     assert rows == reference_rows

@@ -9,11 +9,10 @@ the real console script.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import VO_ML
+from conftest import vo_ml
 
 from vo_ml.cli import main
 
@@ -76,7 +75,7 @@ def test_case(case_id, capsys):
 
 @pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
 def test_case_through_the_console_script(case_id):
-    result = subprocess.run([VO_ML, *arguments(case_id)], capture_output=True, text=True, timeout=60)
+    result = vo_ml(*arguments(case_id), timeout=60)
     assert result.returncode == expected_exit_code(case_id), result.stderr
     assert result.stdout.strip() == "valid ADQL" if result.returncode == 0 else (
         result.stderr.startswith("ADQL-E"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +22,7 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.io.votable import from_table, parse
 from astropy.table import Table
-from conftest import DATA, MILES, TABLE, TAU_CETI, VO_ML, copy_archive, serving
+from conftest import DATA, MILES, TABLE, TAU_CETI, copy_archive, serving, vo_ml
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
@@ -319,8 +318,7 @@ def edited(archive, tmp_path_factory) -> dict:
     """Served copies: one with ties and a NULL embedding, indexed again with `vo-ml index`, and
     one with the same edit after its index was built (stale)."""
     reindexed = _copy_archive(archive, tmp_path_factory.mktemp("ties"), TIES_AND_NULLS, [TAU_CETI])
-    subprocess.run([VO_ML, "index", "--db", str(reindexed), "--table", TABLE], check=True,
-                   capture_output=True)
+    vo_ml("index", "--db", reindexed, "--table", TABLE, check=True)
     stale = _copy_archive(archive, tmp_path_factory.mktemp("stale"), TIES_AND_NULLS, [TAU_CETI])
     return {"fresh": _app(reindexed), "stale": _app(stale)}
 
@@ -367,8 +365,7 @@ def test_a_name_is_resolved_by_one_rule_however_the_query_runs(archive, tmp_path
                        f"UPDATE {TABLE} SET embedding = CASE WHEN obs_publisher_did = $1 THEN "
                        f"NULL ELSE embedding END, obs_id = CASE WHEN obs_publisher_did = $2 "
                        "THEN $1 ELSE obs_id END", [unembedded, TAU_CETI])
-    subprocess.run([VO_ML, "index", "--db", str(db), "--table", TABLE], check=True,
-                   capture_output=True)
+    vo_ml("index", "--db", db, "--table", TABLE, check=True)
     query = (f"SELECT TOP 3 obs_publisher_did, ml_distance(embedding, '{unembedded}') AS d "
              f"FROM {TABLE} ORDER BY d")
     client = _app(db)
@@ -391,8 +388,7 @@ def test_a_damaged_index_is_not_used(archive, tmp_path):
 def test_an_index_built_again_replaces_the_last_build_whole(archive, tmp_path):
     db = copy_archive(archive, tmp_path, index=True)
     for _ in range(2):
-        subprocess.run([VO_ML, "index", "--db", str(db), "--table", TABLE], check=True,
-                       capture_output=True)
+        vo_ml("index", "--db", db, "--table", TABLE, check=True)
     folder = Path(f"{db}.neighbours")
     description = json.loads((folder / f"{TABLE}.embedding.l2.json").read_text())
     built = sorted(p.name for p in folder.iterdir())
@@ -421,8 +417,7 @@ def grown(archive, tmp_path_factory) -> dict:
             f"embedding AS FLOAT[]), lambda x: x + (random() - 0.5) * 0.3) AS FLOAT[{dimension}]) "
             "AS embedding) "
             f"FROM {TABLE}, range(1, 100) AS copies(copy)")
-    subprocess.run([VO_ML, "index", "--db", str(db), "--table", TABLE], check=True,
-                   capture_output=True)
+    vo_ml("index", "--db", db, "--table", TABLE, check=True)
     client = _app(db)
     rows = _rows(client, f"SELECT obs_publisher_did, teff, embedding FROM {TABLE} "
                          "WHERE embedding IS NOT NULL")

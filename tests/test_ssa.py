@@ -8,7 +8,6 @@ is deleted after ingest, to see how the service and the fetcher treat a file tha
 from __future__ import annotations
 
 import io
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.io.votable import parse
 from astropy.time import Time
-from conftest import HARPS_CUT, MILES, VO_ML, serving
+from conftest import HARPS_CUT, MILES, serving, vo_ml
 from pyvo.dal import DALOverflowWarning, DALQueryError, SSAService
 
 from vo_ml.spectra.readers import read_spectrum
@@ -58,8 +57,7 @@ def harps_archive(tmp_path_factory) -> Path:
     config["grid"].update(start=3790.0, stop=3970.0, pixels=2000)
     (folder / "harps.yaml").write_text(yaml.safe_dump(config))
     db = folder / "harps.duckdb"
-    ingested = subprocess.run([VO_ML, "ingest", str(sources), "--db", str(db), "--config",
-                               str(folder / "harps.yaml")], capture_output=True, text=True, cwd=folder)
+    ingested = vo_ml("ingest", sources, "--db", db, "--config", folder / "harps.yaml", cwd=folder)
     assert ingested.returncode == 0 and "3 ingested" in ingested.stdout, ingested.stdout + ingested.stderr
     (sources / "gone.fits").unlink()
     return db

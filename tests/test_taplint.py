@@ -7,11 +7,11 @@ does not have yet; the second test checks the same things with astropy's UCD and
 from __future__ import annotations
 
 import re
-import subprocess
 import warnings
 
 from astropy import units
 from astropy.io.votable.ucd import check_ucd
+from conftest import run
 
 #: Every stage of the acceptance list, in order.
 STAGES = "TMV TME TMS TMC UUC CPV CAP AVV QGE QPO QAS UWS MDQ OBS UPL EXA".split()
@@ -21,8 +21,7 @@ UNIT_FUNCTION = re.compile(r"^(log|ln|exp|sqrt)\((.+)\)$")
 
 
 def _known_stages(stilts: str) -> list[str]:
-    usage = subprocess.run([stilts, "taplint", "help=stages"], capture_output=True, text=True,
-                           timeout=120).stdout
+    usage = run([stilts, "taplint", "help=stages"], timeout=120).stdout
     known = set(re.findall(r"^\s*\* ([A-Z]{3}):", usage, flags=re.MULTILINE))
     return [stage for stage in STAGES if stage in known]
 
@@ -30,10 +29,9 @@ def _known_stages(stilts: str) -> list[str]:
 def test_taplint_reports_no_errors_and_no_warnings(tap_url, stilts):
     stages = _known_stages(stilts)
     assert set(STAGES) - set(stages) <= {"UUC"}
-    run = subprocess.run(
-        [stilts, "taplint", f"tapurl={tap_url}", f"stages={' '.join(stages)}", "report=EWIS",
-         "maxrepeat=5"], capture_output=True, text=True, timeout=900)
-    report = run.stdout + run.stderr
+    linted = run([stilts, "taplint", f"tapurl={tap_url}", f"stages={' '.join(stages)}", "report=EWIS",
+                  "maxrepeat=5"], timeout=500)
+    report = linted.stdout + linted.stderr
     totals = re.search(r"Totals: Errors: (\d+); Warnings: (\d+)", report)
     assert totals, report[-3000:]
     problems = [line for line in report.splitlines() if line.startswith(("E-", "W-"))]

@@ -6,13 +6,12 @@ import json
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import TABLE, VO_ML, quick_model_config
+from conftest import TABLE, VO_ML, Child, quick_model_config, vo_ml
 
 from vo_ml.pipeline import store_path
 from vo_ml.resources import config_file, load_yaml
@@ -116,8 +115,7 @@ def test_training_writes_the_card_metrics_and_curve_and_reuses_the_model(archive
 
 
 def _train(db: Path, config: Path, models: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([VO_ML, "train", "--db", str(db), "--config", str(config),
-                           "--models", str(models)], capture_output=True, text=True, timeout=600)
+    return vo_ml("train", "--db", db, "--config", config, "--models", models)
 
 
 def test_training_killed_and_restarted_ends_with_the_uninterrupted_model(archive, tmp_path):
@@ -131,17 +129,13 @@ def test_training_killed_and_restarted_ends_with_the_uninterrupted_model(archive
     assert straight.returncode == 0, straight.stderr
     model = Path(straight.stdout.strip().splitlines()[-1])
 
-    killed = subprocess.Popen([VO_ML, "train", "--db", str(db), "--config", str(config_path),
-                               "--models", str(tmp_path / "killed")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = tmp_path / "killed" / f"{model.name}.partial" / "checkpoints" / "state.json"
-    deadline = time.monotonic() + 300
-    while not (state.is_file() and json.loads(state.read_text())["epoch"] >= 10):
-        assert killed.poll() is None, "training ended before it could be killed"
-        assert time.monotonic() < deadline, "training reached no 10th epoch in 300 s"
-        time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    with Child([VO_ML, "train", "--db", db, "--config", config_path, "--models", tmp_path / "killed"],
+               tmp_path / "killed.log") as killed:
+        killed.wait_until(lambda: state.is_file() and json.loads(state.read_text())["epoch"] >= 10,
+                          "a checkpoint of the 10th epoch")
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
     assert not (tmp_path / "killed" / model.name).exists()
     stopped_at = json.loads(state.read_text())["epoch"]
     assert 10 <= stopped_at < 40
