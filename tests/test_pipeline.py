@@ -162,3 +162,9 @@ def test_rows_say_where_and_what_their_file_is_and_estimate_its_snr(archive):
     (url,) = _query(archive["db"], f"SELECT access_url FROM {TABLE} WHERE obs_publisher_did = ?",
                     [TAU_CETI])[0]
     assert url == "/ssa/data?ID=ivo%3A%2F%2Fvo-ml.example%2Fmiles%3Fm0067"
+
+
+@pytest.mark.parametrize("name", ["spectra", "my archive.spectra", "a.b.c", "1st.spectra"])
+def test_a_table_name_adql_cannot_reach_unquoted_is_refused_with_the_form_to_use(name):
+    with pytest.raises(ValueError, match="name it SCHEMA.TABLE"):
+        ArchiveConfig.from_dict(load_yaml(config_file("generic")) | {"table": name})
