@@ -11,7 +11,7 @@ the Flask application; ``pipeline`` runs the steps that the command line, ``cli`
 Base modules import no other part of vo_ml, and any module may import them (as it may this
 package's ``__version__``)::
 
-    files, resources
+    files, progress, resources
 
 No module imports one that imports it back, however indirectly, even inside a function.
 """

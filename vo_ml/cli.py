@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import argparse
 import enum
-import os
+import logging
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import duckdb  # noqa: E402
-import yaml  # noqa: E402
-from pyvo.dal import DALAccessError  # noqa: E402
+import duckdb
+import yaml
+from pyvo.dal import DALAccessError
 
 __all__ = ["main"]
 
@@ -53,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = _parser()
     arguments = parser.parse_args(argv)
+    _configure_logging()
     try:
         return arguments.run(arguments)
     except ArchiveInUse as error:
@@ -66,6 +65,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return Exit.USAGE
     except KeyboardInterrupt:
         return Exit.INTERRUPTED
+
+
+#: vo_ml's own loggers (progress, training, the access log) say what happens; others only warn.
+LOG_LEVEL = logging.INFO
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _configure_logging() -> None:
+    """Every command logs through one handler on stderr, in one format. astropy's logger, which
+    has a handler of its own, goes through it too: with both, each astropy warning (W50 for a
+    unit astropy cannot read, say) was printed twice."""
+    from astropy import log as astropy_log
+
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr)
+    logging.getLogger("vo_ml").setLevel(LOG_LEVEL)
+    for handler in list(astropy_log.handlers):
+        astropy_log.removeHandler(handler)
+    astropy_log.setLevel(logging.WARNING)
 
 
 def _in_use_advice(arguments: argparse.Namespace, pid: int) -> str:

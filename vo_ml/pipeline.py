@@ -23,12 +23,12 @@ from pathlib import Path
 import dask
 import numpy as np
 from astropy import units as u
-from tqdm.auto import tqdm
 
 from vo_ml.archive import tap_schema
 from vo_ml.archive.backend import ML_COLUMNS, Backend, MlColumns
 from vo_ml.archive.backends import open_backend
 from vo_ml.archive.neighbours import build_index
+from vo_ml.progress import progress
 from vo_ml.spectra.access import file_format, relative_access_url
 from vo_ml.spectra.grid import Grid, Preprocessing
 from vo_ml.spectra.labels import RADIAL_VELOCITY
@@ -125,7 +125,7 @@ def ingest(
         done = backend.ingested_checksums(table.name)
         known_dids = set(store.dids)
         batches = [files[i:i + files_per_batch] for i in range(0, len(files), files_per_batch)]
-        with (tqdm(total=len(files), desc=f"ingest {config.table}", unit="file") as bar,
+        with (progress(len(files), f"ingest {config.table}", "file") as bar,
               _worker_pool(workers) as pool,
               ThreadPoolExecutor(1) as reader):
             def prepare(batch: Sequence[Path]) -> Future:

@@ -24,11 +24,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pyarrow as pa
-from tqdm.auto import tqdm
 
 from vo_ml.archive.backend import Backend
 from vo_ml.archive.references import REFERENCE_KEYS, key_map_order, named_position, reference_keys
 from vo_ml.files import replacing
+from vo_ml.progress import progress
 
 __all__ = ["METRICS", "NeighbourIndex", "build_index", "description_path", "fingerprint"]
 
@@ -128,7 +128,7 @@ def _read(backend: Backend, table: str, column: str, keys: list[str], embedded: 
     values: dict[str, list[pa.Array]] = {key: [] for key in keys}
     read = 0
     with (backend.stream(f"SELECT {', '.join([backend.row_id, column, *keys])} FROM {table}") as result,
-          tqdm(total=embedded, desc=f"read {table}.{column}", unit="row") as bar):
+          progress(embedded, f"read {table}.{column}", "row") as bar):
         for batch in result.batches:
             row_ids.append(batch.column(0).to_numpy())
             present.append(batch.column(1).is_valid().to_numpy(zero_copy_only=False))

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import keras
 import numpy as np
-import tensorflow as tf
 
+from vo_ml.ml.framework import keras, tf
 from vo_ml.spectra.store import SpectrumStore
 
 __all__ = ["StoreBatches", "WINDOW_BYTES"]

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
-from dask.diagnostics import ProgressBar
 
 from vo_ml.ml.cards import load_card
 from vo_ml.ml.models import downsampling
 from vo_ml.ml.projection import map_xy
+from vo_ml.progress import DaskProgress, progress
 from vo_ml.spectra.grid import downsample
 from vo_ml.spectra.store import SpectrumStore
 
@@ -52,6 +52,8 @@ class Embeddings:
         return map_xy(self.latent, self.card, self.model_dir)
 
 
+log = logging.getLogger(__name__)
+
 #: Flux bytes per Dask task: a few dozen full-resolution HARPS spectra, all of MILES.
 TASK_BYTES = 64 << 20
 
@@ -68,7 +70,7 @@ def load_model(model_dir: str) -> tuple:
 
 @functools.lru_cache(maxsize=8)
 def _load_model_once(model_dir: str) -> tuple:
-    import keras
+    from vo_ml.ml.framework import keras
 
     _match_worker_threads()
     encoder = keras.models.load_model(Path(model_dir) / "encoder.keras", compile=False)
@@ -84,7 +86,7 @@ def _match_worker_threads() -> None:
         threads = get_worker().state.nthreads
     except (ImportError, ValueError):
         return
-    import tensorflow as tf
+    from vo_ml.ml.framework import tf
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -165,11 +167,11 @@ def _scheduler(address: str | None, workers: int | None
     the cores), or on threads."""
     if address is None and workers is None:
         def on_threads(array: da.Array) -> np.ndarray:
-            with ProgressBar(dt=0.5):
+            with progress(None, "encode", "task") as bar, DaskProgress(bar):
                 return array.compute(scheduler="threads")
         yield on_threads, os.cpu_count() or 1
         return
-    from dask.distributed import Client, LocalCluster, progress
+    from dask.distributed import Client, LocalCluster, as_completed
 
     cluster: contextlib.AbstractContextManager = contextlib.nullcontext()
     if address is None:
@@ -178,13 +180,15 @@ def _scheduler(address: str | None, workers: int | None
 
     with cluster as local, Client(address or local) as client:
         workers_now = len(client.scheduler_info(n_workers=-1)["workers"])
-        print(f"encoding on {client.scheduler.address}: {workers_now} Dask workers", file=sys.stderr)
+        log.info("encoding on %s: %d Dask workers", client.scheduler.address, workers_now)
 
         def on_cluster(array: da.Array) -> np.ndarray:
-            future = client.compute(array)
-            with contextlib.redirect_stdout(sys.stderr):  # stdout carries the command's result
-                progress(future)
-            return future.result()
+            """The array's row blocks computed on the cluster, followed as each one comes."""
+            blocks = client.compute(list(array.to_delayed().ravel()))
+            with progress(len(blocks), "encode", "block") as bar:
+                for _ in as_completed(blocks):
+                    bar.update(1)
+            return np.concatenate(client.gather(blocks)) if blocks else np.empty(array.shape, array.dtype)
         yield on_cluster, max(1, sum(client.nthreads().values()))
 
 

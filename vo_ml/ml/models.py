@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
-import tensorflow as tf
-from keras import layers, ops
+
+from vo_ml.ml.framework import keras, tf
+
+layers, ops = keras.layers, keras.ops
 
 __all__ = ["build_dense", "build_conv", "conv_layers", "downsampling", "masked_mse", "Bottleneck", "FAMILIES"]
 

@@ -19,25 +19,27 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import keras
 import numpy as np
-import tensorflow as tf
-from tqdm.auto import tqdm
 
 from vo_ml.files import replacing
 from vo_ml.ml.cards import is_trained, model_id_for, write_card
 from vo_ml.ml.data import StoreBatches
+from vo_ml.ml.framework import keras, tf
 from vo_ml.ml.models import FAMILIES, downsampling, masked_mse
 from vo_ml.ml.projection import IDENTITY, save_projection
 from vo_ml.ml.report import plot_training_curve
+from vo_ml.progress import progress
 from vo_ml.spectra.store import SpectrumStore
 
 __all__ = ["train", "split_by_star", "fit_projection"]
+
+log = logging.getLogger(__name__)
 
 METRICS_NAME = "metrics.json"
 CURVE_NAME = "training_curve.png"
@@ -115,15 +117,17 @@ def _train(store: SpectrumStore, config: dict, targets: Sequence[str | None], da
     check_batches = StoreBatches(sampled, pool[validation], batch_size)
     checkpoint = _Checkpoint(work, float(training.get("checkpoint_seconds", 30)))
     autoencoder = checkpoint.model() or _new_model(config, train_batches, training)
+    epochs, patience = int(training["epochs"]), int(training["patience"])
     if not checkpoint.finished:
         autoencoder.fit(
             train_batches.dataset(),
             validation_data=check_batches.dataset() if check_batches.rows.size else None,
-            epochs=int(training["epochs"]), initial_epoch=checkpoint.epoch, verbose=0, shuffle=False,
-            callbacks=[train_batches.follow_epochs(), checkpoint.callback(int(training["patience"])),
-                       _EpochBar(int(training["epochs"]), checkpoint.epoch, model_id)])
+            epochs=epochs, initial_epoch=checkpoint.epoch, verbose=0, shuffle=False,
+            callbacks=[train_batches.follow_epochs(), checkpoint.callback(patience),
+                       _EpochBar(epochs, checkpoint.epoch, model_id)])
     if checkpoint.best_weights is None:
         raise ValueError(f"model {model_id} finished no epoch: set training.epochs to 1 or more")
+    log.info("training %s %s", model_id, checkpoint.outcome(epochs, patience))
     autoencoder.set_weights(checkpoint.best_weights)
     encoder, decoder = autoencoder.get_layer("encoder"), autoencoder.get_layer("decoder")
     card = {
@@ -277,6 +281,15 @@ class _Checkpoint:
         self._files = files
         self._written = time.monotonic()
 
+    def outcome(self, epochs: int, patience: int) -> str:
+        """Why training stopped, and with which weights: early stopping, or the last epoch."""
+        monitored = "validation loss" if self.history["val_loss"] else "training loss"
+        best = f"best epoch {self.best_epoch}, {monitored} {self.best:.3e}"
+        if self.finished and self.epoch < epochs:
+            return (f"stopped early at epoch {self.epoch} of {epochs}: the {monitored} had not "
+                    f"improved for {patience} epochs; {best}")
+        return f"ran all {self.epoch} epochs; {best}"
+
     def metrics(self) -> dict:
         return {"epochs": self.epoch, "best_epoch": self.best_epoch, "best_val_loss": self.best,
                 "train_loss": self.history["loss"][-1] if self.history["loss"] else None,
@@ -301,12 +314,12 @@ class _CheckpointCallback(keras.callbacks.Callback):
 
 
 class _EpochBar(keras.callbacks.Callback):
-    """A tqdm bar over epochs, showing the losses; it closes early when training stops early."""
+    """The epochs' progress (:mod:`vo_ml.progress`) with the losses; it closes early when
+    training stops early, and :meth:`_Checkpoint.outcome` then says why."""
 
     def __init__(self, epochs: int, done: int, label: str) -> None:
         super().__init__()
-        self.bar = tqdm(total=epochs, initial=done, desc=f"train {label}", unit="epoch",
-                        mininterval=0.5)
+        self.bar = progress(epochs, f"train {label}", "epoch", initial=done)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}

@@ -19,6 +19,7 @@ from flask import Flask, Response, current_app, request
 from vo_ml.archive.backend import Backend
 from vo_ml.archive.backends import open_backend
 from vo_ml.archive.tap_schema import TapSchema
+from vo_ml.service.access_log import AccessLog
 from vo_ml.service.settings import DEFAULTS, Settings, settings
 
 __all__ = ["create_app", "archive", "base_url"]
@@ -68,6 +69,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(vosi.bp)
     app.register_blueprint(ssa.bp)
     app.after_request(_allow_cross_origin)
+    app.wsgi_app = AccessLog(app.wsgi_app)
     return app
 
 

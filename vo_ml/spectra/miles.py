@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import platformdirs
-from tqdm.auto import tqdm
 
 from vo_ml.files import replacing_folder
+from vo_ml.progress import tracked
 
 __all__ = ["MilesStar", "fetch_miles", "miles_files", "miles_labels", "miles_id", "MilesDescriber"]
 
@@ -89,7 +89,7 @@ def _unpack_miles(wheel: Path, into: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         wanted = [n for n in archive.namelist() if n.startswith(WHEEL_FOLDER)
                   and (n.endswith(".fits") or n.endswith("/" + PARAMETER_TABLE))]
-        for name in tqdm(wanted, desc="unpack MILES", unit="file"):
+        for name in tracked(wanted, "unpack MILES", "file"):
             target = into / name[len(WHEEL_FOLDER):]
             target.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(name) as source, open(target, "wb") as sink:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from tqdm.auto import tqdm
 
 from vo_ml.files import replacing_folder
+from vo_ml.progress import tracked
 from vo_ml.spectra.grid import Grid, downsample
 
 __all__ = ["SpectrumStore"]
@@ -133,7 +133,7 @@ class SpectrumStore:
             self.truncate(same)
         rows = rows_per_chunk(source.grid.pixels) * max(1, 64 // rows_per_chunk(source.grid.pixels))
         starts = range(same, len(source), rows)
-        for start in tqdm(starts, desc=f"sampling x{factor}", unit="batch", disable=len(starts) < 2):
+        for start in tracked(starts, f"sampling x{factor}", "batch", disable=len(starts) < 2):
             stop = min(start + rows, len(source))
             flux, mask = downsample(*source.read(start, stop), factor)
             self.append(list(source_dids[start:stop]), flux, mask)

@@ -31,10 +31,10 @@ import dask
 import numpy as np
 from astropy.io import fits
 from astropy.time import Time
-from dask.callbacks import Callback
-from tqdm import tqdm
 
 from vo_ml.files import replacing
+from vo_ml.progress import DaskProgress
+from vo_ml.progress import progress as progress_display
 
 __all__ = [
     "CCD_GAP", "LINE_FREE_WINDOW", "LINE_LIST_SEED", "QUAL_CCD_GAP", "RESOLVING_POWER",
@@ -490,17 +490,6 @@ def _write_one(out_dir: Path, seed: int, index: int) -> int:
     return index
 
 
-class _TqdmCallback(Callback):
-    """Advance a tqdm bar as dask finishes each file, whatever the local scheduler."""
-
-    def __init__(self, bar: tqdm) -> None:
-        super().__init__()
-        self._bar = bar
-
-    def _posttask(self, key: object, result: object, dsk: object, state: object, worker_id: object) -> None:
-        self._bar.update(1)
-
-
 def generate_archive(out_dir: str | Path, n: int, seed: int, workers: int = 1,
                      scheduler: str = "processes", progress: bool = True) -> Path:
     """Write ``n`` SDP files and ``labels.csv`` to ``out_dir``; returns the path of labels.csv.
@@ -513,8 +502,8 @@ def generate_archive(out_dir: str | Path, n: int, seed: int, workers: int = 1,
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [i for i in range(n) if not (out_dir / file_name(i)).exists()]
     tasks = [dask.delayed(_write_one)(out_dir, seed, i) for i in todo]
-    with tqdm(total=len(tasks), desc="synthetic spectra", unit="file", disable=not progress) as bar:
-        with _TqdmCallback(bar):
+    with progress_display(len(tasks), "synthetic spectra", "file", disable=not progress) as bar:
+        with DaskProgress(bar):
             dask.compute(*tasks, scheduler="sync" if workers <= 1 else scheduler, num_workers=workers)
     return _write_labels(out_dir, n, seed)
 

@@ -1,0 +1,107 @@
+"""What the commands write to a log that is not a terminal (a file, CI): a few progress lines
+with counts instead of redrawn bars, why training stopped, no TensorFlow banners, one access
+line per request, and each warning once."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dask.array as da
+import pytest
+import requests
+import yaml
+from conftest import MILES, VO_ML, quick_model_config, server_process
+
+from vo_ml.progress import DaskProgress, progress, tracked
+
+#: Lines TensorFlow writes on import (twice each, before vo_ml.ml.framework).
+TF_BANNERS = ("All log messages before absl::InitializeLog", "oneDNN custom operations")
+#: ``host - user [time] "request" status bytes "referer" "agent" seconds``
+ACCESS_LINE = re.compile(r'vo_ml\.access: 127\.0\.0\.1 - - \[[^]]+\] "POST /tap/sync HTTP/1\.1" 200 \d+ '
+                         r'"-" "[^"]*" \d+\.\d{3}$')
+
+
+@pytest.fixture(scope="module")
+def ingest_run(tmp_path_factory) -> tuple[Path, str]:
+    """The MILES fixtures ingested by ``vo-ml ingest`` (no model: none of these tests needs one),
+    and what the command logged."""
+    db = tmp_path_factory.mktemp("logs") / "miles.duckdb"
+    done = subprocess.run([VO_ML, "ingest", "--db", str(db), "--config", "miles", str(MILES)],
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return db, done.stderr.decode()
+
+
+@pytest.fixture(scope="module")
+def ingested(ingest_run) -> Path:
+    return ingest_run[0]
+
+
+def test_ingest_logs_its_progress_as_one_line(ingest_run):
+    log = ingest_run[1]
+    assert "\r" not in log
+    lines = [line.split(": ", 1)[1] for line in log.splitlines() if "vo_ml.progress" in line]
+    assert len(lines) == 1
+    assert re.fullmatch(r"ingest miles.spectra: done, 91/91 file \(100%\), \d+ s", lines[0])
+
+
+def test_training_logs_a_few_progress_lines_why_it_stopped_and_no_banner(ingested, tmp_path):
+    config = quick_model_config()
+    config["training"].update(epochs=60, patience=3)
+    (tmp_path / "quick.yaml").write_text(yaml.safe_dump(config))
+    done = subprocess.run([VO_ML, "train", "--db", str(ingested), "--config", str(tmp_path / "quick.yaml"),
+                           "--models", str(tmp_path / "models")], capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    log = done.stderr.decode()  # as bytes: text mode would turn a bar's carriage returns into lines
+    assert "\r" not in log
+    assert 1 <= len([line for line in log.splitlines() if "vo_ml.progress" in line]) <= 12
+    stopped = re.search(r"training dense2d-\w+ stopped early at epoch (\d+) of 60: the validation "
+                        r"loss had not improved for 3 epochs; best epoch (\d+), validation loss "
+                        r"\d\.\d{3}e-\d\d", log)
+    assert stopped, log
+    assert int(stopped[1]) - int(stopped[2]) == 3
+    assert re.search(rf"train dense2d-\w+: done, {stopped[1]}/60 epoch", log)
+    for banner in TF_BANNERS:
+        assert log.count(banner) <= 1, log
+
+
+def test_a_served_request_is_one_access_line_and_a_unit_warning_is_said_once(ingested, tmp_path):
+    db = tmp_path / "miles.duckdb"
+    shutil.copy(ingested, db)
+    query = {"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": "SELECT TOP 3 obs_id, logg FROM miles.spectra"}
+    with server_process(db) as (root, server):
+        for _ in range(2):  # logg's unit, log(cm.s**-2), is one astropy cannot read
+            requests.post(f"{root}/tap/sync", data=query, timeout=60).raise_for_status()
+        server.stop()
+        log = server.output()
+    assert len([line for line in log.splitlines() if ACCESS_LINE.search(line)]) == 2, log
+    assert log.count("Invalid unit string") <= 1, log
+
+
+def test_progress_in_a_log_is_one_line_for_a_short_step(monkeypatch, caplog):
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file, not a terminal
+    caplog.set_level("INFO", "vo_ml.progress")
+    with progress(1000, "count", "item") as bar:
+        for _ in range(1000):
+            bar.update(1)
+    assert sys.stderr.getvalue() == ""
+    assert len(caplog.messages) == 1
+    assert re.fullmatch(r"count: done, 1000/1000 item \(100%\), \d+ s", caplog.messages[0])
+
+
+def test_dask_tasks_and_iterations_are_counted(monkeypatch, caplog):
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    caplog.set_level("INFO", "vo_ml.progress")
+    array = da.ones((100, 3), chunks=(10, 3))
+    with progress(None, "encode", "task") as bar, DaskProgress(bar):
+        assert array.sum().compute(scheduler="threads") == 300
+    assert list(tracked(range(5), "walk", "step")) == [0, 1, 2, 3, 4]
+    tasks = re.fullmatch(r"encode: done, (\d+)/(\d+) task \(100%\), \d+ s", caplog.messages[0])
+    assert tasks and tasks[1] == tasks[2] and int(tasks[1]) >= 10
+    assert len(caplog.messages) == 2
+    assert re.fullmatch(r"walk: done, 5/5 step \(100%\), \d+ s", caplog.messages[1])
