@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import dask.array as da
@@ -81,6 +82,24 @@ def test_a_served_request_is_one_access_line_and_a_unit_warning_is_said_once(ing
         log = server.output()
     assert len([line for line in log.splitlines() if ACCESS_LINE.search(line)]) == 2, log
     assert log.count("Invalid unit string") <= 1, log
+
+
+def test_a_unit_written_in_a_query_warns_once_however_often_it_runs(ingested, tmp_path):
+    """IN_UNIT's target is read once per unit, not once per query (astropy warns of Angstrom,
+    which VOUnit deprecates, at every parse)."""
+    from astropy.units import UnitsWarning
+
+    from vo_ml.service import create_app
+
+    shutil.copy(ingested, tmp_path / "miles.duckdb")
+    client = create_app({"ARCHIVE_DB": str(tmp_path / "miles.duckdb")}).test_client()
+    query = {"REQUEST": "doQuery", "LANG": "ADQL",
+             "QUERY": "SELECT TOP 2 IN_UNIT(em_min, 'Angstrom') AS em_min_a FROM miles.spectra"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            assert client.post("/tap/sync", data=query).status_code == 200
+    assert len([w for w in caught if issubclass(w.category, UnitsWarning)]) <= 1
 
 
 def test_progress_in_a_log_is_one_line_for_a_short_step(monkeypatch, caplog):

@@ -15,6 +15,7 @@ the archive publishes is ICRS, which is what COORDSYS answers.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import astropy.units as u
@@ -103,11 +104,18 @@ def _in_unit(call: AdqlFunction) -> exp.Expr:
         raise E06(**position(call), function="IN_UNIT",
                   detail=f"'{value.sql()}' has no unit in TAP_SCHEMA; convert a column that has one")
     try:
-        factor = u.Unit(source, format="vounit").to(u.Unit(unit.this, format="vounit"))
+        factor = _conversion_factor(source, unit.this)
     except ValueError as error:
         raise E06(**position(call), function="IN_UNIT",
                   detail=f"cannot convert {value.sql()} from '{source}' to '{unit.this}': {error}") from None
     return exp.Paren(this=exp.Mul(this=value.copy(), expression=exp.Literal.number(repr(factor))))
+
+
+@functools.lru_cache(maxsize=256)
+def _conversion_factor(source: str, target: str) -> float:
+    """What one ``source`` is in ``target`` (VOUnit strings), worked out once per pair rather
+    than once per query: astropy warns of a unit VOUnit deprecates (Angstrom) at each parse."""
+    return u.Unit(source, format="vounit").to(u.Unit(target, format="vounit"))
 
 
 def _region_cast(cast: exp.Cast) -> exp.Expr:
