@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vo_ml.files import replacing
+from vo_ml.files import replacing, sync
 from vo_ml.ml.cards import is_trained, model_id_for, write_card
 from vo_ml.ml.data import StoreBatches
 from vo_ml.ml.framework import keras, tf
@@ -181,14 +181,19 @@ def fit_projection(encoder: keras.Model, batches: StoreBatches, model_dir: Path)
 def _finish(work: Path, final: Path, encoder: keras.Model, decoder: keras.Model, card: dict,
             history: dict) -> Path:
     """Save the model, its card, metrics and training curve, then rename the folder into place,
-    so a kill never leaves half a model under the final name."""
+    so a kill never leaves half a model under the final name (nor a power cut: the files are on
+    disk before the rename, and the rename is before the function returns)."""
     encoder.save(work / "encoder.keras")
     decoder.save(work / "decoder.keras")
     (work / METRICS_NAME).write_text(json.dumps({**card["metrics"], "history": history}, indent=2),
                                      encoding="utf-8")
     plot_training_curve(history, card["model_id"], work / CURVE_NAME)
     write_card(work, card)
+    for saved in work.iterdir():
+        if saved.is_file():
+            sync(saved)
     work.rename(final)
+    sync(final.parent)
     shutil.rmtree(final / "checkpoints")
     return final
 
