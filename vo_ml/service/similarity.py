@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,9 @@ _CANDIDATES_PER_ROW = 4
 _FEWEST_CANDIDATES = 100
 #: Beyond this share of the table's rows, an exact scan is cheaper than more candidates.
 _EXACT_SHARE = 0.1
+#: Held while an index is looked up, so that the requests of a cold service wait for one load
+#: of an index and its fingerprint instead of each computing them.
+_LOADING = threading.Lock()
 
 
 def plan(sql: str, query: NeighbourQuery | None,
@@ -211,7 +215,8 @@ def _complete(distances: pa.ChunkedArray, k: int, reach: float) -> bool:
 def _current_index(table: str, column: str, metric: str) -> NeighbourIndex | None:
     """The table's index, if one is stored and was built from the embeddings the table holds."""
     path = description_path(archive().backend.path, table, column, metric)
-    return _loaded(path, path.stat().st_mtime_ns if path.exists() else 0)
+    with _LOADING:
+        return _loaded(path, path.stat().st_mtime_ns if path.exists() else 0)
 
 
 @functools.lru_cache(maxsize=32)
