@@ -113,6 +113,16 @@ def test_progress_in_a_log_is_one_line_for_a_short_step(monkeypatch, caplog):
     assert re.fullmatch(r"count: done, 1000/1000 item \(100%\), \d+ s", caplog.messages[0])
 
 
+def test_a_step_that_fails_is_logged_as_stopped_not_done(monkeypatch, caplog):
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    caplog.set_level("INFO", "vo_ml.progress")
+    with pytest.raises(KeyboardInterrupt), progress(10, "copy", "file") as bar:
+        bar.update(3)
+        raise KeyboardInterrupt
+    assert len(caplog.messages) == 1
+    assert re.fullmatch(r"copy: stopped, 3/10 file \(30%\), \d+ s", caplog.messages[0])
+
+
 def test_dask_tasks_and_iterations_are_counted(monkeypatch, caplog):
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     caplog.set_level("INFO", "vo_ml.progress")

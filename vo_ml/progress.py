@@ -109,16 +109,16 @@ class _Lines:
     def set_postfix(self, **values: object) -> None:
         self._postfix = ", ".join(f"{key}={value}" for key, value in values.items())
 
-    def close(self) -> None:
+    def close(self, status: str = "done") -> None:
         if not self._closed:
             self._closed = True
-            self._say(time.monotonic(), "done, ")
+            self._say(time.monotonic(), f"{status}, ")
 
     def __enter__(self) -> _Lines:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, error: type[BaseException] | None, *details: object) -> None:
+        self.close("done" if error is None else "stopped")
 
     def _say(self, now: float, status: str = "") -> None:
         counts = f"{self.n}/{self.total}" if self.total else f"{self.n}"
