@@ -40,9 +40,11 @@ TABLE = "miles.spectra"
 VO_ML = str(Path(sys.executable).with_name("vo-ml"))
 #: The similarity reference of the tests: tau Ceti, a star of the MILES fixtures.
 TAU_CETI = "ivo://vo-ml.example/miles?m0067"
-#: A query DuckDB needs minutes for: a five-fold self-join of the table.
+#: A query DuckDB needs minutes for: a five-fold self-join of the table, with a condition no
+#: column statistics can decide (a sum of positive S/N values would be known positive, and the
+#: join counted without being run).
 SLOW = (f"SELECT COUNT(*) FROM {TABLE} AS a, {TABLE} AS b, {TABLE} AS c, {TABLE} AS d, {TABLE} AS e "
-        "WHERE a.snr + b.snr + c.snr + d.snr + e.snr > 0")
+        "WHERE SIN(a.snr + b.snr + c.snr + d.snr + e.snr) > 2")
 #: Seconds a command a test starts may run before it counts as hung. The per-test timeout of
 #: pytest-timeout (setup.cfg) is the backstop and stays longer, so this report comes first.
 COMMAND_TIMEOUT = 300
