@@ -162,19 +162,8 @@ def test_every_import_follows_the_layer_order_of_the_package_docstring():
     assert layer_violations(PACKAGE) == []
 
 
-#: A cycle being taken apart elsewhere in issue #14 (part B, the service's structure): the
-#: service's modules import ``archive``/``base_url`` from the package, whose ``create_app``
-#: imports them. Only a cycle among that package and its own modules, through the package, is let
-#: pass; remove this exemption once the service has no such cycle.
-SERVICE_PACKAGE = "vo_ml.service"
-
-
 def test_no_module_imports_one_that_imports_it_back():
-    cycles = import_cycles(PACKAGE)
-    known = [c for c in cycles if all(i.startswith(f"{SERVICE_PACKAGE}.") or
-                                      i.startswith(f"{SERVICE_PACKAGE} ") for i in c)
-             and any(i.startswith(f"{SERVICE_PACKAGE} ") for i in c)]
-    assert [c for c in cycles if c not in known] == []
+    assert import_cycles(PACKAGE) == []
 
 
 def test_the_checks_find_a_cycle_and_an_import_against_the_order(tmp_path):

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
 
 import faiss
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response
 
-from vo_ml.archive.backend import Backend
 from vo_ml.archive.backends import open_backend
-from vo_ml.archive.tap_schema import TapSchema
 from vo_ml.service.access_log import AccessLog
-from vo_ml.service.settings import DEFAULTS, Settings, settings
+from vo_ml.service.context import Archive
+from vo_ml.service.settings import DEFAULTS, Settings
 
-__all__ = ["create_app", "archive", "base_url"]
+__all__ = ["create_app"]
 
 #: CORS: browser clients on other sites (Aladin Lite, web notebooks) may read every answer.
 CORS_HEADERS = {
@@ -32,13 +30,6 @@ CORS_HEADERS = {
     "Access-Control-Expose-Headers": "Location, Content-Disposition",
 }
 
-
-@dataclass
-class Archive:
-    """The open archive and its published TAP_SCHEMA, shared by every request of the app."""
-
-    backend: Backend
-    schema: TapSchema
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -77,12 +68,3 @@ def _allow_cross_origin(response: Response) -> Response:
     response.headers.update(CORS_HEADERS)
     return response
 
-
-def archive() -> Archive:
-    """The archive of the app handling the current request."""
-    return current_app.extensions["vo_ml"]
-
-
-def base_url() -> str:
-    """The service's public root URL: configured behind a proxy, else the one asked for."""
-    return (settings().service_base_url or request.host_url).rstrip("/")

@@ -29,8 +29,8 @@ from werkzeug.exceptions import HTTPException
 
 from vo_ml.archive.backend import QueryError, QueryTimeout, ResultStream
 from vo_ml.archive.tap_schema import Column
-from vo_ml.service import archive, base_url
 from vo_ml.service.access import absolute_access_urls
+from vo_ml.service.context import archive, base_url
 from vo_ml.service.dali import DaliError, DaliParameters, parse_maxrec
 from vo_ml.service.formats import CappedRows, OutputFormat
 from vo_ml.service.settings import settings

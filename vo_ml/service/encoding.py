@@ -19,7 +19,7 @@ import pyarrow as pa
 from astropy import units as u
 
 from vo_ml import adql
-from vo_ml.service import archive
+from vo_ml.service.context import archive
 from vo_ml.service.dali import DaliError
 from vo_ml.service.settings import settings
 from vo_ml.service.uploads import Upload

@@ -14,7 +14,7 @@ from html import escape
 
 from flask import Blueprint, Response, current_app
 
-from vo_ml.service import archive, base_url
+from vo_ml.service.context import archive, base_url
 
 __all__ = ["bp", "Example", "examples_for"]
 

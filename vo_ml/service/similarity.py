@@ -32,7 +32,7 @@ from vo_ml import adql
 from vo_ml.adql.planning import CANDIDATES, NeighbourQuery
 from vo_ml.archive.backend import ResultStream
 from vo_ml.archive.neighbours import NeighbourIndex, description_path, fingerprint
-from vo_ml.service import archive
+from vo_ml.service.context import archive
 from vo_ml.service.dal import Executor, Found, Plan, SqlPlan
 from vo_ml.service.dali import DaliError
 

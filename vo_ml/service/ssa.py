@@ -23,7 +23,7 @@ from astropy.time import Time
 from flask import Blueprint, Response, send_file
 
 from vo_ml.archive.tap_schema import Column, Table
-from vo_ml.service import archive
+from vo_ml.service.context import archive
 from vo_ml.service.dal import DalQuery, SqlPlan, maxrec_of, request_parameters, serve
 from vo_ml.service.dali import DaliError, DaliParameters
 from vo_ml.service.formats import VOTABLE_OUTPUTS, output_format

@@ -16,7 +16,8 @@ from flask import Blueprint, Response
 
 from vo_ml import adql
 from vo_ml.archive.tap_schema import TapSchema
-from vo_ml.service import archive, similarity
+from vo_ml.service import similarity
+from vo_ml.service.context import archive
 from vo_ml.service.dal import DalQuery, maxrec_of, query_errors, request_part, serve
 from vo_ml.service.dali import DaliError, DaliParameters
 from vo_ml.service.encoding import encode_uploads

@@ -20,7 +20,7 @@ from pathlib import Path
 from flask import Blueprint, Flask, Response, current_app, redirect, request, send_file
 from lxml import etree
 
-from vo_ml.service import base_url
+from vo_ml.service.context import base_url
 from vo_ml.service.dal import (
     Answer,
     TimeLimitError,

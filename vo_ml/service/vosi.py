@@ -12,7 +12,7 @@ from lxml import etree
 
 from vo_ml import adql
 from vo_ml.archive.tap_schema import TAP_SCHEMA_KEYS, Column, Table
-from vo_ml.service import archive, base_url
+from vo_ml.service.context import archive, base_url
 from vo_ml.service.formats import OUTPUT_FORMATS
 from vo_ml.service.settings import settings
 from vo_ml.service.xmldoc import XSI, sub, xml_response, xsi
