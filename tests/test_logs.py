@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import re
 import shutil
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -16,7 +15,7 @@ import dask.array as da
 import pytest
 import requests
 import yaml
-from conftest import MILES, VO_ML, quick_model_config, server_process
+from conftest import MILES, VO_ML, Child, quick_model_config, server_process
 
 from vo_ml.progress import DaskProgress, progress, tracked
 
@@ -27,15 +26,24 @@ ACCESS_LINE = re.compile(r'vo_ml\.access: 127\.0\.0\.1 - - \[[^]]+\] "POST /tap/
                          r'"-" "[^"]*" \d+\.\d{3}$')
 
 
+def _logged(command: list[object], log: Path, timeout: float) -> str:
+    """What a command that must succeed wrote, read as bytes: text mode would turn a bar's
+    carriage returns into lines. It runs as conftest's Child, so a hang fails with its stacks."""
+    with Child(command, log) as child:
+        child.wait_until(lambda: child.poll() is not None, "its end", timeout)
+    written = log.read_bytes().decode()
+    assert child.returncode == 0, written
+    return written
+
+
 @pytest.fixture(scope="module")
 def ingest_run(tmp_path_factory) -> tuple[Path, str]:
     """The MILES fixtures ingested by ``vo-ml ingest`` (no model: none of these tests needs one),
     and what the command logged."""
-    db = tmp_path_factory.mktemp("logs") / "miles.duckdb"
-    done = subprocess.run([VO_ML, "ingest", "--db", str(db), "--config", "miles", str(MILES)],
-                          capture_output=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return db, done.stderr.decode()
+    folder = tmp_path_factory.mktemp("logs")
+    db = folder / "miles.duckdb"
+    return db, _logged([VO_ML, "ingest", "--db", db, "--config", "miles", MILES],
+                       folder / "ingest.log", 300)
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +63,8 @@ def test_training_logs_a_few_progress_lines_why_it_stopped_and_no_banner(ingeste
     config = quick_model_config()
     config["training"].update(epochs=60, patience=3)
     (tmp_path / "quick.yaml").write_text(yaml.safe_dump(config))
-    done = subprocess.run([VO_ML, "train", "--db", str(ingested), "--config", str(tmp_path / "quick.yaml"),
-                           "--models", str(tmp_path / "models")], capture_output=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    log = done.stderr.decode()  # as bytes: text mode would turn a bar's carriage returns into lines
+    log = _logged([VO_ML, "train", "--db", ingested, "--config", tmp_path / "quick.yaml",
+                   "--models", tmp_path / "models"], tmp_path / "train.log", 600)
     assert "\r" not in log
     assert 1 <= len([line for line in log.splitlines() if "vo_ml.progress" in line]) <= 12
     stopped = re.search(r"training dense2d-\w+ stopped early at epoch (\d+) of 60: the validation "
