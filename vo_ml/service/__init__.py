@@ -31,7 +31,6 @@ CORS_HEADERS = {
 }
 
 
-
 def create_app(config: dict | None = None) -> Flask:
     """Build the service for the archive named by ``ARCHIVE_DB``; fail early if it is missing."""
     app = Flask(__name__)
@@ -41,12 +40,12 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.from_prefixed_env("VO_ML")
     if config:
         app.config.from_mapping(config)
-    app.extensions["vo_ml_settings"] = limits = Settings.from_config(app.config)
+    app.extensions["vo_ml_settings"] = settings = Settings.from_config(app.config)
 
     # One neighbour search is far too small for OpenMP's spinning worker threads, which only
     # fight with the other requests for the cores: every search runs on its request's thread.
     faiss.omp_set_num_threads(1)
-    backend = open_backend(app.config["ARCHIVE_DB"], read_only=True)
+    backend = open_backend(settings.archive_db, read_only=True)
     app.extensions["vo_ml"] = Archive(backend, backend.read_tap_schema())
 
     from vo_ml.service import examples, ssa, tap, uws, vosi
@@ -56,7 +55,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(examples.bp)
     app.register_blueprint(tap.bp)
     app.register_blueprint(uws.bp)
-    uws.start_jobs(app, limits)
+    uws.start_jobs(app, settings)
     app.register_blueprint(vosi.bp)
     app.register_blueprint(ssa.bp)
     app.after_request(_allow_cross_origin)
@@ -67,4 +66,3 @@ def create_app(config: dict | None = None) -> Flask:
 def _allow_cross_origin(response: Response) -> Response:
     response.headers.update(CORS_HEADERS)
     return response
-
