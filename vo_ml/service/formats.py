@@ -23,6 +23,7 @@ from vo_ml.archive.tap_schema import Column
 from vo_ml.service.arrow_types import array_text, is_array, portable_schema
 from vo_ml.service.dali import DaliError
 from vo_ml.service.votable import VOTABLE_MIME, stream_votable
+from vo_ml.spectra.access import FITS_MIME
 
 __all__ = ["CappedRows", "OutputFormat", "OUTPUT_FORMATS", "VOTABLE_OUTPUTS", "output_format"]
 
@@ -192,7 +193,7 @@ OUTPUT_FORMATS = (
     OutputFormat("csv", "text/csv;header=present", ("csv", "text/csv"), _delimited(",")),
     OutputFormat("tsv", "text/tab-separated-values", ("tsv", "text/tab-separated-values"),
                  _delimited("\t")),
-    OutputFormat("fits", "application/fits", ("fits", "application/fits"), _fits),
+    OutputFormat("fits", FITS_MIME, ("fits", FITS_MIME), _fits),
     OutputFormat("parquet", "application/vnd.apache.parquet",
                  ("parquet", "application/vnd.apache.parquet", "application/x-parquet"),
                  _parquet),
