@@ -10,6 +10,7 @@ the lower-cased name of its configuration key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -103,7 +104,7 @@ def _converted(key: str, value: object, kind: object) -> object:
             else None
     except (TypeError, ValueError):
         converted = None
-    if converted is None or not converted > 0 or converted in (float("inf"),):
+    if converted is None or not converted > 0 or math.isinf(converted):
         unit = "a whole number" if base is int else "a number"
         raise SettingsError(f"setting {key}={value!r} is not {unit} above 0: set VO_ML_{key} (or "
                             f"{key} in the VO_ML_CONFIG file) to one")
