@@ -13,12 +13,17 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import yaml
 from pyvo.dal import DALAccessError
 
+if TYPE_CHECKING:  # the pipeline loads only for the commands that run it
+    from vo_ml.pipeline import IngestSummary
+
 __all__ = ["main"]
+
 
 class Exit(enum.IntEnum):
     """Exit statuses, so scripts can tell a partial ingest from a failed one. What each means
@@ -274,7 +279,7 @@ def _ingest(arguments: argparse.Namespace) -> int:
     return _ingest_exit(summary)
 
 
-def _ingest_exit(summary: object) -> Exit:
+def _ingest_exit(summary: IngestSummary) -> Exit:
     """OK with no failure; SOME_FAILED when others went in or were there; else ALL_FAILED."""
     if not summary.failed:
         return Exit.OK
