@@ -161,9 +161,11 @@ def _array(generator: Generator, value: exp.Expr) -> str:
     return f"CAST({generator.sql(value)} AS DOUBLE[])"
 
 
-def _distance(lon1: str, lat1: str, lon2: str, lat2: str) -> str:
-    """The great-circle angle in degrees, by Vincenty's formula: accurate at every separation,
-    with no function taken outside its domain."""
+def great_circle_sql(lon1: str, lat1: str, lon2: str, lat2: str) -> str:
+    """SQL for the great-circle angle in degrees between two positions given as SQL, by
+    Vincenty's formula: accurate at every separation, with no function taken outside its
+    domain. The archive's one cone rule: ADQL's DISTANCE and point-in-circle CONTAINS, and
+    SSA's POS and SIZE."""
     dlon = f"radians({lon2} - {lon1})"
     lat1, lat2 = f"radians({lat1})", f"radians({lat2})"
     across = (f"sqrt(pow(cos({lat2}) * sin({dlon}), 2) + pow(cos({lat1}) * sin({lat2}) "
@@ -216,15 +218,15 @@ def _coordinate_sql(index: int) -> SqlGenerator:
 def _distance_sql(generator: Generator, node: AdqlFunction) -> str:
     arguments = node.expressions
     if len(arguments) == 4:
-        return _distance(*(_double(generator, a) for a in arguments))
-    return _distance(*_parts(generator, arguments[0], 2), *_parts(generator, arguments[1], 2))
+        return great_circle_sql(*(_double(generator, a) for a in arguments))
+    return great_circle_sql(*_parts(generator, arguments[0], 2), *_parts(generator, arguments[1], 2))
 
 
 def _contains_sql(generator: Generator, node: AdqlFunction) -> str:
     inner, outer = node.expressions
     if region_kind(inner) == POINT and region_kind(outer) == CIRCLE:
         lon, lat, radius = _parts(generator, outer, 3)
-        return f"CAST({_distance(*_parts(generator, inner, 2), lon, lat)} <= {radius} AS INTEGER)"
+        return f"CAST({great_circle_sql(*_parts(generator, inner, 2), lon, lat)} <= {radius} AS INTEGER)"
     return f"vo_ml_contains({_array(generator, inner)}, {_array(generator, outer)})"
 
 
@@ -234,7 +236,7 @@ def _intersects_sql(generator: Generator, node: AdqlFunction) -> str:
     if kinds == (CIRCLE, CIRCLE):
         lon1, lat1, radius1 = _parts(generator, first, 3)
         lon2, lat2, radius2 = _parts(generator, second, 3)
-        return f"CAST({_distance(lon1, lat1, lon2, lat2)} <= {radius1} + {radius2} AS INTEGER)"
+        return f"CAST({great_circle_sql(lon1, lat1, lon2, lat2)} <= {radius1} + {radius2} AS INTEGER)"
     if kinds[1] == POINT:
         first, second = second, first
     if region_kind(first) == POINT:

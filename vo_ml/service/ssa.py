@@ -4,7 +4,9 @@ SSA's part of the DAL pipeline (:mod:`vo_ml.service.dal`) is its parsing and its
 statement on the same published table TAP reads, so a spectrum found by ADQL is found by SSA too;
 the rows are written by the VOTable writer TAP uses. User values are parsed into astropy objects
 at the boundary (SkyCoord, Quantity, Time), which rejects nonsense with a message naming the
-parameter, and reach SQL only as bound parameters.
+parameter, and reach SQL as bound parameters; only the cone's centre is written into the SQL, as
+the finite numbers it was parsed into, since the great-circle formula reads each coordinate
+several times (as ADQL's own numbers are written).
 
 The files served are the originals recorded in ``vo_ml.ingested`` at ingest: a request names a
 publisher DID, never a path, so nothing outside the archive's own sources can be read.
@@ -22,6 +24,7 @@ from astropy.coordinates import Angle, SkyCoord
 from astropy.time import Time
 from flask import Blueprint, Response, send_file
 
+from vo_ml.adql.geometry import great_circle_sql
 from vo_ml.archive.tap_schema import Column, Table
 from vo_ml.service.context import archive
 from vo_ml.service.dal import DalQuery, SqlPlan, maxrec_of, request_parameters, serve
@@ -221,8 +224,9 @@ def query_conditions(query: SsaQuery) -> tuple[list[str], list]:
     values: list = []
     if query.cone:
         centre, size = query.cone
-        conditions.append(f"{CONTAINS}({POSITION_SQL}, [?, ?, ?]::DOUBLE[]) = 1")
-        values += [centre.ra.deg, centre.dec.deg, size.deg / 2]
+        ra, dec = (repr(float(angle.deg)) for angle in (centre.ra, centre.dec))
+        conditions.append(f"{great_circle_sql('t.s_ra', 't.s_dec', ra, dec)} <= ?")
+        values.append(size.deg / 2)
     if query.band:
         _overlap(conditions, values, "t.em_min", "t.em_max",
                  [None if b is None else b.to_value(u.m) for b in query.band])
@@ -256,11 +260,6 @@ def _overlap(conditions: list[str], values: list, start: str, stop: str,
 #: The position of a row as a DALI point, NULL when it has none.
 POSITION_SQL = ("CASE WHEN t.s_ra IS NULL OR t.s_dec IS NULL THEN NULL "
                 "ELSE [t.s_ra, t.s_dec]::DOUBLE[2] END")
-#: The archive's spherical CONTAINS (:func:`vo_ml.archive.sphere.contains`, registered by the
-#: backend), so the cone has the great-circle rule of the archive: 1 where a point lies in a
-#: circle (lon, lat, radius), all in degrees.
-CONTAINS = "vo_ml_contains"
-
 T_MID = f"t.t_min + coalesce(t.t_exptime, 0) / {2 * SECONDS_PER_DAY}"
 
 #: What each result column is, in SQL on the table ``t``, and as a FIELD labelled with the SSA 1.1
