@@ -8,12 +8,11 @@ skips work already done, so a second run of the demo reuses what the first built
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import multiprocessing
+import os
 import re
-import signal
-import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -40,8 +39,6 @@ __all__ = ["ArchiveConfig", "IngestSummary", "DemoArchive", "ingest", "train_mod
            "store_path", "build_demo", "evaluate_models", "archive_schema", "spectrum_tables"]
 
 FILES_PER_BATCH = 128
-#: prctl option that sends a signal to a process when its parent dies (Linux).
-PR_SET_PDEATHSIG = 1
 
 #: Extra catalogue values for one file, e.g. labels from a source catalogue.
 Describer = Callable[[Path, Spectrum], dict]
@@ -193,23 +190,38 @@ def _prepare_share(files: Sequence[Path], config: ArchiveConfig, describe: Descr
     return [_prepare(f, config, describe, done) for f in files]
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this worker when the ingest that started it dies, even by SIGKILL:
-    otherwise a killed ingest leaves its workers waiting forever on a queue nobody reads."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (AttributeError, OSError):
-        return
+def _exit_with_ingest() -> None:
+    """Worker initializer: end this worker when the ingest process that started it ends, even by
+    SIGKILL, or it would wait forever on a queue nobody writes to.
+
+    A thread waits on the parent's sentinel, which the kernel closes when that process ends.
+    Not PR_SET_PDEATHSIG: Linux sends it when the thread that started the worker ends, and that
+    was the reader thread, which ends before the pool shuts down. It killed the idle worker, which
+    holds the pool's call-queue lock while it waits; a worker not yet far enough to have asked for
+    the signal then waited for that lock forever, and so did the pool's shutdown (issue 14).
+    """
+    threading.Thread(target=_exit_when_parent_ends, name="exit with the ingest", daemon=True).start()
+
+
+def _exit_when_parent_ends() -> None:
+    multiprocessing.parent_process().join()
+    os._exit(1)
 
 
 def _worker_pool(workers: int) -> contextlib.AbstractContextManager[ProcessPoolExecutor | None]:
-    """Forked worker processes, or none (files are then prepared in this process) when only one
-    worker is asked for or TensorFlow is loaded here: forking after TensorFlow has started its
-    threads can hang, and spawned workers were seen to hang too."""
-    if workers < 2 or "tensorflow" in sys.modules:
+    """``workers`` processes from multiprocessing's fork server, or none (files are then prepared
+    in this process) when one worker is asked for.
+
+    Not forked from this process, which has threads by now (DuckDB, zarr, tqdm, perhaps
+    TensorFlow): a child forked from it can inherit a lock one of them held and wait for it
+    forever. The fork server is a fresh process that has imported this module once, so workers
+    forked from it start fast and clean.
+    """
+    if workers < 2:
         return contextlib.nullcontext()
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_die_with_parent)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_exit_with_ingest)
 
 
 def _reconcile(store: SpectrumStore, table_dids: set[str]) -> None:
