@@ -8,6 +8,8 @@ is deleted after ingest, to see how the service and the fetcher treat a file tha
 from __future__ import annotations
 
 import io
+import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from astropy.io import fits
 from astropy.io.votable import parse
 from astropy.time import Time
 from conftest import HARPS_CUT, MILES, serving, vo_ml
-from pyvo.dal import DALOverflowWarning, DALQueryError, SSAService
+from pyvo.dal import DALAccessError, DALOverflowWarning, DALQueryError, SSAService
 
 from vo_ml.spectra.readers import read_spectrum
 from vo_ml.spectra.record import file_checksum
@@ -233,3 +235,24 @@ def test_fetch_ssa_records_a_failed_download_and_carries_on(harps_url, tmp_path)
     assert sorted(p.name.rsplit("-", 1)[0] for p in paths) == ["vo-ml.example_harps_copy",
                                                            "vo-ml.example_harps_original"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_fetch_ssa_gives_up_on_a_service_that_never_answers(tmp_path):
+    """pyvo's search has no timeout of its own: a silent service used to hang the ingest."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/ssa"
+        outcome = []
+        search = threading.Thread(target=lambda: outcome.append(_error_of(fetch_ssa, url, tmp_path,
+                                                                            timeout=1)))
+        search.start()
+        search.join(timeout=30)
+        assert not search.is_alive(), "fetch_ssa still waits for a service that never answers"
+    assert isinstance(outcome[0], DALAccessError) and "timed out" in str(outcome[0])
+
+
+def _error_of(function, *arguments, **options) -> Exception | None:
+    try:
+        function(*arguments, **options)
+    except Exception as error:
+        return error
+    return None

@@ -24,7 +24,8 @@ from vo_ml.files import replacing
 
 __all__ = ["fetch_ssa", "cache_name"]
 
-DOWNLOAD_TIMEOUT = 120
+#: Seconds a request to the service may go without an answer (connecting, or between bytes).
+TIMEOUT = 120
 CHUNK_BYTES = 1 << 20
 #: Utypes naming a record's dataset identifier, most specific first.
 DID_UTYPES = ("ssa:Curation.PublisherDID", "ssa:DataID.CreatorDID", "ssa:DataID.DatasetID")
@@ -35,6 +36,7 @@ def fetch_ssa(
     url: str, cache_dir: Path, *, pos: SkyCoord | tuple[float, float] | None = None,
     size: u.Quantity | float | None = None, band: u.Quantity | tuple[float, float] | None = None,
     time: Time | tuple[str, str] | None = None, target: str | None = None, maxrec: int | None = None,
+    timeout: float = TIMEOUT,
 ) -> tuple[list[Path], list[tuple[str, str]]]:
     """Search the SSA service at ``url`` and make sure every spectrum found is in ``cache_dir``.
 
@@ -42,16 +44,18 @@ def fetch_ssa(
     ``band`` (metres if floats), ``time`` (ISO 8601 if strings); ``target`` is TARGETNAME.
     Returns the cached file of every record, downloaded now or before, and (URL, reason) for each
     record whose file could not be fetched: one failure does not stop the others. A failed search
-    raises pyvo's DALServiceError or DALQueryError, as there is nothing to fetch.
+    raises one of pyvo's DALAccessError, as there is nothing to fetch; so does a search the
+    service leaves unanswered for ``timeout`` seconds (a silent download is a failed record).
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     keywords = {name: value for name, value in (("TARGETNAME", target), ("MAXREC", maxrec))
                 if value is not None}
-    records = SSAService(url).search(pos=pos, diameter=size, band=band, time=time, **keywords)
     paths: list[Path] = []
     failures: list[tuple[str, str]] = []
-    with requests.Session() as session:
+    with _TimeoutSession(timeout) as session:
+        records = SSAService(url, session=session).search(pos=pos, diameter=size, band=band,
+                                                          time=time, **keywords)
         for record in records:
             data_url = record.getdataurl()
             if not data_url:
@@ -85,9 +89,21 @@ def _identifier(record: SSARecord) -> str:
     return str(record.title or record.getdataurl())
 
 
+class _TimeoutSession(requests.Session):
+    """A session whose requests give up after ``timeout`` seconds without an answer: pyvo's
+    search sets no timeout, so a service that stops answering would hang the caller forever."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def request(self, *arguments, **options) -> requests.Response:
+        return super().request(*arguments, **{"timeout": self.timeout, **options})
+
+
 def _download(session: requests.Session, url: str, path: Path) -> None:
     """Write ``url`` to ``path`` through a temporary file beside it, renamed only when complete."""
-    with session.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT) as response:
+    with session.get(url, stream=True) as response:
         response.raise_for_status()
         with replacing(path) as new, open(new.path, "wb") as sink:
             for chunk in response.iter_content(CHUNK_BYTES):
