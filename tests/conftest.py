@@ -139,23 +139,37 @@ def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 def _abort_tree(process: subprocess.Popen) -> None:
     """SIGABRT to a hung process and every process under it (its workers may be the ones stuck):
     each Python among them writes its threads' stacks to its stderr and exits; no core files.
-    Whatever still runs ``ABORT_GRACE`` seconds later is killed."""
+
+    The whole tree is stopped first, so the stacks are those of one moment, and then aborted one
+    process at a time, workers before their parent, so that their reports do not interleave.
+    Whatever still runs ``ABORT_GRACE`` seconds after its SIGABRT is killed."""
     try:
-        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+        root = psutil.Process(process.pid)
+        tree = [*root.children(recursive=True), root]
     except psutil.NoSuchProcess:
         return
     for member in tree:
         with contextlib.suppress(psutil.Error):
+            member.suspend()
+    for member in tree:
+        with contextlib.suppress(psutil.Error):
             member.rlimit(psutil.RLIMIT_CORE, (0, 0))
             member.send_signal(signal.SIGABRT)
-    try:
-        process.wait(timeout=ABORT_GRACE)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    for member in psutil.wait_procs(tree[1:], timeout=ABORT_GRACE)[1]:
+            member.resume()
+        deadline = time.monotonic() + ABORT_GRACE
+        while not _ended(member) and time.monotonic() < deadline:
+            time.sleep(0.05)
         with contextlib.suppress(psutil.Error):
             member.kill()
+    process.wait()
+
+
+def _ended(process: psutil.Process) -> bool:
+    """Gone, or dead and waiting for its (stopped) parent to collect it."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _fail_hung(command: Sequence[str], what: str, began: float, output: str) -> None:
