@@ -9,7 +9,11 @@ import time
 
 import psutil
 import pytest
-from conftest import Child, run
+import requests
+from conftest import MILES, Child, run, serving
+
+from vo_ml.pipeline import ArchiveConfig, ingest
+from vo_ml.resources import config_file, load_yaml
 
 #: A Python program whose only thread sleeps in a function of a telling name.
 SLEEPER = textwrap.dedent("""
@@ -57,6 +61,17 @@ def test_a_background_command_that_makes_no_progress_fails_showing_its_workers_s
     assert "did not reach a result that never comes in 1 s" in message
     assert " in join\n" in message and " in worker_sleeping_forever\n" in message
     assert not psutil.wait_procs(workers, timeout=5)[1], "a worker of the hung command is left"
+
+
+def test_a_server_that_logs_more_than_a_pipe_holds_keeps_answering(tmp_path):
+    """The served app's output goes to a file: into a pipe nobody read, its access log (some 160
+    bytes a request) filled the pipe's 64 KiB after about 400 requests, and the server stopped."""
+    db = tmp_path / "two.duckdb"
+    ingest(sorted(MILES.glob("*.fits"))[:2], db, ArchiveConfig.from_dict(load_yaml(config_file("miles"))),
+           workers=1)
+    with serving(db) as root, requests.Session() as session:
+        for _ in range(1000):
+            assert session.get(f"{root}/tap/availability", timeout=10).ok
 
 
 def test_a_failed_check_shows_the_commands_error():
