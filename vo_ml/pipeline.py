@@ -154,7 +154,7 @@ def _spectrum_table(schema: tap_schema.TapSchema, name: str, db: Path) -> tap_sc
     table = schema.table(name)
     if table is None:
         raise ValueError(f"{db} has no table {name}: ingest spectra into it first")
-    if table.type != "table" or table.column("obs_publisher_did") is None:
+    if not table.holds_spectra:
         raise ValueError(f"{name} is published as something other than a table of spectra: "
                          "give a table name of your own, e.g. --table myarchive.spectra")
     return table
@@ -162,12 +162,8 @@ def _spectrum_table(schema: tap_schema.TapSchema, name: str, db: Path) -> tap_sc
 
 def spectrum_tables(db: Path) -> list[str]:
     """The tables of spectra the archive publishes (not views such as ivoa.obscore)."""
-    backend = open_backend(db, read_only=True)
-    try:
-        return [t.name for t in backend.read_tap_schema().tables.values()
-                if t.type == "table" and t.column("obs_publisher_did") is not None]
-    finally:
-        backend.close()
+    with open_backend(db, read_only=True) as backend:
+        return [t.name for t in backend.read_tap_schema().tables.values() if t.holds_spectra]
 
 
 def _prepare_in_parallel(batch: Sequence[Path], pool: ProcessPoolExecutor | None, workers: int,

@@ -109,6 +109,12 @@ class Table:
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
+    @property
+    def holds_spectra(self) -> bool:
+        """True for a table of spectra, one row each named by its publisher DID: what ingest
+        fills and SSA searches (a view such as ivoa.obscore is not one)."""
+        return self.type == "table" and self.column("obs_publisher_did") is not None
+
 
 @dataclass(frozen=True)
 class Schema:

@@ -112,7 +112,7 @@ def ssa_table() -> Table:
     tables = archive().schema.tables
     configured = settings().ssa_table
     candidates = [tables.get(configured.lower())] if configured else \
-        [t for t in tables.values() if t.type == "table"]
+        [t for t in tables.values() if t.holds_spectra]
     for table in candidates:
         if table is not None and all(table.column(name) for name in REQUIRED_COLUMNS):
             return table
