@@ -34,12 +34,14 @@ def test_adql_check_against_an_archive_names_the_unknown_column(archive):
 
 def test_demo_builds_then_reuses_its_archive(tmp_path, miles_sources):
     workdir = tmp_path / "demo"
-    first = vo_ml("demo", "--no-serve", "--workdir", workdir, "--source", miles_sources)
+    first = vo_ml("demo", "--no-serve", "--workdir", workdir, "--source", miles_sources,
+                  "--epochs", 60)
     assert first.returncode == 0, first.stderr
     assert f"{len(list(MILES.glob('*.fits')))} ingested, 0 already there, 1 failed" in first.stdout
     assert "ml_distance(embedding, 'ivo://vo-ml.example/miles?m0067')" in first.stdout
     assert "pyvo.dal.TAPService" in first.stdout
-    second = vo_ml("demo", "--no-serve", "--workdir", workdir, "--source", miles_sources)
+    second = vo_ml("demo", "--no-serve", "--workdir", workdir, "--source", miles_sources,
+                   "--epochs", 60)
     assert second.returncode == 0, second.stderr
     assert "0 ingested" in second.stdout
     models = list((workdir / "models").iterdir())

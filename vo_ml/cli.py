@@ -122,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--source", type=Path,
                       help="a folder of MILES FITS files and paramsMILES_v9.1.txt to use instead "
                            "of the copy fetched from PyPI")
+    demo.add_argument("--epochs", type=int,
+                      help="most training epochs (default: the dense2d config's); a quicker demo")
     demo.add_argument("--no-serve", action="store_true", help="build everything, then exit")
     demo.set_defaults(run=_demo)
 
@@ -436,7 +438,7 @@ def _demo(arguments: argparse.Namespace) -> int:
     """Build the MILES demo archive (reusing what a past run built), then serve it."""
     from vo_ml.pipeline import build_demo
 
-    demo = build_demo(arguments.workdir.resolve(), arguments.source,
+    demo = build_demo(arguments.workdir.resolve(), arguments.source, arguments.epochs,
                       announce=lambda step: print(f"== {step}", flush=True))
     print(demo.summary)
     print("== step wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in demo.timings.items()))

@@ -408,10 +408,11 @@ class DemoArchive:
     timings: dict[str, float]
 
 
-def build_demo(workdir: Path, source: Path | None = None,
+def build_demo(workdir: Path, source: Path | None = None, epochs: int | None = None,
                announce: Callable[[str], None] = lambda step: None) -> DemoArchive:
     """The MILES demo archive in ``workdir``: fetch (unless ``source`` is a MILES folder), ingest,
-    train the dense 2-D model and embed; each step reuses what an earlier run built.
+    train the dense 2-D model (at most ``epochs`` epochs, else the config's) and embed; each step
+    reuses what an earlier run built.
 
     ``announce`` is called with each step's name before it starts, for progress messages.
     """
@@ -432,7 +433,9 @@ def build_demo(workdir: Path, source: Path | None = None,
     folder = source or step("fetch MILES", fetch_miles)
     config = ArchiveConfig.from_dict(load_yaml(config_file("miles")))
     summary = step("ingest", lambda: ingest(miles_files(folder), db, config, MilesDescriber(folder)))
-    model_dir = step("train", lambda: train_model(db, config.table, load_yaml(config_file("dense2d")),
-                                                  workdir / "models"))
+    model_config = load_yaml(config_file("dense2d"))
+    if epochs is not None:
+        model_config["training"]["epochs"] = epochs
+    model_dir = step("train", lambda: train_model(db, config.table, model_config, workdir / "models"))
     step("embed", lambda: embed(db, config.table, model_dir))
     return DemoArchive(db, config.table, summary, timings)
