@@ -143,6 +143,9 @@ def test_an_operators_own_table_is_ingested_trained_embedded_and_served(tmp_path
     model = trained.stdout.strip().splitlines()[-1]
     embedded = vo_ml("embed", "--model", model, "--db", db)
     assert embedded.returncode == 0 and f"in {OWN_TABLE}" in embedded.stdout, embedded.stderr
+    unlabelled = vo_ml("evaluate", "--db", db, "--out", tmp_path / "report")
+    assert unlabelled.returncode == 2 and "Traceback" not in unlabelled.stderr
+    assert f"{OWN_TABLE} has no teff, logg, feh column" in unlabelled.stderr
     harps = "ivo://vo-ml.example/myarchive.spectra?HARPS.2012-03-24T08:37:45.581_s1d_A_cut"
     with serving(db) as root:
         service = pyvo.dal.TAPService(f"{root}/tap")

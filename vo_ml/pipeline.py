@@ -369,6 +369,7 @@ def evaluate_models(db: Path, table: str, configs: Sequence[dict], models_dir: P
                     held_out_fraction: float = 0.2) -> Path:
     """Train each config without a held-out share of the stars, then write the evaluation report
     (:func:`vo_ml.ml.report.evaluate`) into ``out``; return the report's path."""
+    from vo_ml.ml.evaluation import LABELS
     from vo_ml.ml.report import evaluate
     from vo_ml.ml.training import split_by_star, train
 
@@ -376,6 +377,11 @@ def evaluate_models(db: Path, table: str, configs: Sequence[dict], models_dir: P
         raise ValueError(f"held-out share {held_out_fraction}: give a fraction between 0 and 1")
     backend = open_backend(db, read_only=True)
     try:
+        unlabelled = [name for name in LABELS if name not in backend.table_columns(table)]
+        if unlabelled:
+            raise ValueError(f"{table} has no {', '.join(unlabelled)} column: evaluate scores the "
+                             "neighbours of held-out stars by their labels, so it needs a table "
+                             "with Teff, log g and [Fe/H], such as the MILES demo's")
         columns = backend.execute(
             f"SELECT obs_publisher_did, target_name, teff, logg, feh FROM {table}").columns
         checksum = data_checksum(backend, table)
