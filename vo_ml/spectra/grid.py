@@ -9,15 +9,24 @@ good pixels removes the arbitrary flux scale of archive spectra, which carries n
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from astropy import units as u
 
 from vo_ml.spectra.record import Spectrum
+from vo_ml.spectra.velocity import (
+    SPEED_OF_LIGHT_KMS,
+    air_to_vacuum,
+    doppler_to_rest,
+    measure_velocity,
+    vacuum_to_air,
+)
 
 __all__ = ["Grid", "Preprocessing", "resample", "normalise_median", "normalise_continuum",
-           "downsample", "smooth_to_fwhm", "air_to_vacuum", "vacuum_to_air", "doppler_to_rest", "in_windows"]
+           "downsample", "smooth_to_fwhm", "sampling_resolving_power", "air_to_vacuum", "vacuum_to_air",
+           "doppler_to_rest", "in_windows", "SPEED_OF_LIGHT_KMS"]
 
 
 @dataclass(frozen=True)
@@ -109,30 +118,6 @@ def normalise_median(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return flux / median
 
 
-SPEED_OF_LIGHT_KMS = 299792.458
-
-
-def air_to_vacuum(wavelength: np.ndarray) -> np.ndarray:
-    """Vacuum wavelengths (A) from air ones: the IAU standard (Morton 2000), inverted by Piskunov."""
-    s2 = (1e4 / wavelength) ** 2
-    n = 1 + 8.336624212083e-5 + 2.408926869968e-2 / (130.1065924522 - s2) \
-        + 1.599740894897e-4 / (38.92568793293 - s2)
-    return wavelength * n
-
-
-def vacuum_to_air(wavelength: np.ndarray) -> np.ndarray:
-    """Air wavelengths (A) from vacuum ones: the IAU standard (Morton 2000)."""
-    s2 = (1e4 / wavelength) ** 2
-    n = 1 + 8.34254e-5 + 2.406147e-2 / (130 - s2) + 1.5998e-4 / (38.9 - s2)
-    return wavelength / n
-
-
-def doppler_to_rest(wavelength: np.ndarray, velocity_kms: float) -> np.ndarray:
-    """Wavelengths in the frame of a source receding at ``velocity_kms`` (relativistic)."""
-    beta = velocity_kms / SPEED_OF_LIGHT_KMS
-    return wavelength * np.sqrt((1 - beta) / (1 + beta))
-
-
 def in_windows(wavelength: np.ndarray, windows: tuple[tuple[float, float], ...]) -> np.ndarray:
     """True for wavelengths inside any of the (start, stop) windows."""
     inside = np.zeros(wavelength.shape, dtype=bool)
@@ -141,22 +126,47 @@ def in_windows(wavelength: np.ndarray, windows: tuple[tuple[float, float], ...])
     return inside
 
 
+#: The share of a stretch of the grid that must be good for it to give a continuum node.
+MIN_STRETCH_COVERAGE = 0.25
+
+
 def normalise_continuum(
     wavelength: np.ndarray, flux: np.ndarray, mask: np.ndarray, bins: int = 40
 ) -> np.ndarray:
     """Divide by an upper envelope: the 90th percentile of the good pixels in each of ``bins``
-    equal stretches (the last few good pixels, fewer than ``bins``, only follow the last node),
-    interpolated linearly. The percentile rides over absorption lines, so the continuum comes
-    out near 1 whatever the flux calibration."""
-    good = np.flatnonzero(~mask)
-    if good.size < bins:
-        raise ValueError(f"cannot fit a continuum: {good.size} good pixels for {bins} bins")
-    pieces = good[: good.size // bins * bins].reshape(bins, -1)
-    nodes = wavelength[pieces[:, pieces.shape[1] // 2]]
-    levels = np.percentile(flux[pieces], 90, axis=1)
-    if not np.all(levels > 0):
-        raise ValueError("cannot fit a continuum: the upper envelope is not positive everywhere")
-    return flux / np.interp(wavelength, nodes, levels)
+    equal stretches of the grid, interpolated linearly between the stretches' centres (and held
+    flat beyond the first and last). The percentile rides over absorption lines, so the
+    continuum comes out near 1 whatever the flux calibration.
+
+    The stretches are fixed on the grid, not on the good pixels: a spectrum that covers part of
+    the grid gets, over that part, the continuum its whole counterpart gets. A stretch less than
+    half covered, or whose envelope is not positive, gives no node.
+    """
+    usable = flux.size // bins * bins
+    stretches = np.arange(usable).reshape(bins, -1)
+    good = ~mask[stretches]
+    values = np.where(good, flux[stretches], np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN stretches give NaN, dropped below
+        levels = np.nanpercentile(values, 90, axis=1)
+    nodes = (good.mean(axis=1) >= MIN_STRETCH_COVERAGE) & (levels > 0)
+    if not nodes.any():
+        raise ValueError(f"cannot fit a continuum: no stretch of the grid (1/{bins} of it) is "
+                         "a quarter covered by good pixels with positive flux")
+    places = np.where(good, wavelength[stretches], np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        centres = np.nanmedian(places, axis=1)
+    return flux / np.interp(wavelength, centres[nodes], levels[nodes])
+
+
+def sampling_resolving_power(wavelength: np.ndarray) -> float:
+    """The resolving power a spectrum sampled at ``wavelength`` has at most: two pixels per
+    resolution element (Nyquist), at the median sampling. Used where a file or upload says
+    nothing of its resolution: smoothing it to the archive's line spread then never sharpens it,
+    and at worst smooths a little less than it should."""
+    step = np.median(np.diff(wavelength))
+    return float(np.median(wavelength) / (2 * step))
 
 
 def smooth_to_fwhm(
@@ -183,15 +193,22 @@ def smooth_to_fwhm(
         return np.where(weights > 0, weighted / weights, np.nan)
 
 
+#: The frames a config may ask spectra to be put in (see :class:`Preprocessing`).
+FRAMES = ("rest", "measured", "barycentric", "as-is")
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """Every step from an observed spectrum to the store, as an archive config names them.
 
     ``frame`` is ``"rest"`` (shift by the star's radial velocity, which must then be known),
-    ``"barycentric"`` or ``"as-is"``; ``gaps`` and ``telluric`` are wavelength windows (A, in the
-    grid's medium) masked before resampling, e.g. the HARPS CCD gap; ``normalise`` is
-    ``"median"`` or ``"continuum"``; ``fwhm`` (A), when given, degrades every spectrum of higher
-    resolution to that line spread first, so archives of several instruments compare.
+    ``"measured"`` (shift by the velocity measured from the spectrum itself, see
+    :mod:`vo_ml.spectra.velocity`), ``"barycentric"`` or ``"as-is"``. ``gaps`` and
+    ``telluric`` are wavelength windows (A, in the grid's medium) masked before resampling,
+    e.g. the HARPS CCD gap. ``normalise`` is ``"median"`` or ``"continuum"``. ``fwhm`` (A),
+    when given, degrades every spectrum of higher resolution to that line spread first, so
+    archives of several instruments compare; a spectrum that does not give its resolution is
+    taken to be as sharp as its sampling allows.
     """
 
     grid: Grid
@@ -212,8 +229,8 @@ class Preprocessing:
             steps.get("normalise", "median"),
             float(steps["fwhm"]) if steps.get("fwhm") else None,
         )
-        if preprocessing.frame not in ("rest", "barycentric", "as-is"):
-            raise ValueError(f"preprocess.frame {preprocessing.frame!r}: use rest, barycentric or as-is")
+        if preprocessing.frame not in FRAMES:
+            raise ValueError(f"preprocess.frame {preprocessing.frame!r}: use {', '.join(FRAMES)}")
         if preprocessing.normalise not in ("median", "continuum"):
             raise ValueError(f"preprocess.normalise {preprocessing.normalise!r}: use median or continuum")
         return preprocessing
@@ -227,31 +244,54 @@ class Preprocessing:
     def apply(
         self, spectrum: Spectrum, radial_velocity: float | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The spectrum on the grid, normalised: float32 flux (0 where masked) and the mask."""
-        source = spectrum.meta.source
+        """The spectrum on the grid, normalised: float32 flux (0 where masked) and the mask.
+
+        In the ``measured`` frame the spectrum is put on the grid once to measure its velocity,
+        then again from its own pixels at rest: it is resampled once either way.
+        """
         observed = self._wavelength_in_medium(spectrum)
+        if np.any(np.diff(observed) <= 0):
+            raise ValueError(f"{spectrum.meta.source}: wavelengths are not strictly increasing")
         # Detector gaps and telluric bands sit at fixed observed wavelengths.
         mask = spectrum.mask | in_windows(observed, self.gaps + self.telluric)
+        flux = self._at_common_resolution(spectrum, observed, mask)
         wavelength = self._in_frame(spectrum, observed, radial_velocity)
-        if np.any(np.diff(wavelength) <= 0):
-            raise ValueError(f"{source}: wavelengths are not strictly increasing")
-        flux = spectrum.flux
+        on_grid, grid_mask = self._on_grid(spectrum, wavelength, flux, mask)
+        if self.frame == "measured":
+            velocity = measure_velocity(self.grid.centres, on_grid, grid_mask, self.line_spread,
+                                        self.grid.medium)
+            if velocity is not None:
+                on_grid, grid_mask = self._on_grid(spectrum, doppler_to_rest(observed, velocity),
+                                                   flux, mask)
+        return np.where(grid_mask, 0.0, on_grid).astype(np.float32), grid_mask
+
+    @property
+    def line_spread(self) -> float:
+        """The FWHM (A) of lines on the grid: the config's, else two pixels at its middle."""
         if self.fwhm is not None:
-            if not spectrum.meta.resolving_power:
-                raise ValueError(f"{source}: the config asks for a common resolution, but the file "
-                                 "gives no resolving power (SPEC_RES)")
-            flux = smooth_to_fwhm(wavelength, flux, mask, self.fwhm, spectrum.meta.resolving_power)
+            return self.fwhm
+        edges = self.grid.edges
+        return float(2 * (edges[self.grid.pixels // 2 + 1] - edges[self.grid.pixels // 2]))
+
+    def _at_common_resolution(self, spectrum: Spectrum, wavelength: np.ndarray,
+                              mask: np.ndarray) -> np.ndarray:
+        """The flux at the config's line spread, when it asks for one."""
+        if self.fwhm is None:
+            return spectrum.flux
+        resolving_power = spectrum.meta.resolving_power or sampling_resolving_power(wavelength)
+        return smooth_to_fwhm(wavelength, spectrum.flux, mask, self.fwhm, resolving_power)
+
+    def _on_grid(self, spectrum: Spectrum, wavelength: np.ndarray, flux: np.ndarray,
+                 mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Resampled onto the grid and normalised, with the grid's mask."""
         flux, mask = resample(wavelength, flux, mask, self.grid.edges)
         if mask.all():
             raise ValueError(
-                f"{source}: no good pixel on the grid {self.grid.start}-{self.grid.stop} A "
-                f"(spectrum covers {wavelength[0]:.1f}-{wavelength[-1]:.1f} A)"
-            )
+                f"{spectrum.meta.source}: no good pixel on the grid {self.grid.start}-"
+                f"{self.grid.stop} A (spectrum covers {wavelength[0]:.1f}-{wavelength[-1]:.1f} A)")
         if self.normalise == "continuum":
-            flux = normalise_continuum(self.grid.centres, flux, mask)
-        else:
-            flux = normalise_median(flux, mask)
-        return np.where(mask, 0.0, flux).astype(np.float32), mask
+            return normalise_continuum(self.grid.centres, flux, mask), mask
+        return normalise_median(flux, mask), mask
 
     def _wavelength_in_medium(self, spectrum: Spectrum) -> np.ndarray:
         """Wavelengths in A, in the grid's medium."""
