@@ -137,8 +137,10 @@ def _column(field: object, values: np.ma.MaskedArray) -> tuple[Column, pa.Array]
         array = pa.array([None if n else _text(v) for v, n in zip(values.data, null, strict=True)],
                          type=pa.string())
     elif values.dtype == object:
-        array = pa.array([None if v is None or np.ma.is_masked(v) else np.ma.getdata(v).tolist()
-                          for v in values.data])
+        # A variable-length array is NULL when it is empty (or its row is masked); a NaN
+        # element is a value of it (a spectrum's bad pixel), never a reason to drop the row.
+        array = pa.array([None if null or v is None or not len(v) else np.ma.getdata(v).tolist()
+                          for v, null in zip(values.data, mask, strict=True)])
     elif values.ndim > 1:
         flat = np.ma.getdata(values).reshape(len(values), -1)
         array = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
