@@ -444,7 +444,10 @@ def test_each_latent_function_declares_its_form_and_output(schema):
         "ml_distance(embedding REAL[], ref VARCHAR) -> DOUBLE",
         "ml_cosine_distance(embedding REAL[], ref VARCHAR) -> DOUBLE",
         "ml_vector(values VARCHAR) -> REAL[]",
-        "ml_encode(wavelength REAL[], flux REAL[]) -> REAL[]"]
+        "ml_encode(wavelength REAL[], flux REAL[]) -> REAL[]",
+        "ml_coverage(wavelength REAL[], flux REAL[]) -> DOUBLE",
+        "ml_encode_error(wavelength REAL[], flux REAL[]) -> DOUBLE",
+        "ml_typicality(wavelength REAL[], flux REAL[]) -> DOUBLE"]
     translation = adql.translate(f"SELECT ml_distance(embedding, '{SELF}') AS d, "
                                  f"ml_cosine_distance(embedding, '{SELF}') FROM miles.spectra",
                                  schema)
@@ -452,3 +455,42 @@ def test_each_latent_function_declares_its_form_and_output(schema):
               for o in translation.output_columns]
     assert labels == [("d", "d", "double", "Euclidean"),
                       ("ml_cosine_distance", "ml_cosine_distance", "double", "one")]
+
+
+def _with_upload(schema):
+    """The schema plus an uploaded table of spectra, TAP_UPLOAD.mine."""
+    from vo_ml.archive.tap_schema import Column, Schema, Table, TapSchema
+
+    mine = Table("TAP_UPLOAD", "TAP_UPLOAD.mine", "", (
+        Column("wavelength", "double", arraysize="*"), Column("flux", "double", arraysize="*")))
+    return TapSchema([*schema.schemas, Schema("TAP_UPLOAD", "", (mine,))])
+
+
+def test_measures_of_uploaded_spectra_read_the_columns_their_encoding_adds(schema):
+    translation = adql.translate(
+        "SELECT ml_distance(s.embedding, ml_encode(u.wavelength, u.flux)) AS d, "
+        "ml_coverage(u.wavelength, u.flux), ml_encode_error(u.wavelength, u.flux) AS e, "
+        "ml_typicality(u.wavelength, u.flux) FROM miles.spectra AS s, TAP_UPLOAD.mine AS u",
+        _with_upload(schema))
+    [encoding] = translation.encodings
+    assert encoding.typicality_wanted and encoding.embedding == "embedding"
+    for measure in adql.MEASURES:
+        assert f"u.{encoding.measure_column(measure)}" in translation.sql
+    assert [(o.name, o.column.ucd) for o in translation.output_columns[1:]] == [
+        ("ml_coverage", "stat.filling;em.wl"), ("e", "stat.fit.residual"),
+        ("ml_typicality", "stat.percentile")]
+
+
+@pytest.mark.parametrize(("query", "code", "fragment"), [
+    ("SELECT ml_coverage(u.wavelength, u.flux) FROM TAP_UPLOAD.mine AS u", "ADQL-E15",
+     "no ml_encode(u.wavelength, u.flux)"),
+    ("SELECT ml_typicality(u.flux, u.wavelength), ml_distance(s.embedding, ml_encode("
+     "u.wavelength, u.flux)) FROM miles.spectra AS s, TAP_UPLOAD.mine AS u", "ADQL-E15",
+     "e.g. with ml_distance(s.embedding, ml_encode(u.flux, u.wavelength))"),
+    ("SELECT ml_encode_error(u.flux) FROM TAP_UPLOAD.mine AS u", "ADQL-E06",
+     "write ml_encode_error(wavelength, flux)"),
+])
+def test_a_measure_without_its_encoding_is_an_adql_error(schema, query, code, fragment):
+    with pytest.raises(adql.AdqlError) as raised:
+        adql.translate(query, _with_upload(schema))
+    assert raised.value.code == code and fragment in str(raised.value)

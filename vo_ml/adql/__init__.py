@@ -8,12 +8,14 @@ from vo_ml.adql.errors import AdqlError
 from vo_ml.adql.functions import OPTIONAL_FEATURES
 from vo_ml.adql.latent import (
     FUNCTIONS,
+    missing_distances_error,
     missing_model_error,
     reference_embeddings,
     unembedded_reference_error,
     unknown_reference_error,
 )
 from vo_ml.adql.model import (
+    MEASURES,
     UPLOAD_SCHEMA,
     Encoding,
     OutputColumn,
@@ -25,6 +27,7 @@ from vo_ml.adql.translation import check, translate
 
 __all__ = [
     "FUNCTIONS",
+    "MEASURES",
     "OPTIONAL_FEATURES",
     "UPLOAD_SCHEMA",
     "upload_view",
@@ -34,6 +37,7 @@ __all__ = [
     "Reference",
     "Translation",
     "check",
+    "missing_distances_error",
     "missing_model_error",
     "reference_embeddings",
     "translate",

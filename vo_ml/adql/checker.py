@@ -24,7 +24,7 @@ from vo_ml.adql.errors import E01, E02, E03, E04, E07, E09, E13, did_you_mean, p
 from vo_ml.adql.functions import DeclaredFunction
 from vo_ml.adql.geometry import region_column, region_kind
 from vo_ml.adql.grammar import check_grammar
-from vo_ml.adql.latent import LatentDistance, output_column, resolve_distance
+from vo_ml.adql.latent import LatentDistance, output_column, resolve_distance, resolve_measures
 from vo_ml.adql.model import UPLOAD_SCHEMA, Encoding, OutputColumn, Reference, upload_view
 from vo_ml.archive.tap_schema import Column, Table, TapSchema, undelimited
 
@@ -191,7 +191,8 @@ class Resolution:
 
 
 def resolve(tree: exp.Query, schema: TapSchema) -> Resolution:
-    """Check tables and columns of every scope, and the arguments of every latent distance."""
+    """Check tables and columns of every scope, the arguments of every latent distance, and
+    that every measure of uploaded spectra has their encoding."""
     _resolve_tables(tree, schema)
     try:
         scopes = traverse_scope(tree)
@@ -205,6 +206,7 @@ def resolve(tree: exp.Query, schema: TapSchema) -> Resolution:
         _resolve_columns(scope, sources, outputs)
         references.extend(_resolve_ml_distances(scope, encodings))
         outputs[id(scope.expression)] = _outputs(scope, sources, outputs)
+    resolve_measures(tree, encodings)
     return Resolution([c.output() for c in outputs[id(tree)]], list(dict.fromkeys(references)),
                       list(encodings.values()))
 
@@ -388,9 +390,9 @@ def _outputs(scope: Scope, sources: dict[str, Source],
 
 def _item_output(item: exp.Expr) -> ResolvedColumn:
     value = item.unalias()
-    if isinstance(value, LatentDistance):
-        return ResolvedColumn(item.alias_or_name, output_column(value, item.alias_or_name),
-                              "double")
+    declared = output_column(value, item.alias_or_name)
+    if declared is not None:
+        return ResolvedColumn(item.alias_or_name, declared, "double")
     kind = None if isinstance(value, exp.Column) else region_kind(value)
     if kind is not None:
         return ResolvedColumn(item.alias_or_name, region_column(item.alias_or_name, kind))

@@ -141,6 +141,29 @@ class E14(AdqlError):
     )
 
 
+class E15(AdqlError):
+    """A measure of uploaded spectra (ml_coverage, ml_encode_error, ml_typicality) names
+    columns that no ml_encode of the query encodes: there is no encoding to measure."""
+
+    code = "ADQL-E15"
+    message_template = (
+        "{function}: the query has no ml_encode({arguments}) whose spectra it could measure; "
+        "measure uploaded spectra in the query that compares them, e.g. with "
+        "ml_distance(s.embedding, ml_encode({arguments}))"
+    )
+
+
+class E16(AdqlError):
+    """ml_typicality cannot be measured: the archive's own nearest-neighbour distances, kept
+    with the table's neighbour index, are not there."""
+
+    code = "ADQL-E16"
+    message_template = (
+        "ml_typicality: the nearest-neighbour distances of {table}.{column} are not known: "
+        "{reason}; the operator computes them with 'vo-ml index --table {table}'"
+    )
+
+
 def position(node: exp.Expr) -> dict[str, int]:
     """The ``line`` and ``col`` of an error about ``node``: its first token the parser positioned."""
     for candidate in (node, *node.find_all(exp.Identifier)):

@@ -6,7 +6,9 @@ of its arguments, the SQL each backend generates for it and the metadata of the 
 returns. The parts shared by several functions are defined here too: resolving a latent
 distance against the published tables (:func:`resolve_distance`), and finding the embedding of
 each row a query names as a reference (:func:`reference_embeddings`) by the one rule of
-:mod:`vo_ml.archive.references`.
+:mod:`vo_ml.archive.references`, and matching each measure of uploaded spectra (``ml_coverage``,
+``ml_encode_error``, ``ml_typicality``) with the ``ml_encode`` of the same columns whose pass
+computes it (:func:`resolve_measures`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from sqlglot import exp
 from sqlglot.generator import Generator
 
-from vo_ml.adql.errors import E06, E08, E11, E12, AdqlError, position
+from vo_ml.adql.errors import E06, E08, E11, E12, E15, E16, AdqlError, position
 from vo_ml.adql.model import UPLOAD_SCHEMA, Encoding, Reference
 from vo_ml.archive.backend import Backend
 from vo_ml.archive.references import REFERENCE_KEYS, named_row_sql, reference_keys
@@ -31,8 +33,9 @@ if TYPE_CHECKING:  # the checker imports this module: its type is named, never i
     from vo_ml.archive.neighbours import NeighbourIndex
 
 __all__ = ["FUNCTIONS", "LatentFunction", "LatentDistance", "MlDistance", "MlCosineDistance",
-           "MlVector", "MlEncode", "generator_transforms", "missing_model_error",
-           "output_column", "reference_embeddings", "resolve_distance",
+           "MlVector", "MlEncode", "UploadMeasure", "MlCoverage", "MlEncodeError", "MlTypicality",
+           "generator_transforms", "missing_model_error", "missing_distances_error",
+           "output_column", "reference_embeddings", "resolve_distance", "resolve_measures",
            "unembedded_reference_error", "unknown_reference_error", "vector_values"]
 
 #: The column a table must have for its rows to be named as references (an ml_distance ``ref``).
@@ -90,6 +93,42 @@ class MlEncode(exp.Expression, exp.Func):
     arg_types = {"expressions": False}
     is_var_len_args = True
     _sql_names = ["ML_ENCODE"]
+
+
+class UploadMeasure(exp.Expression, exp.Func):
+    """A measure of spectra uploaded with the query, ``(wavelength, flux)`` as their
+    ``ml_encode`` names them: how far to trust the answer for each row.
+
+    The service computes it in the pass that encodes the spectra, into an added column of the
+    upload (``meta["measured"]``, set by :func:`resolve_measures`), which the SQL reads.
+    """
+
+    arg_types = {"expressions": False}
+    is_var_len_args = True
+    #: Which of :data:`vo_ml.adql.model.MEASURES` it reads.
+    measure: ClassVar[str] = ""
+
+
+class MlCoverage(UploadMeasure):
+    """``ml_coverage``: the share of the model's grid pixels the spectrum covers."""
+
+    _sql_names = ["ML_COVERAGE"]
+    measure = "coverage"
+
+
+class MlEncodeError(UploadMeasure):
+    """``ml_encode_error``: the spectrum's reconstruction RMS, as ``ml_recon_error``."""
+
+    _sql_names = ["ML_ENCODE_ERROR"]
+    measure = "error"
+
+
+class MlTypicality(UploadMeasure):
+    """``ml_typicality``: the spectrum's nearest-neighbour distance as a percentile of the
+    archive's own."""
+
+    _sql_names = ["ML_TYPICALITY"]
+    measure = "typicality"
 
 
 @dataclass(frozen=True)
@@ -178,6 +217,16 @@ def _check_ml_encode(call: MlEncode) -> None:
                          "ml_cosine_distance")
 
 
+def _check_measure(call: UploadMeasure) -> None:
+    arguments = call.expressions
+    if not (len(arguments) == 2 and all(
+            isinstance(a, exp.Column) and not isinstance(a.this, exp.Star) for a in arguments)):
+        name = call.sql_name().lower()
+        raise E06(**position(call), function=name,
+                  detail=f"write {name}(wavelength, flux), with the two columns of an uploaded "
+                         "table that an ml_encode(wavelength, flux) of the query encodes")
+
+
 # Resolution against the published tables (after the checker resolved every column).
 
 def resolve_distance(call: LatentDistance, encodings: dict[tuple, Encoding]) -> Reference | None:
@@ -221,8 +270,32 @@ def _encoding(call: MlEncode, embedding: ResolvedColumn,
     if key not in encodings:
         encodings[key] = Encoding(upload.name.partition(".")[2], wavelength.name, flux.name,
                                   wavelength.column.unit, embedding.table.name,
-                                  f"vo_ml_encoded_{len(encodings)}")
+                                  f"vo_ml_encoded_{len(encodings)}", embedding.column.sql_name)
     return encodings[key]
+
+
+def resolve_measures(tree: exp.Expr, encodings: dict[tuple, Encoding]) -> None:
+    """Match every measure of uploaded spectra in ``tree`` with the encoding of the same
+    columns (:func:`resolve_distance` found them all first, in any scope) and record the upload
+    column it reads; an encoding whose typicality is selected is marked as wanting it."""
+    for call in tree.find_all(UploadMeasure):
+        name = call.sql_name().lower()
+        wavelength, flux = (argument.meta.get("resolved") for argument in call.expressions)
+        arguments = ", ".join(argument.sql() for argument in call.expressions)
+        named = (wavelength.table.name, wavelength.name, flux.name) if (
+            wavelength and flux and wavelength.table) else None
+        keys = [key for key in encodings if key[:3] == named]
+        if not keys:
+            raise E15(**position(call), function=name, arguments=arguments)
+        if len(keys) > 1:
+            raise E06(**position(call), function=name,
+                      detail=f"ml_encode({arguments}) compares these spectra with "
+                             f"{' and '.join(key[3] for key in keys)}, each with its own model; "
+                             f"measure them in a query that compares them with one table")
+        encoding = encodings[keys[0]]
+        if isinstance(call, MlTypicality):
+            encoding = encodings[keys[0]] = replace(encoding, typicality_wanted=True)
+        call.meta["measured"] = encoding.measure_column(call.measure)
 
 
 def _reference_dimension(reference: exp.Expr) -> int | None:
@@ -272,6 +345,13 @@ def _latent_distance_duckdb(function: str) -> SqlGenerator:
 def _latent_vector_duckdb(generator: Generator, node: exp.Expr) -> str:
     dimension = node.meta["dimension"]
     return f"CAST([{', '.join(map(repr, vector_values(node)))}] AS FLOAT[{dimension}])"
+
+
+def _measured_duckdb(generator: Generator, node: exp.Expr) -> str:
+    """The upload column the encoding pass filled with the measure, qualified as the call's
+    columns are."""
+    wavelength = node.expressions[0]
+    return generator.sql(exp.column(node.meta["measured"], table=wavelength.args.get("table")))
 
 
 def _encoded_duckdb(generator: Generator, node: exp.Expr) -> str:
@@ -331,6 +411,11 @@ def missing_model_error(table: str, reason: str) -> AdqlError:
     return E12(table=table, reason=reason)
 
 
+def missing_distances_error(table: str, column: str, reason: str) -> AdqlError:
+    """The error for an ml_typicality without the archive's nearest-neighbour distances."""
+    return E16(table=table, column=column, reason=reason)
+
+
 # The declarations.
 
 _REFERENCE_FORMS = (f"the {REFERENCE_KEY} or obs_id of a row, another embedding (a self-join or a "
@@ -381,9 +466,47 @@ ML_ENCODE = LatentFunction(
     node=MlEncode, check=_check_ml_encode, generators={"duckdb": _encoded_duckdb},
 )
 
+_MEASURED = ("It is measured for each spectrum of an uploaded table that the same query encodes "
+             "with ml_encode(wavelength, flux) of the same two columns, in the pass that "
+             "encodes it")
+
+
+def _measure(node: type[UploadMeasure], description: str, output: Column) -> LatentFunction:
+    return LatentFunction(
+        name=node.sql_name().lower(), parameters=("wavelength REAL[]", "flux REAL[]"),
+        returns="DOUBLE", description=f"{description} {_MEASURED}.", node=node,
+        check=_check_measure, generators={"duckdb": _measured_duckdb}, output=output)
+
+
+ML_COVERAGE = _measure(MlCoverage, (
+    "The share (0 to 1) of the model's wavelength grid (the grid the table was embedded on) "
+    "that the uploaded spectrum covers with good pixels after preprocessing; where it is low, "
+    "the distances rest on part of the spectrum only."), Column(
+    "ml_coverage", "double", "share of the model's wavelength grid the uploaded spectrum "
+    "covers with good pixels (0 to 1)", ucd="stat.filling;em.wl"))
+
+ML_ENCODE_ERROR = _measure(MlEncodeError, (
+    "The RMS difference, over its good pixels, between the uploaded spectrum as the model "
+    "reads it (normalised) and the model's reconstruction of it: computed as the table's "
+    "ml_recon_error, so the two compare; far above the archive's values, the model does not "
+    "represent the spectrum well."), Column(
+    "ml_encode_error", "double", "RMS of the model's reconstruction of the uploaded spectrum "
+    "over its good pixels, in normalised flux, as ml_recon_error", ucd="stat.fit.residual"))
+
+ML_TYPICALITY = _measure(MlTypicality, (
+    "How typical the uploaded spectrum is, in percent: the share of the archive's spectra "
+    "whose own nearest neighbour (another archive spectrum, Euclidean distance in the latent "
+    "space) is at least as far as the upload's nearest archive spectrum. About 50 is as "
+    "typical as an archive spectrum, near 0 unlike anything in the archive. Needs the "
+    "table's neighbour index (vo-ml index), which keeps the archive's distances."), Column(
+    "ml_typicality", "double", "percentage (0 to 100) of archive spectra whose nearest "
+    "neighbour is at least as far as the uploaded spectrum's nearest archive spectrum",
+    ucd="stat.percentile"))
+
 #: The service's functions by lower-case name: all the parser, generators and TAPRegExt know.
 FUNCTIONS: Mapping[str, LatentFunction] = MappingProxyType(
-    {f.name: f for f in (ML_DISTANCE, ML_COSINE_DISTANCE, ML_VECTOR, ML_ENCODE)})
+    {f.name: f for f in (ML_DISTANCE, ML_COSINE_DISTANCE, ML_VECTOR, ML_ENCODE, ML_COVERAGE,
+                         ML_ENCODE_ERROR, ML_TYPICALITY)})
 _BY_NODE = {f.node: f for f in FUNCTIONS.values()}
 
 
@@ -392,7 +515,9 @@ def generator_transforms(backend: str) -> dict[type[exp.Expr], SqlGenerator]:
     return {f.node: f.generators[backend] for f in FUNCTIONS.values() if backend in f.generators}
 
 
-def output_column(call: exp.Func, label: str) -> Column | None:
-    """The metadata of a result column that is the value of ``call``, labelled ``label``."""
-    output = _BY_NODE[type(call)].output
+def output_column(call: exp.Expr, label: str) -> Column | None:
+    """The metadata of a result column that is the value of ``call``, labelled ``label``; None
+    when ``call`` is no ``ml_*`` function that returns a column."""
+    declared = _BY_NODE.get(type(call))
+    output = None if declared is None else declared.output
     return None if output is None else replace(output, name=label)

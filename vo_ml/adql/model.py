@@ -31,11 +31,17 @@ class Reference:
     embedding_column: str
 
 
+#: What the service measures of every spectrum it encodes, to say how far to trust the answer:
+#: the share of the model's grid it covers, its reconstruction error and its typicality.
+MEASURES = ("coverage", "error", "typicality")
+
+
 @dataclass(frozen=True)
 class Encoding:
     """Uploaded spectra named by ``ml_encode(wavelength, flux)``: before the query runs, the
     service encodes every row of ``upload`` (its TAP_UPLOAD name) with the model of ``table``'s
-    embeddings and adds the vectors to the upload as column ``column``, which the SQL reads."""
+    embeddings and adds the vectors to the upload as column ``column``, which the SQL reads,
+    and each of :data:`MEASURES` as column :meth:`measure_column`."""
 
     upload: str
     wavelength: str
@@ -44,6 +50,15 @@ class Encoding:
     wavelength_unit: str | None
     table: str
     column: str
+    #: The embedding column of ``table`` the spectra are compared with.
+    embedding: str = "embedding"
+    #: True when the query selects ``ml_typicality`` of these spectra: then the archive's own
+    #: nearest-neighbour distances must be known, else it is left NULL.
+    typicality_wanted: bool = False
+
+    def measure_column(self, measure: str) -> str:
+        """The upload column holding ``measure`` (one of :data:`MEASURES`) of every row."""
+        return f"{self.column}_{measure}"
 
 
 @dataclass(frozen=True)

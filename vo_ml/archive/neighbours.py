@@ -10,6 +10,10 @@ named in a query without asking the database, by the rule the SQL follows too
 index whose fingerprint no longer matches the table is stale and not used, so a re-embedded
 table is searched exactly until ``vo-ml index`` (or ``vo-ml embed``, which calls it) builds it
 again. Service processes map the files read-only and share them.
+
+Each build also records how far the table's rows are from their own nearest neighbours (another
+row of the table), as sorted quantiles in its description: the scale against which
+:meth:`NeighbourIndex.typicality` says how typical another spectrum is.
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ _GRAPH_DEGREE = 32
 _BUILD_EFFORT = 80
 #: Relative slack of the exact range scan: float32 sums may round a distance across the radius.
 _ROUNDING = 1e-5
+#: The archive's nearest-neighbour distances are kept as this many quantiles at most (all of
+#: them, sorted, for a table with fewer rows): typicality to 0.1 percent.
+_DISTANCE_QUANTILES = 1000
+#: Search effort of the rows' own nearest-neighbour search at build time.
+_NEAREST_EFFORT = 64
 
 
 def description_path(db: Path | str, table: str, column: str, metric: str) -> Path:
@@ -92,6 +101,7 @@ def build_index(backend: Backend, db: Path | str, table: str, column: str,
         _write_key_map(path, build, key, values, rows)
     meta = {"table": table, "column": column, "metric": metric, "rows": int(index.ntotal),
             "dimension": int(index.d), "fingerprint": current, "build": build,
+            "nearest_distances": _nearest_distance_quantiles(index, rows, metric),
             "build_seconds": round(time.perf_counter() - started, 3)}
     with replacing(path) as description:
         description.path.write_text(json.dumps(meta))
@@ -157,6 +167,31 @@ def _graph(rows: _Rows, metric: str) -> faiss.Index:
     if len(rows.vectors):
         index.add_with_ids(_prepared(rows.vectors, metric), rows.ids)
     return index
+
+
+def _nearest_distance_quantiles(index: faiss.Index, rows: _Rows, metric: str) -> list[float]:
+    """How far each row is from its nearest other row (the two nearest found by the graph, of
+    which one is the row itself unless a tie hides it), as sorted quantiles: every distance
+    when the table has at most :data:`_DISTANCE_QUANTILES` rows, else that many, evenly spaced
+    in rank. Empty with fewer than two rows."""
+    if len(rows.vectors) < 2:
+        return []
+    parameters = faiss.SearchParametersHNSW(efSearch=_NEAREST_EFFORT)
+    found, ids = index.search(_prepared(rows.vectors, metric), 2, params=parameters)
+    other = np.where(ids[:, 0] == rows.ids, 1, 0)
+    nearest = _metric_distance(found[np.arange(len(found)), other], metric)
+    nearest = np.sort(nearest[ids[np.arange(len(ids)), other] >= 0])
+    if len(nearest) > _DISTANCE_QUANTILES:
+        ranks = (np.arange(_DISTANCE_QUANTILES) + 0.5) / _DISTANCE_QUANTILES
+        nearest = np.quantile(nearest, ranks)
+    return [float(distance) for distance in nearest]
+
+
+def _metric_distance(found: np.ndarray, metric: str) -> np.ndarray:
+    """The metric's distance from what faiss returns (squared L2, or the cosine)."""
+    if metric == "cosine":
+        return 1.0 - found
+    return np.sqrt(np.maximum(found, 0.0))
 
 
 def _graph_path(path: Path, build: str) -> Path:
@@ -269,10 +304,25 @@ class NeighbourIndex:
         return faiss.downcast_index(faiss.downcast_index(self.index.index).storage)
 
     def _distance(self, found: np.ndarray) -> np.ndarray:
-        """The metric's distance from what faiss returns (squared L2, or the cosine)."""
-        if self.meta["metric"] == "cosine":
-            return 1.0 - found
-        return np.sqrt(np.maximum(found, 0.0))
+        return _metric_distance(found, self.meta["metric"])
+
+    @property
+    def knows_typicality(self) -> bool:
+        """Whether the build recorded the rows' own nearest-neighbour distances (builds before
+        they were recorded did not)."""
+        return bool(self.meta.get("nearest_distances"))
+
+    def typicality(self, vectors: np.ndarray) -> np.ndarray:
+        """How typical each of ``vectors`` is, in percent: the share of the table's rows whose
+        nearest other row is at least as far as the vector's nearest row. About 50 for a vector
+        like the table's own, 0 when it is farther from every row than any row is from its
+        nearest. Needs :attr:`knows_typicality`."""
+        archive = np.asarray(self.meta["nearest_distances"])
+        queries = _prepared(np.atleast_2d(vectors), self.meta["metric"])
+        parameters = faiss.SearchParametersHNSW(efSearch=_NEAREST_EFFORT)
+        found, _ = self.index.search(queries, 1, params=parameters)
+        nearer = np.searchsorted(archive, self._distance(found[:, 0]), side="left")
+        return 100.0 * (len(archive) - nearer) / len(archive)
 
     @functools.cached_property
     def _labels(self) -> np.ndarray:

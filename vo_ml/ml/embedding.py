@@ -31,8 +31,8 @@ from vo_ml.progress import DaskProgress, progress
 from vo_ml.spectra.grid import downsample
 from vo_ml.spectra.store import SpectrumStore
 
-__all__ = ["Embeddings", "embed_store", "encode", "encode_batch", "latent_vectors", "load_model",
-           "reconstruct"]
+__all__ = ["Embeddings", "embed_store", "encode", "encode_batch", "encode_rows", "latent_vectors",
+           "load_model", "reconstruct"]
 
 
 @dataclass
@@ -202,6 +202,16 @@ def latent_vectors(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path) ->
     parts = [_latent(encoder, model_flux[i:i + batch], (~model_mask[i:i + batch]).astype(np.float32))
              for i in range(0, len(model_flux), batch)]
     return np.concatenate(parts) if parts else np.empty((0, int(card["latent_dim"])), np.float32)
+
+
+def encode_rows(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Latent vectors and reconstruction errors of spectra on the store's grid (as
+    :meth:`Preprocessing.apply` leaves them), sampled and computed by :func:`encode`, as the
+    archive's own were: an error here compares with the table's ``ml_recon_error``."""
+    _, _, card = load_model(str(model_dir))
+    encoded = encode(*_model_input(flux, mask, card), model_dir)
+    return encoded[:, :-1], encoded[:, -1].astype(np.float64)
 
 
 def reconstruct(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path

@@ -5,7 +5,16 @@ Every row is taken through the same steps as the archive's own spectra (the grid
 preprocessing recorded when the table was embedded, the model that made its embeddings) and the
 latent vectors are added to the upload as a column, which the translated SQL reads: the
 database never calls the model. Uploaded spectra are used as they are: in the archive's medium
-and frame, without a radial-velocity shift.
+and frame, without a radial-velocity shift (unless the archive measures every spectrum's).
+
+The same pass says how far to trust each answer: it adds the measures the query may select
+(``ml_coverage``, ``ml_encode_error``, ``ml_typicality``: see :mod:`vo_ml.adql.latent`) as
+columns too, and returns a warning for every row whose coverage or typicality is below the
+service's thresholds (``ML_MIN_COVERAGE``, ``ML_MIN_TYPICALITY``), or that the model
+reconstructs worse than every spectrum of the archive (its ``ml_recon_error``): a latent space
+of few dimensions puts noise among the archive's spectra, where typicality alone cannot tell
+it from a star. A spectrum the model cannot encode is refused (:func:`encodable`), naming the
+upload, its row and why.
 """
 
 from __future__ import annotations
@@ -22,46 +31,142 @@ from vo_ml import adql
 from vo_ml.service.context import archive
 from vo_ml.service.dali import DaliError
 from vo_ml.service.settings import settings
+from vo_ml.service.similarity import current_index
 from vo_ml.service.uploads import Upload
 from vo_ml.spectra.grid import Preprocessing
 from vo_ml.spectra.record import Spectrum, SpectrumMeta
 
-__all__ = ["encode_uploads"]
+__all__ = ["MIN_GOOD_PIXELS", "FLAT", "encodable", "encode_uploads"]
+
+#: The fewest finite flux values, and good pixels on the model's grid, a spectrum needs to be
+#: encoded: fewer say next to nothing of a star, and the model would answer as confidently.
+MIN_GOOD_PIXELS = 32
+#: A spectrum whose normalised good pixels all lie within this relative spread is flat: it has
+#: no feature to compare.
+FLAT = 1e-6
 
 
-def encode_uploads(uploads: Sequence[Upload], encodings: Sequence[adql.Encoding]) -> list[Upload]:
-    """The uploads with a column of latent vectors added for each encoding the query asks for.
+@dataclasses.dataclass(frozen=True)
+class _Model:
+    """What encoding for a table needs: its model's folder, the preprocessing its spectra went
+    through and its latent dimension."""
 
-    Raises :class:`adql.AdqlError` when the table has no model to encode with, and
-    :class:`DaliError` naming the row for a spectrum that cannot be encoded.
+    folder: Path
+    preprocessing: Preprocessing
+    dimension: int
+
+
+def encode_uploads(uploads: Sequence[Upload], encodings: Sequence[adql.Encoding]
+                   ) -> tuple[list[Upload], list[str]]:
+    """The uploads with the columns of latent vectors and measures added for each encoding the
+    query asks for, and the warnings about rows whose answers are uncertain.
+
+    Raises :class:`adql.AdqlError` when the table has no model to encode with (or no
+    nearest-neighbour distances for a selected ``ml_typicality``), and :class:`DaliError`
+    naming the row for a spectrum that cannot be encoded.
     """
     by_name = {upload.name.lower(): upload for upload in uploads}
+    warnings: list[str] = []
     for encoding in encodings:
         upload = by_name[encoding.upload.lower()]
-        vectors = _encoded(upload, encoding)
-        by_name[encoding.upload.lower()] = dataclasses.replace(
-            upload, rows=upload.rows.append_column(encoding.column, vectors))
-    return [by_name[upload.name.lower()] for upload in uploads]
+        columns, said = _encoded(upload, encoding)
+        rows = upload.rows
+        for name, values in columns.items():
+            rows = rows.append_column(name, values)
+        by_name[encoding.upload.lower()] = dataclasses.replace(upload, rows=rows)
+        warnings += said
+    return [by_name[upload.name.lower()] for upload in uploads], list(dict.fromkeys(warnings))
 
 
-def _encoded(upload: Upload, encoding: adql.Encoding) -> pa.Array:
-    """The latent vectors of the upload's spectra; NULL for a row without wavelength or flux."""
-    from vo_ml.ml.embedding import latent_vectors  # TensorFlow loads only when a query encodes
+def _encoded(upload: Upload, encoding: adql.Encoding) -> tuple[dict[str, pa.Array], list[str]]:
+    """The latent vectors and measures of the upload's spectra as columns by name (NULL for a
+    row without wavelength or flux), and the warnings about its rows."""
+    from vo_ml.ml.embedding import encode_rows  # TensorFlow loads only when a query encodes
 
-    model_dir, preprocessing, dimension = _model(encoding.table)
+    model = _model(encoding.table)
     unit = _wavelength_unit(upload, encoding)
     wavelengths = _row_values(upload.rows.column(encoding.wavelength))
     fluxes = _row_values(upload.rows.column(encoding.flux))
-    prepared = {row: _prepared(upload, encoding, row, wavelength, flux, unit, preprocessing)
+    prepared = {row: _prepared(upload, encoding, row, wavelength, flux, unit, model.preprocessing)
                 for row, (wavelength, flux) in enumerate(zip(wavelengths, fluxes, strict=True))
                 if wavelength is not None and flux is not None}
-    vectors: list[list[float] | None] = [None] * len(wavelengths)
+    rows = list(prepared)
+    measures: dict[str, np.ndarray | None] = dict.fromkeys(adql.MEASURES)
+    latent = np.empty((0, model.dimension), np.float32)
     if prepared:
-        flux = np.stack([f for f, _ in prepared.values()])
         mask = np.stack([m for _, m in prepared.values()])
-        for row, vector in zip(prepared, latent_vectors(flux, mask, model_dir), strict=True):
-            vectors[row] = vector.tolist()
-    return pa.array(vectors, type=pa.list_(pa.float32(), dimension))
+        latent, measures["error"] = encode_rows(np.stack([f for f, _ in prepared.values()]),
+                                                mask, model.folder)
+        measures["coverage"] = (~mask).mean(axis=1)
+        measures["typicality"] = _typicality(encoding, latent)
+    vectors: list[list[float] | None] = [None] * len(wavelengths)
+    for row, vector in zip(rows, latent, strict=True):
+        vectors[row] = vector.tolist()
+    columns = {encoding.column: pa.array(vectors, type=pa.list_(pa.float32(), model.dimension))}
+    for measure, values in measures.items():
+        columns[encoding.measure_column(measure)] = _by_row(rows, values, len(wavelengths))
+    return columns, _warnings(encoding, rows, measures, model.preprocessing)
+
+
+def _by_row(rows: list[int], values: np.ndarray | None, count: int) -> pa.Array:
+    """``values`` of ``rows`` as a column of ``count`` rows, NULL elsewhere (or everywhere when
+    there are no values)."""
+    column: list[float | None] = [None] * count
+    if values is not None:
+        for row, value in zip(rows, values, strict=True):
+            column[row] = float(value)
+    return pa.array(column, type=pa.float64())
+
+
+def _typicality(encoding: adql.Encoding, latent: np.ndarray) -> np.ndarray | None:
+    """The typicality of each latent vector against the table's own nearest-neighbour
+    distances, which its up-to-date L2 index keeps; None when they are not known, unless the
+    query selects ``ml_typicality`` (then an error says what the operator must do)."""
+    index = current_index(encoding.table, encoding.embedding, "l2")
+    if index is not None and index.knows_typicality:
+        return index.typicality(latent)
+    if not encoding.typicality_wanted:
+        return None
+    reason = ("there is no up-to-date l2 neighbour index of it" if index is None else
+              "its neighbour index was built before they were recorded")
+    raise adql.missing_distances_error(encoding.table, encoding.embedding, reason)
+
+
+def _warnings(encoding: adql.Encoding, rows: list[int], measures: dict[str, np.ndarray | None],
+              preprocessing: Preprocessing) -> list[str]:
+    """A warning for each row that covers too little of the model's range, or is too unlike
+    the archive, for its neighbours to be trusted."""
+    limits = settings()
+    grid = preprocessing.grid
+    coverage, typicality, error = (measures[m] for m in ("coverage", "typicality", "error"))
+    worst = _largest_recon_error(encoding.table) if rows else None
+    warnings = []
+    for number, row in enumerate(rows):
+        where = f"TAP_UPLOAD.{encoding.upload} row {row + 1}"
+        if coverage[number] < limits.ml_min_coverage:
+            warnings.append(
+                f"{where}: covers {coverage[number]:.0%} of the model's {grid.start:.0f}-"
+                f"{grid.stop:.0f} A range (ml_coverage {coverage[number]:.2f}, below "
+                f"{limits.ml_min_coverage:g}); its neighbours in {encoding.table} are uncertain")
+        unlike = []
+        if typicality is not None and typicality[number] < limits.ml_min_typicality:
+            unlike.append(f"typicality {typicality[number]:.1f}% (ml_typicality, below "
+                          f"{limits.ml_min_typicality:g}%): it is farther from its nearest archive "
+                          "spectrum than almost every archive spectrum is from its own")
+        if worst is not None and error[number] > worst:
+            unlike.append(f"the model reconstructs it with an error of {error[number]:.3g} "
+                          f"(ml_encode_error), more than any archive spectrum's ml_recon_error "
+                          f"(at most {worst:.3g})")
+        if unlike:
+            warnings.append(f"{where}: unlike anything in {encoding.table}: {'; '.join(unlike)}; "
+                            "its neighbours may not be alike")
+    return warnings
+
+
+def _largest_recon_error(table: str) -> float | None:
+    """The largest reconstruction error of the table's own spectra (None when it has none)."""
+    found = archive().backend.execute(f"SELECT max(ml_recon_error) FROM {table}").rows()
+    return None if found[0][0] is None else float(found[0][0])
 
 
 def _row_values(column: pa.ChunkedArray) -> list[np.ndarray | None]:
@@ -71,10 +176,9 @@ def _row_values(column: pa.ChunkedArray) -> list[np.ndarray | None]:
             if lists[row].is_valid else None for row in range(len(lists))]
 
 
-def _model(table: str) -> tuple[Path, Preprocessing, int]:
-    """The folder of the model that made ``table``'s embeddings, how its spectra were prepared
-    and its latent dimension; the model is looked for in MODELS_DIR first, then where it was
-    when the table was embedded."""
+def _model(table: str) -> _Model:
+    """The model that made ``table``'s embeddings, looked for in MODELS_DIR first, then where
+    it was when the table was embedded, and how the table's spectra were prepared."""
     card = archive().backend.current_model(table)
     if card is None:
         raise adql.missing_model_error(
@@ -91,7 +195,10 @@ def _model(table: str) -> tuple[Path, Preprocessing, int]:
                    "the operator must copy the model folder there or set MODELS_DIR")
     preprocessing = Preprocessing.from_config({"grid": card["grid"],
                                                "preprocess": card.get("preprocess", {})})
-    return found, dataclasses.replace(preprocessing, frame="as-is"), int(card["latent_dim"])
+    # An upload has no catalogue velocity: in the rest frame it is taken as it is.
+    if preprocessing.frame == "rest":
+        preprocessing = dataclasses.replace(preprocessing, frame="as-is")
+    return _Model(found, preprocessing, int(card["latent_dim"]))
 
 
 def _wavelength_unit(upload: Upload, encoding: adql.Encoding) -> u.UnitBase:
@@ -119,6 +226,42 @@ def _prepared(upload: Upload, encoding: adql.Encoding, row: int, wavelength: np.
     spectrum = Spectrum(wavelength * unit, flux, ~np.isfinite(flux), SpectrumMeta(where, ""),
                         medium=preprocessing.grid.medium, frame="rest")
     try:
-        return preprocessing.apply(spectrum)
+        return encodable(spectrum, preprocessing)
     except ValueError as error:
         raise DaliError(str(error)) from None
+
+
+def encodable(spectrum: Spectrum, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    """The spectrum on the model's grid, normalised, and its mask, when the model can encode it.
+
+    A spectrum that is all NaN, has fewer than :data:`MIN_GOOD_PIXELS` finite values or good
+    pixels on the grid, has no positive median flux (all zero, say) or is flat would still get
+    a latent vector, and neighbours that look as sure as any: it is refused instead, with a
+    ValueError that starts with the spectrum's source and says why and what to do.
+    """
+    where = spectrum.meta.source
+    finite = spectrum.flux[np.isfinite(spectrum.flux) & ~spectrum.mask]
+    if not finite.size:
+        raise ValueError(f"{where}: every flux value is NaN (or infinite), so there is nothing "
+                         "to encode; upload the spectrum's measured fluxes")
+    if finite.size < MIN_GOOD_PIXELS:
+        raise ValueError(f"{where}: the spectrum has only {finite.size} finite flux values, too "
+                         f"short to encode (at least {MIN_GOOD_PIXELS} are needed); upload the "
+                         "whole spectrum")
+    median = float(np.median(finite))
+    if not median > 0:
+        held = "every flux value is 0" if not finite.any() else f"its median flux is {median:g}"
+        raise ValueError(f"{where}: {held}; the model compares spectra scaled by their median "
+                         "flux, so upload flux densities (positive, not continuum-subtracted)")
+    flux, mask = preprocessing.apply(spectrum)
+    good = flux[~mask]
+    grid = preprocessing.grid
+    if good.size < MIN_GOOD_PIXELS:
+        raise ValueError(f"{where}: only {good.size} of the model's {grid.pixels} pixels "
+                         f"({grid.start:.0f}-{grid.stop:.0f} A) have good flux, too few to "
+                         f"encode (at least {MIN_GOOD_PIXELS} are needed); upload a spectrum "
+                         "that covers more of that range")
+    if np.ptp(good) <= FLAT * abs(float(np.median(good))):
+        raise ValueError(f"{where}: the flux is the same at every good pixel (a flat line), "
+                         "which has no feature to compare; upload an observed spectrum")
+    return flux, mask

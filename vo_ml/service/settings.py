@@ -58,6 +58,11 @@ class Settings:
     #: Where ml_encode looks for the model of a table (``<MODELS_DIR>/<model id>``) before the
     #: folder it was embedded from; set it when the archive was moved from where it was built.
     models_dir: str | None = None
+    #: A spectrum uploaded for ml_encode that covers less than this share of the model's
+    #: wavelength grid, or whose typicality (percent) is below ML_MIN_TYPICALITY, is named in a
+    #: warning INFO of the result: its neighbours are uncertain.
+    ml_min_coverage: float = 0.3
+    ml_min_typicality: float = 1.0
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> Settings:
@@ -75,6 +80,11 @@ class Settings:
                 raise SettingsError(f"setting {default}={getattr(settings, default.lower())} is "
                                     f"more than {hard}={getattr(settings, hard.lower())}: the "
                                     "default must be within the limit")
+        for key, most in (("ML_MIN_COVERAGE", 1), ("ML_MIN_TYPICALITY", 100)):
+            if getattr(settings, key.lower()) > most:
+                raise SettingsError(f"setting {key}={getattr(settings, key.lower())} is more "
+                                    f"than {most}, the most it can be: set VO_ML_{key} (or {key} "
+                                    "in the VO_ML_CONFIG file) to one within it")
         return settings
 
     @property

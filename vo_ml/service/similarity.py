@@ -64,7 +64,7 @@ def plan(sql: str, query: NeighbourQuery | None,
     exact = f"exact: every row of {query.table} with a {query.column} compared"
     if mode == "exact":
         return _exact(sql, exact)
-    index = _current_index(query.table, query.column, query.metric)
+    index = current_index(query.table, query.column, query.metric)
     if index is None:
         return _exact(sql, f"{exact}; no up-to-date {query.metric} neighbour index of "
                            f"{query.table}.{query.column} (build it with 'vo-ml index')")
@@ -188,7 +188,7 @@ def reference_embeddings(
         references: list[adql.Reference]) -> dict[tuple[str, str], np.ndarray]:
     """The embedding of every row named as a similarity reference, by (table, name given), from
     the tables' up-to-date L2 indexes or else the archive (:func:`adql.reference_embeddings`)."""
-    return adql.reference_embeddings(references, archive().backend, _current_index)
+    return adql.reference_embeddings(references, archive().backend, current_index)
 
 
 def _reference_vectors(query: NeighbourQuery, embeddings: dict[tuple[str, str], np.ndarray],
@@ -212,7 +212,7 @@ def _complete(distances: pa.ChunkedArray, k: int, reach: float) -> bool:
     return len(distances) >= k and (farthest is None or farthest <= reach)
 
 
-def _current_index(table: str, column: str, metric: str) -> NeighbourIndex | None:
+def current_index(table: str, column: str, metric: str) -> NeighbourIndex | None:
     """The table's index, if one is stored and was built from the embeddings the table holds."""
     path = description_path(archive().backend.path, table, column, metric)
     with _LOADING:

@@ -3,7 +3,9 @@
 TAP's part of the DAL pipeline (:mod:`vo_ml.service.dal`) is its parsing and its plan: the DALI
 parameters are checked, uploaded tables are read, the ADQL is translated against the published
 TAP_SCHEMA plus the uploads (so only published tables, uploads and declared functions are
-reachable), similarity references are checked, and the translation is planned
+reachable), similarity references are checked, uploaded spectra are encoded (each row whose
+answer is uncertain named in an ``INFO name="warning"`` of the result), and the translation is
+planned
 (:func:`vo_ml.service.similarity.plan`). The pipeline runs the plan and streams the rows in the
 format asked for.
 """
@@ -62,15 +64,17 @@ def parse_query(parameters: DaliParameters, part: PartReader, timeout: float) ->
 
     state = archive()
     schema = TapSchema([*state.schema.schemas, upload_schema(uploads)]) if uploads else state.schema
+    warnings: list[str] = []
     try:
         translation = adql.translate(query, schema)
         with query_errors(timeout):
             embeddings = similarity.reference_embeddings(translation.references)
         if translation.encodings:
-            uploads = encode_uploads(uploads, translation.encodings)
+            uploads, warnings = encode_uploads(uploads, translation.encodings)
     except adql.AdqlError as error:
         raise DaliError(str(error)) from None
     tables = {adql.upload_view(u.name): u.rows for u in uploads}
     chosen = similarity.plan(translation.sql, translation.neighbours, embeddings, tables,
                              parameters.get("ML_SEARCH", "auto").lower())
-    return DalQuery(chosen, fmt, [o.column for o in translation.output_columns], maxrec, tables)
+    return DalQuery(chosen, fmt, [o.column for o in translation.output_columns], maxrec, tables,
+                    tuple(("warning", warning) for warning in warnings))

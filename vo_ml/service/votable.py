@@ -3,7 +3,9 @@
 Every FIELD is labelled from TAP_SCHEMA (ucd, unit, utype, xtype, description, arraysize), so a
 client sees the same metadata in TAP_SCHEMA and in results. The status travels inside the
 document as pyvo reads it: ``INFO name="QUERY_STATUS"`` is OK, OVERFLOW (after the table, when
-MAXREC cut the result) or ERROR.
+MAXREC cut the result) or ERROR. Other INFOs of the results resource, after QUERY_STATUS, tell
+how the rows were found (``vo_ml_plan``) and warn about them (``warning``: an uploaded
+spectrum whose answer is uncertain), as DALI allows.
 
 Results are streamed (:func:`stream_votable`): astropy writes the header from the fields
 alone, then rows are encoded a batch at a time straight from Arrow buffers (BINARY2 with numpy,
