@@ -81,31 +81,47 @@ def encode_uploads(uploads: Sequence[Upload], encodings: Sequence[adql.Encoding]
 def _encoded(upload: Upload, encoding: adql.Encoding) -> tuple[dict[str, pa.Array], list[str]]:
     """The latent vectors and measures of the upload's spectra as columns by name (NULL for a
     row without wavelength or flux), and the warnings about its rows."""
-    from vo_ml.ml.embedding import encode_rows  # TensorFlow loads only when a query encodes
-
     model = _model(encoding.table)
-    unit = _wavelength_unit(upload, encoding)
-    wavelengths = _row_values(upload.rows.column(encoding.wavelength))
-    fluxes = _row_values(upload.rows.column(encoding.flux))
-    prepared = {row: _prepared(upload, encoding, row, wavelength, flux, unit, model.preprocessing)
-                for row, (wavelength, flux) in enumerate(zip(wavelengths, fluxes, strict=True))
-                if wavelength is not None and flux is not None}
-    rows = list(prepared)
-    measures: dict[str, np.ndarray | None] = dict.fromkeys(adql.MEASURES)
-    latent = np.empty((0, model.dimension), np.float32)
-    if prepared:
-        mask = np.stack([m for _, m in prepared.values()])
-        latent, measures["error"] = encode_rows(np.stack([f for f, _ in prepared.values()]),
-                                                mask, model.folder)
-        measures["coverage"] = (~mask).mean(axis=1)
-        measures["typicality"] = _typicality(encoding, latent)
-    vectors: list[list[float] | None] = [None] * len(wavelengths)
+    prepared = _prepared_rows(upload, encoding, model.preprocessing)
+    rows, count = list(prepared), upload.rows.num_rows
+    latent, measures = _measured(encoding, model, prepared)
+    vectors: list[list[float] | None] = [None] * count
     for row, vector in zip(rows, latent, strict=True):
         vectors[row] = vector.tolist()
     columns = {encoding.column: pa.array(vectors, type=pa.list_(pa.float32(), model.dimension))}
     for measure, values in measures.items():
-        columns[encoding.measure_column(measure)] = _by_row(rows, values, len(wavelengths))
+        columns[encoding.measure_column(measure)] = _by_row(rows, values, count)
     return columns, _warnings(encoding, rows, measures, model.preprocessing)
+
+
+def _prepared_rows(upload: Upload, encoding: adql.Encoding, preprocessing: Preprocessing
+                   ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Every row with a wavelength and a flux, by row number, on the model's grid."""
+    unit = _wavelength_unit(upload, encoding)
+    wavelengths = _row_values(upload.rows.column(encoding.wavelength))
+    fluxes = _row_values(upload.rows.column(encoding.flux))
+    return {row: _prepared(upload, encoding, row, wavelength, flux, unit, preprocessing)
+            for row, (wavelength, flux) in enumerate(zip(wavelengths, fluxes, strict=True))
+            if wavelength is not None and flux is not None}
+
+
+def _measured(encoding: adql.Encoding, model: _Model,
+              prepared: dict[int, tuple[np.ndarray, np.ndarray]]
+              ) -> tuple[np.ndarray, dict[str, np.ndarray | None]]:
+    """The latent vectors of the prepared rows, and each of :data:`adql.MEASURES` of them
+    (None when unknown: all of them without rows, the typicality without the archive's
+    distances)."""
+    from vo_ml.ml.embedding import encode_rows  # TensorFlow loads only when a query encodes
+
+    measures: dict[str, np.ndarray | None] = dict.fromkeys(adql.MEASURES)
+    if not prepared:
+        return np.empty((0, model.dimension), np.float32), measures
+    mask = np.stack([m for _, m in prepared.values()])
+    latent, measures["error"] = encode_rows(np.stack([f for f, _ in prepared.values()]), mask,
+                                            model.folder)
+    measures["coverage"] = (~mask).mean(axis=1)
+    measures["typicality"] = _typicality(encoding, latent)
+    return latent, measures
 
 
 def _by_row(rows: list[int], values: np.ndarray | None, count: int) -> pa.Array:
