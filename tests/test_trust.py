@@ -181,13 +181,32 @@ def test_a_measure_needs_the_encoding_of_its_columns(client):
     assert "ml_distance(s.embedding, ml_encode(u.wavelength, u.flux))" in response.text
 
 
-def test_typicality_without_the_archive_distances_says_what_to_run(archive, tmp_path):
-    unindexed = _app(copy_archive(archive, tmp_path))
-    response = _upload(unindexed, TRUSTED, _spectra(STAR))
+def _without_index(archive: dict, folder: Path) -> Path:
+    return copy_archive(archive, folder)
+
+
+def _with_an_index_of_old(archive: dict, folder: Path) -> Path:
+    """A copy whose index was built before the nearest-neighbour distances were recorded."""
+    db = copy_archive(archive, folder, index=True)
+    description = Path(f"{db}.neighbours", f"{TABLE}.embedding.l2.json")
+    meta = json.loads(description.read_text())
+    del meta["nearest_distances"]
+    description.write_text(json.dumps(meta))
+    return db
+
+
+@pytest.mark.parametrize(("served", "reason"), [
+    (_without_index, "there is no up-to-date l2 neighbour index of it"),
+    (_with_an_index_of_old, "its neighbour index was built before they were recorded"),
+])
+def test_typicality_without_the_archive_distances_says_what_to_run(archive, tmp_path, served,
+                                                                    reason):
+    client = _app(served(archive, tmp_path))
+    response = _upload(client, TRUSTED, _spectra(STAR))
     assert response.status_code == 400 and "ADQL-E16" in response.text
-    assert "'vo-ml index --table miles.spectra'" in response.text
-    measured = _upload(unindexed, TRUSTED.replace(", ml_typicality(u.wavelength, u.flux) "
-                                                  "AS typicality", ""), _spectra(STAR))
+    assert reason in response.text and "'vo-ml index --table miles.spectra'" in response.text
+    measured = _upload(client, TRUSTED.replace(", ml_typicality(u.wavelength, u.flux) "
+                                               "AS typicality", ""), _spectra(STAR))
     result, _ = _answer(measured)
     assert result["coverage"][0] > 0.95
 
