@@ -275,7 +275,7 @@ class NeighbourIndex:
         queries = _prepared(np.atleast_2d(vectors), self.meta["metric"])
         parameters = faiss.SearchParametersHNSW(efSearch=max(2 * count, 64))
         found, ids = self.index.search(queries, min(count, self.rows), params=parameters)
-        distances = np.where(ids >= 0, self._distance(found), np.nan)
+        distances = np.where(ids >= 0, _metric_distance(found, self.meta["metric"]), np.nan)
         reach = np.inf if count >= self.rows else float(np.nanmax(distances, axis=1).min())
         proposed = ids[ids >= 0]
         return (proposed if len(queries) == 1 else np.unique(proposed)), reach
@@ -303,9 +303,6 @@ class NeighbourIndex:
         """The vectors of the index, in the order it stores them."""
         return faiss.downcast_index(faiss.downcast_index(self.index.index).storage)
 
-    def _distance(self, found: np.ndarray) -> np.ndarray:
-        return _metric_distance(found, self.meta["metric"])
-
     @property
     def knows_typicality(self) -> bool:
         """Whether the build recorded the rows' own nearest-neighbour distances (builds before
@@ -321,7 +318,8 @@ class NeighbourIndex:
         queries = _prepared(np.atleast_2d(vectors), self.meta["metric"])
         parameters = faiss.SearchParametersHNSW(efSearch=_NEAREST_EFFORT)
         found, _ = self.index.search(queries, 1, params=parameters)
-        nearer = np.searchsorted(archive, self._distance(found[:, 0]), side="left")
+        distances = _metric_distance(found[:, 0], self.meta["metric"])
+        nearer = np.searchsorted(archive, distances, side="left")
         return 100.0 * (len(archive) - nearer) / len(archive)
 
     @functools.cached_property
