@@ -115,8 +115,8 @@ def test_a_spectrum_covering_little_of_the_range_is_named_in_a_warning(client, s
     result = _measured(response)
     coverage = dict(zip(result["name"], result["coverage"], strict=True))
     assert coverage["cut"] < 0.3 < coverage["full"]
-    warnings = _warnings(response.data)
-    assert warnings == [f"TAP_UPLOAD.mine row 2: covers {coverage['cut']:.0%} of the model's "
+    covering = [w for w in _warnings(response.data) if " covers " in w]
+    assert covering == [f"TAP_UPLOAD.mine row 2: covers {coverage['cut']:.0%} of the model's "
                         f"{GRID[0]}-{GRID[1]} A range (ml_coverage {coverage['cut']:.2f}, below "
                         "0.3); its neighbours in miles.spectra are uncertain"]
     assert votlint(stilts, response.data, tmp_path) == ""
@@ -227,5 +227,6 @@ def test_pyvo_reads_the_warnings_sync_and_async(service):
     for results in (service.search(TRUSTED, uploads={"mine": cut}),
                     service.run_async(TRUSTED, uploads={"mine": cut})):
         warnings = [i.value for i in results.votable.resources[0].infos if i.name == "warning"]
-        assert len(warnings) == 1 and warnings[0].startswith("TAP_UPLOAD.mine row 1: covers ")
+        assert [w for w in warnings if " covers " in w][0].startswith(
+            "TAP_UPLOAD.mine row 1: covers ")
         assert results["coverage"][0] < 0.3
