@@ -34,12 +34,12 @@ def write_config(path: Path, config: dict) -> Path:
 
 
 def test_conv_runs_at_full_harps_resolution_with_a_batch_of_eight():
-    from vo_ml.ml.models import build_conv, conv_layers
+    from vo_ml.ml.models import Anchor, build_conv, conv_layers
 
     config = load_yaml(config_file("conv")) | {"latent_dim": 4}
     pixels = 327_680
     assert len(conv_layers(config, pixels)) == 15
-    encoder, _, autoencoder = build_conv(config, pixels, np.ones(pixels, np.float32), 0.1)
+    encoder, _, autoencoder = build_conv(config, Anchor.flat(pixels, 4))
     flux = np.random.default_rng(1).normal(1, 0.1, (8, pixels)).astype(np.float32)
     good = np.ones_like(flux)
     assert autoencoder([flux, good]).shape == (8, pixels)
@@ -56,10 +56,10 @@ def test_conv_keeps_the_layers_a_short_grid_allows():
 
 
 def test_a_variational_bottleneck_adds_its_kl_term_and_encodes_its_mean():
-    from vo_ml.ml.models import build_dense
+    from vo_ml.ml.models import Anchor, build_dense
 
     config = load_yaml(config_file("dense2d")) | {"variational_beta": 0.5}
-    encoder, _, autoencoder = build_dense(config, 64, np.ones(64, np.float32), 0.1)
+    encoder, _, autoencoder = build_dense(config, Anchor.flat(64, 2))
     flux = np.random.default_rng(2).normal(1, 0.1, (4, 64)).astype(np.float32)
     good = np.ones_like(flux)
     autoencoder([flux, good], training=True)
@@ -150,3 +150,65 @@ def test_training_killed_and_restarted_ends_with_the_uninterrupted_model(archive
         np.testing.assert_array_equal(a, b)
     history = json.loads((model / "metrics.json").read_text())["history"]
     assert json.loads((tmp_path / "killed" / model.name / "metrics.json").read_text())["history"] == history
+
+
+def _miles_fixture_flux(factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """The MILES fixture spectra as the demo archive prepares them, at a model's sampling."""
+    from conftest import MILES
+
+    from vo_ml.pipeline import ArchiveConfig
+    from vo_ml.spectra.grid import downsample
+    from vo_ml.spectra.readers import read_spectrum
+
+    preprocessing = ArchiveConfig.from_dict(load_yaml(config_file("miles"))).preprocessing
+    prepared = [preprocessing.apply(read_spectrum(path)) for path in sorted(MILES.glob("*.fits"))]
+    flux, mask = (np.stack(part) for part in zip(*prepared, strict=True))
+    return downsample(flux, mask, factor)
+
+
+def test_an_untrained_model_is_exactly_pca():
+    """Anchored on PCA with zero corrections, a new model encodes to the principal-component
+    coefficients and reconstructs as PCA does: training starts at PCA's error."""
+    from vo_ml.ml.models import PRIOR_WEIGHT, Anchor, build_dense
+
+    flux, mask = _miles_fixture_flux(4)
+    good = (~mask).astype(np.float32)
+    mean = (flux * good).sum(axis=0) / np.maximum(good.sum(axis=0), 1)
+    anchor = Anchor.fit(flux, good, mean, 0.05, components=8)
+    config = load_yaml(config_file("dense2d")) | {"latent_dim": 8}
+    encoder, decoder, _ = build_dense(config, anchor)
+
+    latent = encoder([flux, good]).numpy()
+    # Weighted least squares on each spectrum's good pixels, with probabilistic PCA's prior.
+    standardised = np.where(good > 0, (flux - mean) / 0.05, 0.0)
+    components, prior = anchor.components.astype(np.float64), PRIOR_WEIGHT * anchor.noise / anchor.variances
+    expected = [np.linalg.solve((components * g) @ components.T + np.diag(prior), components @ (g * x))
+                for x, g in zip(standardised, good, strict=True)]
+    np.testing.assert_allclose(latent, expected, rtol=2e-3, atol=2e-3)
+    reconstructed = decoder(latent).numpy()
+    pca = mean + (latent @ anchor.components) * 0.05
+    np.testing.assert_allclose(reconstructed, pca, atol=1e-4)
+
+
+def test_a_spectrum_covering_half_the_range_encodes_near_its_whole():
+    """The masked projection weighs the good pixels only: the blue half alone of a spectrum
+    gives nearly the latent vector of the whole, far nearer than its neighbours are."""
+    from vo_ml.ml.models import Anchor, build_dense
+
+    flux, mask = _miles_fixture_flux(4)
+    good = (~mask).astype(np.float32)
+    mean = (flux * good).sum(axis=0) / np.maximum(good.sum(axis=0), 1)
+    anchor = Anchor.fit(flux, good, mean, 0.05, components=8)
+    encoder, _, _ = build_dense(load_yaml(config_file("dense2d")) | {"latent_dim": 8}, anchor)
+    whole = encoder([flux, good]).numpy()
+    half = good.copy()
+    half[:, flux.shape[1] // 2:] = 0
+    halves = encoder([flux, half]).numpy()
+    mean_filled = encoder([np.where(half > 0, flux, mean), np.ones_like(half)]).numpy()
+
+    moved = np.linalg.norm(halves - whole, axis=1)
+    pairwise = np.linalg.norm(whole[:, None] - whole[None], axis=-1)
+    np.fill_diagonal(pairwise, np.inf)
+    assert np.median(moved) < np.median(pairwise.min(axis=1))
+    # Filling the gap with the mean spectrum instead, as an unmasked encoder would, moves it far more.
+    assert np.median(np.linalg.norm(mean_filled - whole, axis=1)) > 2 * np.median(moved)

@@ -17,18 +17,40 @@ import numpy as np
 from vo_ml.ml.framework import keras, tf
 from vo_ml.spectra.store import SpectrumStore
 
-__all__ = ["StoreBatches", "WINDOW_BYTES"]
+__all__ = ["StoreBatches", "WINDOW_BYTES", "partial_coverage"]
 
 #: Flux held at once for shuffling: a few hundred full-resolution HARPS spectra.
 WINDOW_BYTES = 256 << 20
+
+
+#: The share of its range a partially shown spectrum keeps: between these.
+KEPT_SHARE = (0.3, 0.8)
+
+
+def partial_coverage(good: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """``good`` with, for a ``share`` of the rows, all but one stretch of the range masked: its
+    blue part, its red part or both ends, keeping 30-80% of the pixels. Spectra from other
+    instruments cover part of the archive's range; a model trained to reconstruct the whole
+    from a part puts a partial spectrum where its whole counterpart sits."""
+    rows, pixels = good.shape
+    chosen = np.flatnonzero(rng.random(rows) < share)
+    kept = (rng.uniform(*KEPT_SHARE, chosen.size) * pixels).astype(int)
+    anywhere = (rng.random(chosen.size) * (pixels - kept)).astype(int)
+    starts = np.choose(rng.integers(0, 3, chosen.size), [np.zeros_like(kept), pixels - kept, anywhere])
+    positions = np.arange(pixels)
+    window = (positions >= starts[:, None]) & (positions < (starts + kept)[:, None])
+    seen = good.copy()
+    seen[chosen] *= window
+    return seen
 
 
 class StoreBatches:
     """Batches of ``rows`` of a store at the model's sampling, with 0/1 good-pixel weights."""
 
     def __init__(self, store: SpectrumStore, rows: np.ndarray, batch_size: int,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, partial_share: float = 0.0) -> None:
         self.store = store
+        self.partial_share = partial_share
         self.rows = np.sort(np.asarray(rows, dtype=np.int64))
         self.batch_size = batch_size
         self.seed = seed
@@ -88,14 +110,18 @@ class StoreBatches:
         return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
     def dataset(self) -> tf.data.Dataset:
-        """A tf.data pipeline of ((flux, good), target) for Keras, one epoch a pass.
+        """A tf.data pipeline of ((flux, good), target) for Keras, one epoch a pass. With a
+        ``partial_share``, that share of the spectra is shown to the model with part of its range
+        masked (:func:`partial_coverage`) and scored against the whole of it.
 
         The pass draws the batches of ``self.epoch``, which :meth:`follow_epochs` keeps equal to
         Keras's epoch; it is not counted from the passes, as Keras may start one of its own.
         """
         def generate() -> Iterator:
+            rng = np.random.default_rng([self.seed or 0, self.epoch, 1])
             for _, flux, good in self.batches(self.epoch):
-                yield (flux, good), np.stack([flux, good], axis=-1)
+                seen = partial_coverage(good, self.partial_share, rng) if self.partial_share else good
+                yield (flux, seen), np.stack([flux, good], axis=-1)
 
         spectra = tf.TensorSpec((None, self.pixels), tf.float32)
         target = tf.TensorSpec((None, self.pixels, 2), tf.float32)

@@ -6,21 +6,31 @@ standardises the flux inside the model (fixed mean spectrum and scale, measured 
 set) and zeroes masked pixels, which puts them at the mean spectrum. A saved model therefore
 carries everything needed to encode a spectrum straight from the store.
 
-Two families share that frame and differ in the body:
+Every model is **anchored on PCA** (:class:`Anchor`), as spender anchors its output on a linear
+layer: the latent vector is the masked least-squares projection of the spectrum on the training
+set's leading principal components (:class:`MaskedProjection`, which weighs only the good
+pixels, so a spectrum covering part of the range lands where its whole counterpart does) plus a
+learnt correction, and the reconstruction is the components' linear combination (a trainable
+layer initialised from them) plus a learnt correction. Both corrections start at exactly zero,
+so training starts at PCA's error and can only improve on it, and the latent space starts as
+PCA's, whose distances follow the spectra's.
 
-- ``dense``: fully-connected layers on downsampled spectra, with a latent space small enough to be
-  the map (:func:`build_dense`);
-- ``conv``: stride-2 1-D convolutions at full resolution, then a dense bottleneck, mirrored by
-  transposed convolutions (:func:`build_conv`).
+Two families share that frame and differ in the corrections:
 
-Either bottleneck may be variational: ``variational_beta`` > 0 in the config draws the latent
-vector from a learnt Gaussian while training and adds beta times its KL divergence to the loss.
-The encoder's output is always the mean, so embeddings are deterministic.
+- ``dense``: fully-connected layers with LayerNorm on downsampled spectra, with a latent space
+  small enough to be the map (:func:`build_dense`);
+- ``conv``: residual blocks of 1-D convolutions with GroupNorm at full resolution, stride 2 down
+  and upsampling plus convolution back up (:func:`build_conv`).
+
+The correction of the latent may be variational: ``variational_beta`` > 0 in the config draws it
+from a learnt Gaussian while training and adds beta times its KL divergence to the loss. The
+encoder's output is always the mean, so embeddings are deterministic.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,7 +38,8 @@ from vo_ml.ml.framework import keras, tf
 
 layers, ops = keras.layers, keras.ops
 
-__all__ = ["build_dense", "build_conv", "conv_layers", "downsampling", "masked_mse", "Bottleneck", "FAMILIES"]
+__all__ = ["Anchor", "Bottleneck", "FAMILIES", "MaskedHuber", "MaskedProjection", "build_conv",
+           "build_dense", "conv_layers", "downsampling"]
 
 
 def downsampling(config: dict) -> int:
@@ -36,25 +47,111 @@ def downsampling(config: dict) -> int:
     return int(config["input"].get("downsample", 1))
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """What every model starts from, measured on its training spectra: the mean spectrum and one
+    global scale (standardised flux is ``(flux - mean) / scale``), the leading principal
+    components of the standardised flux (rows, orthonormal), their variances, and the variance
+    per pixel they leave unexplained."""
+
+    mean: np.ndarray
+    scale: float
+    components: np.ndarray
+    variances: np.ndarray
+    noise: float
+
+    @classmethod
+    def fit(cls, flux: np.ndarray, good: np.ndarray, mean: np.ndarray, scale: float,
+            components: int) -> Anchor:
+        """The anchor of training rows ``flux`` (good-pixel weights ``good``), with the mean and
+        scale of the whole training set; masked pixels sit at the mean, as the encoder puts them."""
+        standardised = np.where(good > 0, (flux - mean) / scale, 0.0).astype(np.float64)
+        _, singular, vectors = np.linalg.svd(standardised, full_matrices=False)
+        count = min(components, vectors.shape[0])
+        variances = singular**2 / max(flux.shape[0], 1)
+        noise = float(variances[count:].sum() / flux.shape[1]) or 1e-6
+        return cls(mean.astype(np.float32), float(scale), vectors[:count].astype(np.float32),
+                   np.maximum(variances[:count], 1e-12).astype(np.float32), noise)
+
+    @classmethod
+    def flat(cls, pixels: int, components: int = 0) -> Anchor:
+        """An anchor with a mean spectrum of ones and the first pixels as components: for
+        building a model without data (tests, shapes)."""
+        return cls(np.ones(pixels, np.float32), 0.1, np.eye(components, pixels, dtype=np.float32),
+                   np.ones(components, np.float32), 1e-2)
+
+
 @keras.saving.register_keras_serializable(package="vo_ml")
-def masked_mse(target: object, predicted: object) -> object:
-    """Mean squared error over good pixels only: masked pixels must not shape the model.
+class MaskedHuber(keras.losses.Loss):
+    """Huber loss over good pixels only: masked pixels must not shape the model, and a few bad
+    ones (cosmic rays, residual tellurics) must not dominate it. ``delta`` is in flux units.
 
     ``target`` stacks the flux and a 0/1 weight on the last axis, shape (batch, pixels, 2).
     """
-    flux, weight = target[..., 0], target[..., 1]
-    squared = ops.square(predicted - flux) * weight
-    return ops.sum(squared, axis=-1) / ops.maximum(ops.sum(weight, axis=-1), 1.0)
+
+    def __init__(self, delta: float = 0.05, name: str = "masked_huber", **kwargs: object) -> None:
+        super().__init__(name=name, **kwargs)
+        self.delta = delta
+
+    def call(self, target: object, predicted: object) -> object:
+        flux, weight = target[..., 0], target[..., 1]
+        error = ops.abs(predicted - flux)
+        quadratic = ops.minimum(error, self.delta)
+        huber = 0.5 * ops.square(quadratic) + self.delta * (error - quadratic)
+        return ops.sum(huber * weight, axis=-1) / ops.maximum(ops.sum(weight, axis=-1), 1.0)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "delta": self.delta}
+
+
+@keras.saving.register_keras_serializable(package="vo_ml")
+class MaskedProjection(layers.Layer):
+    """The latent vector's linear part: the least-squares coefficients of the standardised
+    spectrum on the anchor's components, over its good pixels only.
+
+    With a prior on each coefficient (the component's variance against the unexplained noise,
+    probabilistic PCA's posterior mean), the solve stays well posed for any mask: a component
+    the good pixels do not constrain falls back to the mean, and a spectrum covering all pixels
+    gets nearly its plain PCA coefficients. Coefficients beyond the anchor's components are zero.
+    """
+
+    def __init__(self, latent_dim: int, components: int, pixels: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.latent_dim, self.count, self.pixels = latent_dim, components, pixels
+
+    def build(self, input_shape: object) -> None:
+        self.components = self.add_weight(shape=(self.count, self.pixels), initializer="zeros",
+                                          trainable=False, name="components")
+        self.prior = self.add_weight(shape=(self.count,), initializer="ones", trainable=False,
+                                     name="prior")
+
+    def call(self, inputs: object) -> object:
+        flux, good = inputs
+        components = ops.convert_to_tensor(self.components)
+        weighted = good[:, None, :] * components[None]
+        normal = ops.einsum("bkp,jp->bkj", weighted, components) + ops.diag(self.prior)[None]
+        projected = ops.einsum("bp,kp->bk", flux, components)
+        coefficients = ops.squeeze(ops.solve(normal, ops.expand_dims(projected, -1)), -1)
+        padding = self.latent_dim - self.count
+        return ops.pad(coefficients, [[0, 0], [0, padding]]) if padding else coefficients
+
+    def compute_output_shape(self, input_shape: object) -> tuple:
+        return (input_shape[0][0], self.latent_dim)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "latent_dim": self.latent_dim,
+                "components": self.count, "pixels": self.pixels}
 
 
 @keras.saving.register_keras_serializable(package="vo_ml")
 class Bottleneck(layers.Layer):
-    """The latent layer: a plain projection, or a variational one when ``beta`` > 0.
+    """The learnt correction of the latent vector: zero at first, plain or variational.
 
-    Variational: it learns a mean and a log-variance; in training it returns a sample and adds
-    ``beta`` x KL(q(z|x) || N(0, 1)) to the model's losses; otherwise it returns the mean. The
-    noise of each training step comes from (seed, step), and the step counter is a weight of the
-    layer, so a model restored from a checkpoint draws the noise the uninterrupted run drew.
+    Variational (``beta`` > 0): it learns a mean and a log-variance; in training it returns a
+    sample and adds ``beta`` x KL(q || N(0, 1)) to the model's losses; otherwise it returns the
+    mean. The noise of each training step comes from (seed, step), and the step counter is a
+    weight of the layer, so a model restored from a checkpoint draws the noise the uninterrupted
+    run drew.
     """
 
     def __init__(self, latent_dim: int, beta: float = 0.0, seed: int = 0, **kwargs: object) -> None:
@@ -62,8 +159,10 @@ class Bottleneck(layers.Layer):
         self.latent_dim = latent_dim
         self.beta = beta
         self.seed = seed
-        self.mean = layers.Dense(latent_dim, name="mean")
-        self.log_variance = layers.Dense(latent_dim, name="log_variance") if beta > 0 else None
+        self.mean = layers.Dense(latent_dim, kernel_initializer="zeros", name="mean")
+        self.log_variance = (layers.Dense(latent_dim, kernel_initializer="zeros",
+                                          bias_initializer=keras.initializers.Constant(-10.0),
+                                          name="log_variance") if beta > 0 else None)
 
     def build(self, input_shape: tuple) -> None:
         self.mean.build(input_shape)
@@ -94,23 +193,55 @@ class Bottleneck(layers.Layer):
                 "seed": self.seed}
 
 
-def _standardised_inputs(pixels: int, mean: np.ndarray, scale: float) -> tuple:
+def _standardised_inputs(anchor: Anchor) -> tuple:
     """The encoder's two inputs, and the flux standardised with masked pixels at the mean."""
+    pixels = anchor.mean.size
     flux = keras.Input((pixels,), name="flux")
     good = keras.Input((pixels,), name="good")
-    variance = np.full(pixels, scale**2, dtype=np.float32)
-    x = layers.Normalization(mean=mean, variance=variance, name="standardise")(flux)
+    variance = np.full(pixels, anchor.scale**2, dtype=np.float32)
+    x = layers.Normalization(mean=anchor.mean, variance=variance, name="standardise")(flux)
     return flux, good, layers.Multiply(name="drop_masked")([x, good])
 
 
-def _unstandardise(y: object, mean: np.ndarray, scale: float) -> object:
-    variance = np.full(mean.size, scale**2, dtype=np.float32)
-    return layers.Normalization(mean=mean, variance=variance, invert=True, name="unstandardise")(y)
+#: How much the projection's prior counts against the data: enough to keep a component the
+#: good pixels do not constrain at the mean, too little to shrink a well-measured one.
+PRIOR_WEIGHT = 0.01
 
 
-def _bottleneck(config: dict) -> Bottleneck:
-    return Bottleneck(int(config["latent_dim"]), float(config.get("variational_beta", 0.0)),
-                      int(config.get("training", {}).get("seed", 0)), name="latent")
+def _anchored_encoder(config: dict, anchor: Anchor, correction_body: object) -> tuple:
+    """Inputs and latent vector: the masked projection plus the correction that
+    ``correction_body(standardised, good)`` computes from the spectrum (its features, which the
+    zero-initialised :class:`Bottleneck` turns into the correction); with ``latent_correction:
+    false`` in the config, the projection alone, and only the decoder learns."""
+    latent_dim = int(config["latent_dim"])
+    flux, good, x = _standardised_inputs(anchor)
+    projection = MaskedProjection(latent_dim, anchor.components.shape[0], anchor.mean.size,
+                                  name="projection")
+    linear = projection([x, good])
+    projection.set_weights([anchor.components,
+                            (PRIOR_WEIGHT * anchor.noise / anchor.variances).astype(np.float32)])
+    if not config.get("latent_correction", True):
+        return flux, good, linear
+    correction = Bottleneck(latent_dim, float(config.get("variational_beta", 0.0)),
+                            int(config.get("training", {}).get("seed", 0)),
+                            name="latent")(correction_body(x, good))
+    return flux, good, layers.Add(name="anchored_latent")([linear, correction])
+
+
+def _anchored_decoder(config: dict, anchor: Anchor, correction_body: object) -> tuple:
+    """The latent input and the reconstruction: the components' combination (trainable,
+    initialised from them) plus ``correction_body(latent)``, a zero-initialised correction,
+    in standardised units, then back to flux."""
+    latent_dim, count, pixels = int(config["latent_dim"]), anchor.components.shape[0], anchor.mean.size
+    code = keras.Input((latent_dim,), name="latent")
+    initial = np.zeros((latent_dim, pixels), np.float32)
+    initial[:count] = anchor.components
+    linear = layers.Dense(pixels, use_bias=False, kernel_initializer=keras.initializers.Constant(initial),
+                          name="components")(code)
+    y = layers.Add(name="anchored_output")([linear, correction_body(code)])
+    variance = np.full(pixels, anchor.scale**2, dtype=np.float32)
+    y = layers.Normalization(mean=anchor.mean, variance=variance, invert=True, name="unstandardise")(y)
+    return code, y
 
 
 def _assemble(flux: object, good: object, latent: object, code: object, reconstructed: object
@@ -121,23 +252,34 @@ def _assemble(flux: object, good: object, latent: object, code: object, reconstr
     return encoder, decoder, autoencoder
 
 
-def build_dense(
-    config: dict, pixels: int, mean: np.ndarray, scale: float
-) -> tuple[keras.Model, keras.Model, keras.Model]:
-    """The dense family: encoder, decoder and the autoencoder that chains them."""
+#: He initialisation keeps the signal's variance through LeakyReLU layers.
+HE = "he_normal"
+
+
+def _dense_stack(x: object, widths: list[int], slope: float, prefix: str) -> object:
+    for i, width in enumerate(widths):
+        x = layers.Dense(width, kernel_initializer=HE, name=f"{prefix}_{i}")(x)
+        x = layers.LayerNormalization(name=f"{prefix}_norm_{i}")(x)
+        x = layers.LeakyReLU(slope)(x)
+    return x
+
+
+def build_dense(config: dict, anchor: Anchor) -> tuple[keras.Model, keras.Model, keras.Model]:
+    """The dense family: encoder, decoder and the autoencoder that chains them. The encoder's
+    correction sees the standardised flux and the mask, so it can learn what a gap hides."""
     hidden = list(config["encoder"]["hidden"])
     slope = float(config["encoder"].get("negative_slope", 0.1))
-    flux, good, x = _standardised_inputs(pixels, mean, scale)
-    for i, width in enumerate(hidden):
-        x = layers.LeakyReLU(slope)(layers.Dense(width, name=f"encode_{i}")(x))
-    latent = _bottleneck(config)(x)
 
-    code = keras.Input((int(config["latent_dim"]),), name="latent")
-    y = code
-    for i, width in enumerate(reversed(hidden)):
-        y = layers.LeakyReLU(slope)(layers.Dense(width, name=f"decode_{i}")(y))
-    y = _unstandardise(layers.Dense(pixels, name="reconstruct")(y), mean, scale)
-    return _assemble(flux, good, latent, code, y)
+    def encode(x: object, good: object) -> object:
+        return _dense_stack(layers.Concatenate(name="flux_and_mask")([x, good]), hidden, slope, "encode")
+
+    def decode(code: object) -> object:
+        y = _dense_stack(code, hidden[::-1], slope, "decode")
+        return layers.Dense(anchor.mean.size, kernel_initializer="zeros", name="reconstruct")(y)
+
+    flux, good, latent = _anchored_encoder(config, anchor, encode)
+    code, reconstructed = _anchored_decoder(config, anchor, decode)
+    return _assemble(flux, good, latent, code, reconstructed)
 
 
 def conv_layers(config: dict, pixels: int) -> list[tuple[int, int]]:
@@ -158,52 +300,55 @@ def conv_layers(config: dict, pixels: int) -> list[tuple[int, int]]:
     return list(zip(filters, kernels, strict=True))[:allowed]
 
 
-#: He initialisation keeps the signal's variance through LeakyReLU layers; with Keras's default
-#: (Glorot) the 20 layers of a MILES-size conv autoencoder shrank it a million-fold and training
-#: never left the mean spectrum.
-HE = "he_normal"
+def _residual_block(x: object, filters: int, kernel: int, slope: float, name: str,
+                    resample: object) -> object:
+    """``resample`` (a stride-2 convolution down, or upsampling then a convolution up), then a
+    convolution whose output is added back: GroupNorm after each, LeakyReLU after the sum."""
+    x = layers.GroupNormalization(min(8, filters), name=f"{name}_norm")(resample(x))
+    x = layers.LeakyReLU(slope)(x)
+    inner = layers.Conv1D(filters, kernel, padding="same", kernel_initializer=HE, name=f"{name}_inner")(x)
+    inner = layers.GroupNormalization(min(8, filters), name=f"{name}_inner_norm")(inner)
+    return layers.LeakyReLU(slope)(layers.Add(name=f"{name}_residual")([x, inner]))
 
 
-def build_conv(
-    config: dict, pixels: int, mean: np.ndarray, scale: float
-) -> tuple[keras.Model, keras.Model, keras.Model]:
-    """The conv family: stride-2 Conv1D layers, a dense bottleneck, and the mirror image.
+def build_conv(config: dict, anchor: Anchor) -> tuple[keras.Model, keras.Model, keras.Model]:
+    """The conv family: residual blocks down by stride-2 convolutions, a dense head to the
+    latent correction, and back up by upsampling and convolution.
 
     The input is zero-padded (as masked pixels) to a multiple of 2^layers, and the decoder's
     output cropped back, so any grid length works.
     """
     slope = float(config["encoder"].get("negative_slope", 0.1))
+    pixels = anchor.mean.size
     stack = conv_layers(config, pixels)
     padded = math.ceil(pixels / 2 ** len(stack)) * 2 ** len(stack)
     bottom = padded // 2 ** len(stack)
 
-    flux, good, x = _standardised_inputs(pixels, mean, scale)
-    x = layers.Reshape((pixels, 1))(x)
-    x = layers.ZeroPadding1D((0, padded - pixels))(x)
-    for i, (filters, kernel) in enumerate(stack):
-        x = layers.Conv1D(filters, kernel, strides=2, padding="same", kernel_initializer=HE,
-                          name=f"conv_{i}")(x)
-        x = layers.LeakyReLU(slope)(x)
-    x = layers.Flatten()(x)
-    for i, width in enumerate(config["encoder"].get("dense", [])):
-        x = layers.LeakyReLU(slope)(layers.Dense(width, kernel_initializer=HE, name=f"encode_{i}")(x))
-    latent = _bottleneck(config)(x)
+    def encode(x: object, good: object) -> object:
+        y = layers.Concatenate(name="flux_and_mask")([layers.Reshape((pixels, 1))(x),
+                                                      layers.Reshape((pixels, 1))(good)])
+        y = layers.ZeroPadding1D((0, padded - pixels))(y)
+        for i, (filters, kernel) in enumerate(stack):
+            down = layers.Conv1D(filters, kernel, strides=2, padding="same", kernel_initializer=HE,
+                                 name=f"conv_{i}")
+            y = _residual_block(y, filters, kernel, slope, f"down_{i}", down)
+        return layers.Flatten()(y)
 
-    code = keras.Input((int(config["latent_dim"]),), name="latent")
-    y = code
-    for i, width in enumerate(reversed(config["encoder"].get("dense", []))):
-        y = layers.LeakyReLU(slope)(layers.Dense(width, kernel_initializer=HE, name=f"decode_{i}")(y))
-    y = layers.Dense(bottom * stack[-1][0], kernel_initializer=HE, name="expand")(y)
-    y = layers.LeakyReLU(slope)(y)
-    y = layers.Reshape((bottom, stack[-1][0]))(y)
-    outputs = [filters for filters, _ in stack[:-1]][::-1] + [1]
-    for i, ((_, kernel), filters) in enumerate(zip(stack[::-1], outputs, strict=True)):
-        y = layers.Conv1DTranspose(filters, kernel, strides=2, padding="same", kernel_initializer=HE,
-                                   name=f"deconv_{i}")(y)
-        if i < len(stack) - 1:
-            y = layers.LeakyReLU(slope)(y)
-    y = layers.Flatten()(layers.Cropping1D((0, padded - pixels))(y))
-    return _assemble(flux, good, latent, code, _unstandardise(y, mean, scale))
+    def decode(code: object) -> object:
+        y = layers.Dense(bottom * stack[-1][0], kernel_initializer=HE, name="expand")(code)
+        y = layers.Reshape((bottom, stack[-1][0]))(layers.LeakyReLU(slope)(y))
+        for i, (filters, kernel) in enumerate(stack[::-1]):
+            def up(z: object, filters: int = filters, kernel: int = kernel, i: int = i) -> object:
+                z = layers.UpSampling1D(2, name=f"upsample_{i}")(z)
+                return layers.Conv1D(filters, kernel, padding="same", kernel_initializer=HE,
+                                     name=f"deconv_{i}")(z)
+            y = _residual_block(y, filters, kernel, slope, f"up_{i}", up)
+        y = layers.Conv1D(1, stack[0][1], padding="same", kernel_initializer="zeros", name="reconstruct")(y)
+        return layers.Flatten()(layers.Cropping1D((0, padded - pixels))(y))
+
+    flux, good, latent = _anchored_encoder(config, anchor, encode)
+    code, reconstructed = _anchored_decoder(config, anchor, decode)
+    return _assemble(flux, good, latent, code, reconstructed)
 
 
 #: Builders by the ``family`` key of a model config.

@@ -31,7 +31,7 @@ from vo_ml.files import replacing, sync
 from vo_ml.ml.cards import is_trained, model_id_for, write_card
 from vo_ml.ml.data import StoreBatches
 from vo_ml.ml.framework import keras, tf
-from vo_ml.ml.models import FAMILIES, downsampling, masked_mse
+from vo_ml.ml.models import FAMILIES, Anchor, MaskedHuber, downsampling
 from vo_ml.ml.projection import IDENTITY, save_projection
 from vo_ml.ml.report import plot_training_curve
 from vo_ml.progress import progress
@@ -113,7 +113,8 @@ def _train(store: SpectrumStore, config: dict, targets: Sequence[str | None], da
         raise ValueError(f"no spectra to train on: {pool.size} rows given, all of them in the "
                          "validation share; ingest more stars or lower training.validation_fraction")
     sampled = store.coarsened(downsampling(config))
-    train_batches = StoreBatches(sampled, pool[~validation], batch_size, seed)
+    train_batches = StoreBatches(sampled, pool[~validation], batch_size, seed,
+                                 float(training.get("partial_share", 0.0)))
     check_batches = StoreBatches(sampled, pool[validation], batch_size)
     checkpoint = _Checkpoint(work, float(training.get("checkpoint_seconds", 30)))
     autoencoder = checkpoint.model() or _new_model(config, train_batches, training)
@@ -144,28 +145,53 @@ def _train(store: SpectrumStore, config: dict, targets: Sequence[str | None], da
     return _finish(work, final, encoder, decoder, card, checkpoint.history)
 
 
+#: Training rows the anchor's principal components are fitted on, at most: enough for a few
+#: hundred components, and a bounded SVD at any archive size.
+ANCHOR_ROWS = 4096
+#: Components the anchor keeps, at most, whatever the latent size: beyond them the latent
+#: correction alone carries the extra dimensions.
+ANCHOR_COMPONENTS = 256
+
+
 def _new_model(config: dict, batches: StoreBatches, training: dict) -> keras.Model:
-    mean, scale = _standardisation(batches)
-    _, _, autoencoder = FAMILIES[config["family"]](config, batches.pixels, mean, scale)
-    autoencoder.compile(optimizer=keras.optimizers.Adam(float(training["learning_rate"])),
-                        loss=masked_mse)
+    """The model of ``config`` anchored on the training batches' PCA, compiled with AdamW: a
+    linear warm-up to the learning rate, cosine decay to zero over the epochs, clipped
+    gradients and a masked Huber loss."""
+    latent_dim = int(config["latent_dim"])
+    anchor = _anchor(batches, min(latent_dim, ANCHOR_COMPONENTS))
+    _, _, autoencoder = FAMILIES[config["family"]](config, anchor)
+    steps, epochs = len(batches), int(training["epochs"])
+    warmup = steps * min(int(training.get("warmup_epochs", 5)), epochs)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, max(steps * epochs - warmup, 1), warmup_target=float(training["learning_rate"]),
+        warmup_steps=warmup)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=float(training.get("weight_decay", 1e-4)),
+                                       clipnorm=float(training.get("clip_norm", 1.0)))
+    autoencoder.compile(optimizer=optimizer, loss=MaskedHuber(float(training.get("huber_delta", 0.05))))
     return autoencoder
 
 
-def _standardisation(batches: StoreBatches) -> tuple[np.ndarray, float]:
-    """The mean spectrum over good pixels, and one global scale so no pixel is over-weighted,
-    from one streaming pass (sums and sums of squares in float64)."""
+def _anchor(batches: StoreBatches, components: int) -> Anchor:
+    """The mean spectrum over good pixels and one global scale (so no pixel is over-weighted)
+    from one streaming pass (sums and sums of squares in float64), and the principal
+    components of up to ANCHOR_ROWS training rows (the first of a shuffled pass)."""
     total = np.zeros(batches.pixels)
     squares = np.zeros(batches.pixels)
     counts = np.zeros(batches.pixels)
+    sample: list[tuple[np.ndarray, np.ndarray]] = []
+    kept = 0
     for _, flux, good in batches.batches():
         total += (flux * good).sum(axis=0, dtype=np.float64)
         squares += (np.square(flux, dtype=np.float64) * good).sum(axis=0)
         counts += good.sum(axis=0, dtype=np.float64)
+        if kept < ANCHOR_ROWS:
+            sample.append((flux, good))
+            kept += len(flux)
     mean = total / np.maximum(counts, 1)
     residual = squares.sum() - (mean * total).sum()
     scale = float(np.sqrt(max(residual, 0.0) / max(counts.sum(), 1))) or 1.0
-    return mean.astype(np.float32), scale
+    flux, good = (np.concatenate(part)[:ANCHOR_ROWS] for part in zip(*sample, strict=True))
+    return Anchor.fit(flux, good, mean, scale, components)
 
 
 def fit_projection(encoder: keras.Model, batches: StoreBatches, model_dir: Path) -> dict:
