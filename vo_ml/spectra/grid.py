@@ -160,13 +160,17 @@ def normalise_continuum(
     return flux / np.interp(wavelength, centres[nodes], levels[nodes])
 
 
+#: Pixels per resolution element (FWHM) that spectrographs sample with: 2 (Nyquist) to 3.
+PIXELS_PER_RESOLUTION_ELEMENT = 3.0
+
+
 def sampling_resolving_power(wavelength: np.ndarray) -> float:
-    """The resolving power a spectrum sampled at ``wavelength`` has at most: two pixels per
-    resolution element (Nyquist), at the median sampling. Used where a file or upload says
-    nothing of its resolution: smoothing it to the archive's line spread then never sharpens it,
-    and at worst smooths a little less than it should."""
+    """The resolving power a spectrum sampled at ``wavelength`` likely has: three pixels per
+    resolution element, at the median sampling. Used where a file or upload says nothing of its
+    resolution. A spectrum sampled at 2.8 pixels, as MILES is, is then left as the archive's own
+    spectra were; one sampled at two pixels (Nyquist) is smoothed a little less than it should."""
     step = np.median(np.diff(wavelength))
-    return float(np.median(wavelength) / (2 * step))
+    return float(np.median(wavelength) / (PIXELS_PER_RESOLUTION_ELEMENT * step))
 
 
 def smooth_to_fwhm(
