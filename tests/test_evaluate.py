@@ -1,19 +1,165 @@
-"""`vo-ml evaluate`: models trained without held-out stars, scored against PCA and raw flux."""
+"""`vo-ml evaluate`: models trained without held-out stars, scored against PCA and raw flux; same-star
+retrieval of spectra from other instruments; invariance of neighbours under perturbations."""
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import TABLE, vo_ml
 from test_training import copy_archive
+
+DATA = Path(__file__).parent / "data"
+HARPS_NIGHT = "HARPS.2012-03-24T08:37:45.581_s1d_A_cut.fits"
+LAMOST_EPOCH = "med-58625-TD192102N424113K01_sp12-076.fits.gz"
+APOGEE = "apVisit-r13-5095-55844-128_cut.fits"
+
+
+def real_spectra(folder: Path) -> Path:
+    """A folder in the layout of real_spectra, from the committed fixtures: the X-shooter spectrum
+    of BD+01 2916; as alpha Cen B's HARPS nights, the cut night, an APOGEE visit (infrared: no
+    pixel on the MILES grid, so it cannot be prepared) and a file that is not a spectrum; one
+    LAMOST MRS epoch of KIC 8098300 in two release folders."""
+    xshooter = folder / "mangadap_test_spectra"
+    xshooter.mkdir(parents=True)
+    shutil.copy(DATA / "formats" / "xsl_spectrum_X0360_uvb.fits", xshooter)
+    harps = folder / "harps_s1d" / "fits"
+    harps.mkdir(parents=True)
+    shutil.copy(DATA / "harps" / HARPS_NIGHT, harps)
+    shutil.copy(DATA / "formats" / APOGEE, harps)
+    (harps / "broken_s1d_A.fits").write_text("not a spectrum\n")
+    (folder / "harps_s1d" / "observations.csv").write_text(
+        "file,object\n" + "".join(f"fits/{name},HD128621\n" for name in
+                                  (HARPS_NIGHT, APOGEE, "broken_s1d_A.fits")))
+    for release in ("DR7_medium", "DR8_medium"):
+        epochs = folder / "lamost_laspec" / "KIC8098300" / release
+        epochs.mkdir(parents=True)
+        shutil.copy(DATA / "formats" / LAMOST_EPOCH, epochs)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def spaces(archive) -> dict:
+    """The session archive's store, its model's latent space and its raw flux, as the report
+    builds them, with the original file of every row."""
+    from vo_ml.archive.backends import open_backend
+    from vo_ml.ml.embedding import embed_store, latent_vectors
+    from vo_ml.ml.evaluation import Representation
+    from vo_ml.ml.report import BASELINE_DOWNSAMPLE, model_view
+    from vo_ml.pipeline import store_path
+    from vo_ml.spectra.store import SpectrumStore
+
+    store = SpectrumStore(store_path(archive["db"], TABLE))
+    embedded = embed_store(store, archive["model_dir"])
+    view = model_view(store, BASELINE_DOWNSAMPLE, np.ones(len(store), bool))
+    latent = Representation("model", embedded.latent.shape[1], embedded.latent, "latent",
+                            encode=functools.partial(latent_vectors, model_dir=archive["model_dir"]))
+    raw = Representation("raw flux", view.flux.shape[1], view.flux, "raw", encode=view.raw_encoder())
+    with open_backend(archive["db"], read_only=True) as backend:
+        sources = {row: Path(backend.ingested_source(did)[0]) for row, did in enumerate(store.dids)}
+        columns = backend.execute(f"SELECT obs_publisher_did, teff, logg FROM {TABLE}").columns
+    order = {did: i for i, did in enumerate(columns[0].data)}
+    rows = [order[did] for did in store.dids]
+    labels = {name: np.ma.filled(columns[i].astype(float), np.nan)[rows]
+              for i, name in ((1, "teff"), (2, "logg"))}
+    return {"store": store, "latent": latent, "raw": raw, "view": view, "sources": sources,
+            "labels": labels}
+
+
+def test_probe_files_that_cannot_be_read_or_prepared_are_listed_and_the_others_answered(spaces, tmp_path):
+    from vo_ml.ml import probes
+
+    folder = real_spectra(tmp_path / "real")
+    store = spaces["store"]
+    figures = probes.retrieval([spaces["latent"]], store.dids, spaces["labels"],
+                               probes.ProbeSet.in_folder(folder), probes.store_preprocessing(store))
+    skipped = {s["file"]: s["reason"] for s in figures["skipped"]}
+    broken, infrared = "harps_s1d/fits/broken_s1d_A.fits", f"harps_s1d/fits/{APOGEE}"
+    assert set(skipped) == {broken, infrared}
+    assert "not a FITS file" in skipped[broken]
+    assert "no good pixel on the grid" in skipped[infrared]
+    assert figures["files"]["nights"] == [f"harps_s1d/fits/{HARPS_NIGHT}"]
+    assert figures["missing"] == []
+    answers = figures["by"]["model"]
+    # The fixture archive has no m0505: the rank says so rather than naming another star.
+    assert answers["xshooter"]["rank"] is None and len(answers["xshooter"]["nearest"]) == 3
+    night = answers["nights"]
+    assert night["count"] == 1 and 2500 < night["teff_median"] < 8000
+    assert night["recall_at_1"] is None  # one night prepared: nothing to be together with
+    epochs = answers["epochs"]  # the same file twice: each is the other's nearest
+    assert epochs["recall_at_1"] == 1.0 and epochs["recall_at_5"] == pytest.approx(0.2)
+    assert all(ratio > 0 for ratio in answers["xshooter"]["distance_ratio"])
+    text = "\n".join(probes.markdown(figures))
+    assert "skipped `harps_s1d/fits/broken_s1d_A.fits`: not a FITS file" in text
+    assert "| model | not in the archive |" in text
+
+
+def test_xshooter_spectrum_ranks_the_same_star_first_in_an_archive_holding_its_miles_spectrum(
+        spaces, tmp_path):
+    """BD+01 2916 observed with X-shooter (not flux-calibrated alike, R 10,000, 299-556 nm) finds
+    its MILES spectrum once the archive holds it: the preparation removes what the instrument
+    changes, as the issue asks."""
+    from vo_ml.ml import probes
+    from vo_ml.ml.evaluation import Representation
+    from vo_ml.spectra.readers import read_spectrum
+
+    store, view = spaces["store"], spaces["view"]
+    preprocessing = probes.store_preprocessing(store)
+    flux, mask = probes.prepare(read_spectrum(DATA / "formats" / "MILES_res2.50_star_m0505V.fits"),
+                                preprocessing)
+    points = np.vstack([view.flux, view.seen(flux[None], mask[None])])
+    raw = Representation("raw flux", points.shape[1], points, "raw", encode=view.raw_encoder())
+    dids = np.append(store.dids, "ivo://test/miles?m0505")
+    labels = {name: np.append(values, np.nan) for name, values in spaces["labels"].items()}
+    probe_set = probes.ProbeSet.in_folder(real_spectra(tmp_path / "real"))
+    figures = probes.retrieval([raw], dids, labels, probe_set, preprocessing)
+    assert figures["by"]["raw flux"]["xshooter"]["rank"] == 1
+    assert figures["acceptance"]["raw flux"]["m0505 within 3"] is True
+
+
+def test_a_velocity_shifted_spectrum_keeps_its_neighbours_and_noise_moves_it(spaces, tmp_path):
+    from vo_ml.ml import invariance, probes
+
+    store = spaces["store"]
+    figures = invariance.invariance([spaces["latent"], spaces["raw"]], spaces["sources"],
+                                    probes.store_preprocessing(store), stars=6)
+    assert figures["stars"] == 6 and figures["unreadable"] == []
+    for name in ("model", "raw flux"):
+        velocity = figures["kinds"]["velocity"]["by"][name]
+        assert velocity["distance_ratio"][0] == 0.0 and velocity["recall_at_10"][0] == 1.0
+        levels = figures["kinds"]["velocity"]["levels"]
+        assert velocity["recall_at_10"][levels.index("100 km/s")] >= invariance.RECALL_THRESHOLD
+        noise = figures["kinds"]["S/N"]["by"][name]["distance_ratio"]
+        assert noise[-1] > noise[0] > 0  # S/N 10 moves a spectrum farther than S/N 200
+    coverage = figures["kinds"]["coverage"]
+    assert coverage["levels"][:2] == ["100%", "blue 80%"] and "red 30%" in coverage["levels"]
+    assert figures["acceptance"]["model"]["velocity"] is True
+    plots = invariance.plot(figures, tmp_path, _pyplot())
+    assert [p.name for p in plots] == ["invariance_velocity.png", "invariance_sn.png",
+                                       "invariance_resolution.png", "invariance_tilt.png",
+                                       "invariance_coverage.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in plots)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
 
 
 def test_evaluate_reports_held_out_neighbours_for_every_model_and_baseline(archive, tmp_path):
     db = copy_archive(archive, tmp_path / "archive")
     out = tmp_path / "report"
     done = vo_ml("evaluate", "--db", db, "--table", TABLE, "--out", out, "--epochs", 3,
-                 "--conv-latent", 4, "--held-out", 0.3, timeout=500)
+                 "--conv-latent", 4, "--held-out", 0.3, "--real-spectra", real_spectra(tmp_path / "real"),
+                 "--invariance-stars", 4, timeout=500)
     assert done.returncode == 0, done.stderr
     figures = json.loads((out / "report.json").read_text())
     names = [r["name"] for r in figures["representations"]]
@@ -27,7 +173,23 @@ def test_evaluate_reports_held_out_neighbours_for_every_model_and_baseline(archi
     for model in models:  # trained on the other stars only
         card = json.loads((db.parent / "models" / model / "model_card.json").read_text())
         assert sum(card["spectra"].values()) == 91 - figures["held_out_stars"]
+    assert set(figures["retrieval"]["by"]) == set(names)
+    assert figures["invariance"]["stars"] == 4
+    assert set(figures["invariance"]["kinds"]["tilt"]["by"]) == set(names)
+    assert figures["preprocessing"]["frame"] == "measured"
     report = (out / "report.md").read_text()
     assert "| conv-4 latent | 4 |" in report and "| PCA-4 | 4 |" in report
-    for plot in ("latent_maps.png", "reconstructions.png", "recon_error.png"):
+    for section in ("## Same star across instruments and epochs", "## Invariance", "### coverage",
+                    "## Uses and limitations", "### conv-4 latent", "Velocity shifts up to"):
+        assert section in report
+    for plot in ("latent_maps.png", "reconstructions.png", "recon_error.png", "invariance_tilt.png"):
         assert (out / plot).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_refuses_a_missing_real_spectra_folder_before_training(archive, tmp_path):
+    db = copy_archive(archive, tmp_path / "archive")
+    done = vo_ml("evaluate", "--db", db, "--table", TABLE, "--out", tmp_path / "report",
+                 "--real-spectra", tmp_path / "nowhere", timeout=120)
+    assert done.returncode == 2
+    assert "nowhere: no such folder" in done.stderr
+    assert not (db.parent / "models").exists()

@@ -173,6 +173,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--epochs", type=int, help="most epochs for every model")
     evaluate.add_argument("--held-out", type=float, default=0.2, help="share of stars held out")
     evaluate.add_argument("--models", type=Path, help="folder for models (default: beside --db)")
+    evaluate.add_argument("--real-spectra", type=Path, metavar="DIR",
+                          help="folder of probe spectra from other instruments (the layout of "
+                               "real_spectra: harps_s1d/, lamost_laspec/, mangadap_test_spectra/) "
+                               "for same-star retrieval; without it that section is left out")
+    evaluate.add_argument("--invariance-stars", type=int, default=100, metavar="N",
+                          help="archive spectra read again from their files and perturbed for the "
+                               "invariance curves (0: leave them out)")
     evaluate.set_defaults(run=_evaluate)
 
     embed = commands.add_parser("embed", help="write a model's ML columns into the table")
@@ -360,7 +367,7 @@ def _evaluate(arguments: argparse.Namespace) -> int:
         configs += [config | {"latent_dim": latent} for latent in latents]
     models = arguments.models or arguments.db.parent / "models"
     print(evaluate_models(arguments.db, _table_of(arguments), configs, models, arguments.out,
-                          arguments.held_out))
+                          arguments.held_out, arguments.real_spectra, arguments.invariance_stars))
     return 0
 
 

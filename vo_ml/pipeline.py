@@ -366,15 +366,20 @@ def build_neighbour_index(db: Path, table: str, metric: str = "l2") -> Path:
 
 
 def evaluate_models(db: Path, table: str, configs: Sequence[dict], models_dir: Path, out: Path,
-                    held_out_fraction: float = 0.2) -> Path:
+                    held_out_fraction: float = 0.2, real_spectra: Path | None = None,
+                    invariance_stars: int = 100) -> Path:
     """Train each config without a held-out share of the stars, then write the evaluation report
-    (:func:`vo_ml.ml.report.evaluate`) into ``out``; return the report's path."""
+    (:func:`vo_ml.ml.report.evaluate`) into ``out``: with same-star retrieval of the probe files
+    in ``real_spectra`` when given, and the invariance of ``invariance_stars`` archive spectra
+    read again from the files they were ingested from. Return the report's path."""
     from vo_ml.ml.evaluation import LABELS
+    from vo_ml.ml.probes import ProbeSet
     from vo_ml.ml.report import evaluate
     from vo_ml.ml.training import split_by_star, train
 
     if not 0 < held_out_fraction < 1:
         raise ValueError(f"held-out share {held_out_fraction}: give a fraction between 0 and 1")
+    probes = ProbeSet.in_folder(real_spectra) if real_spectra is not None else None
     backend = open_backend(db, read_only=True)
     try:
         unlabelled = [name for name in LABELS if name not in backend.table_columns(table)]
@@ -385,9 +390,10 @@ def evaluate_models(db: Path, table: str, configs: Sequence[dict], models_dir: P
         columns = backend.execute(
             f"SELECT obs_publisher_did, target_name, teff, logg, feh FROM {table}").columns
         checksum = data_checksum(backend, table)
+        store = SpectrumStore(store_path(db, table))
+        sources = _original_files(backend, store.dids)
     finally:
         backend.close()
-    store = SpectrumStore(store_path(db, table))
     row_of = {did: i for i, did in enumerate(columns[0].data)}
     missing = [did for did in store.dids if did not in row_of]
     if missing:
@@ -401,7 +407,17 @@ def evaluate_models(db: Path, table: str, configs: Sequence[dict], models_dir: P
     training_rows = np.flatnonzero(~held_out)
     models = [train(store, config, targets, f"{checksum}:held-out {held_out_fraction}", models_dir,
                     rows=training_rows) for config in configs]
-    return evaluate(store, labels, targets, models, held_out, out)
+    return evaluate(store, labels, targets, models, held_out, out, probes, sources, invariance_stars)
+
+
+def _original_files(backend: Backend, dids: Sequence[str]) -> dict[int, Path]:
+    """The file each store row was ingested from, by row, for those still where they were."""
+    found = {}
+    for row, did in enumerate(dids):
+        source = backend.ingested_source(did)
+        if source is not None and Path(source[0]).is_file():
+            found[row] = Path(source[0])
+    return found
 
 
 @dataclass

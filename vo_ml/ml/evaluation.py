@@ -8,14 +8,15 @@ PCA projections and on the raw flux, computed on the same spectra, gives the bas
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["nearest_neighbours", "neighbour_label_error", "label_errors", "score", "FGK", "LABELS",
-           "NEIGHBOURS", "Representation"]
+           "NEIGHBOURS", "Representation", "Encoder", "distances", "nearest_rows", "median_nn_distance"]
 
 #: Effective temperatures of F, G and K stars, in K.
 FGK = (3900.0, 7500.0)
@@ -62,6 +63,37 @@ def neighbour_label_error(
     return label_errors(nearest_neighbours(points, k, queries, groups), label, queries, k, relative)
 
 
+def distances(queries: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Euclidean distances of each query to each point, shape (queries, points)."""
+    queries = np.asarray(queries, dtype=np.float64)
+    points = np.asarray(points, dtype=np.float64)
+    squared = np.sum(queries**2, axis=1)[:, None] + np.sum(points**2, axis=1)[None, :]
+    return np.sqrt(np.maximum(squared - 2.0 * queries @ points.T, 0.0))
+
+
+def nearest_rows(distance: np.ndarray, k: int) -> np.ndarray:
+    """The columns of the ``k`` smallest distances of each row, nearest first; a column to leave
+    out of a row gets an infinite distance there."""
+    k = min(k, distance.shape[1])
+    nearest = np.argpartition(distance, k - 1, axis=1)[:, :k]
+    order = np.argsort(np.take_along_axis(distance, nearest, axis=1), axis=1)
+    return np.take_along_axis(nearest, order, axis=1)
+
+
+def median_nn_distance(points: np.ndarray) -> float:
+    """The archive's own distance scale: the median distance from a point to its nearest other
+    point. A spectrum that lands farther than this from somewhere is farther than archive
+    neighbours are from each other."""
+    distance = distances(points, points)
+    np.fill_diagonal(distance, np.inf)
+    return float(np.median(distance.min(axis=1)))
+
+
+#: Points, in a representation's space, of spectra on the store's grid (flux, mask as
+#: :meth:`Preprocessing.apply` leaves them).
+Encoder = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
 @dataclass
 class Representation:
     """Points in some space for every store row, and where they came from."""
@@ -78,6 +110,13 @@ class Representation:
     pca_recon_rms: float | None = None
     pixels: int = 0
     scores: dict = field(default_factory=dict)
+    #: How spectra from outside the archive get their points, as the archive's rows got theirs.
+    encode: Encoder | None = None
+
+    @functools.cached_property
+    def scale(self) -> float:
+        """The archive's median nearest-neighbour distance in this space."""
+        return median_nn_distance(self.points)
 
 
 def score(representation: Representation, labels: dict[str, np.ndarray], queries: np.ndarray,

@@ -4,24 +4,30 @@
 no spectrum of a query star is ever seen in training); only those stars ask for neighbours, among
 all spectra. PCA is fitted on the training stars too. Plots show the latent maps coloured by each
 label, reconstructions of held-out spectra, and reconstruction error against latent dimension.
+The report goes on to same-star retrieval across instruments (:mod:`vo_ml.ml.probes`),
+invariance curves (:mod:`vo_ml.ml.invariance`) and the uses and limitations they show
+(:mod:`vo_ml.ml.uses`); every figure is in ``report.json``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from vo_ml.ml.embedding import embed_store, reconstruct
-from vo_ml.ml.evaluation import FGK, NEIGHBOURS, Representation, score
+from vo_ml.ml import invariance, probes, uses
+from vo_ml.ml.embedding import embed_store, latent_vectors, reconstruct
+from vo_ml.ml.evaluation import FGK, NEIGHBOURS, Encoder, Representation, score
 from vo_ml.ml.models import downsampling
 from vo_ml.ml.projection import PrincipalComponents
+from vo_ml.spectra.grid import downsample
 from vo_ml.spectra.store import SpectrumStore
 
-__all__ = ["evaluate", "plot_training_curve", "REPORT_NAME"]
+__all__ = ["evaluate", "plot_training_curve", "model_view", "View", "REPORT_NAME", "BASELINE_DOWNSAMPLE"]
 
 #: How the baselines see spectra: the dense family's sampling (4,096 / 4 pixels for MILES).
 BASELINE_DOWNSAMPLE = 4
@@ -29,12 +35,26 @@ REPORT_NAME = "report.md"
 
 
 @dataclass(frozen=True)
-class _View:
-    """Every spectrum at one sampling, its good-pixel weights and its PCA over training rows."""
+class View:
+    """Every spectrum at one sampling, its good-pixel weights and its PCA over training rows;
+    masked pixels hold the ``mean`` spectrum of the training rows (as the models fill them)."""
 
+    factor: int
     flux: np.ndarray
     good: np.ndarray
+    mean: np.ndarray
     pca: PrincipalComponents
+
+    def seen(self, flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Spectra on the store's grid as this view holds its own."""
+        flux, mask = downsample(flux, mask, self.factor)
+        return np.where(mask, self.mean, flux)
+
+    def pca_encoder(self, dimensions: int) -> Encoder:
+        return lambda flux, mask: self.pca.project(self.seen(flux, mask), dimensions)
+
+    def raw_encoder(self) -> Encoder:
+        return self.seen
 
     def pca_reconstruction_rms(self, dimensions: int, rows: np.ndarray) -> float:
         """Median RMS over good pixels of the PCA reconstruction of ``rows``."""
@@ -43,30 +63,35 @@ class _View:
         return float(np.median(np.sqrt((squared * good).sum(axis=1) / np.maximum(good.sum(axis=1), 1))))
 
 
-def _model_view(store: SpectrumStore, factor: int, fit: np.ndarray) -> _View:
+def model_view(store: SpectrumStore, factor: int, fit: np.ndarray) -> View:
     """Every spectrum as a model of that sampling sees it, masked pixels set to the mean spectrum
     of the ``fit`` rows (as the models do), with its PCA fitted on those rows."""
     flux, mask = store.coarsened(factor).read(0, len(store))
     good = (~mask).astype(np.float64)
     mean = (flux[fit] * good[fit]).sum(axis=0) / np.maximum(good[fit].sum(axis=0), 1)
     flux = np.where(mask, mean, flux)
-    return _View(flux, good, PrincipalComponents.fit(flux[fit]))
+    return View(factor, flux, good, mean, PrincipalComponents.fit(flux[fit]))
 
 
 def evaluate(store: SpectrumStore, labels: dict[str, np.ndarray], targets: Sequence[str | None],
-             models: Sequence[Path], held_out: np.ndarray, out: Path) -> Path:
+             models: Sequence[Path], held_out: np.ndarray, out: Path,
+             probe_set: probes.ProbeSet | None = None, sources: Mapping[int, Path] | None = None,
+             invariance_stars: int = invariance.STARS) -> Path:
     """Score ``models`` (trained without the ``held_out`` rows) against PCA and raw flux, and
     write the Markdown report, its JSON figures and its plots into ``out``.
 
-    Neighbours of a query star are never other spectra of the same star (``targets``)."""
+    Neighbours of a query star are never other spectra of the same star (``targets``). With
+    ``probe_set`` (probe files from other instruments, see :mod:`vo_ml.ml.probes`), the report measures
+    same-star retrieval across instruments; with ``sources`` (store row -> original file), the
+    invariance of ``invariance_stars`` of those rows (none: the section is left out)."""
     out.mkdir(parents=True, exist_ok=True)
     training = ~held_out
     groups = np.array([t or f"row-{i}" for i, t in enumerate(targets)], dtype=object)
-    views: dict[int, _View] = {}
+    views: dict[int, View] = {}
 
-    def view_at(factor: int) -> _View:
+    def view_at(factor: int) -> View:
         if factor not in views:
-            views[factor] = _model_view(store, factor, training)
+            views[factor] = model_view(store, factor, training)
         return views[factor]
 
     baseline = view_at(BASELINE_DOWNSAMPLE)
@@ -81,13 +106,16 @@ def evaluate(store: SpectrumStore, labels: dict[str, np.ndarray], targets: Seque
             f"{card['config']['name']}-{card['latent_dim']} latent", card["latent_dim"],
             embedded.latent, "latent", card["config"]["name"], embedded.map_xy, Path(model).resolve(),
             float(np.median(embedded.recon_error[held_out])),
-            view.pca_reconstruction_rms(card["latent_dim"], held_out), view.flux.shape[1]))
+            view.pca_reconstruction_rms(card["latent_dim"], held_out), view.flux.shape[1],
+            encode=functools.partial(latent_vectors, model_dir=Path(model).resolve())))
     dimensions = sorted({r.dimensions for r in representations} | {2, 16})
     for dimension in dimensions:
         representations.append(Representation(
             f"PCA-{dimension}", dimension, baseline.pca.project(baseline.flux, dimension), "pca", "PCA",
-            recon_rms=baseline.pca_reconstruction_rms(dimension, held_out), pixels=pixels))
-    representations.append(Representation("raw flux", pixels, baseline.flux, "raw", "raw", pixels=pixels))
+            recon_rms=baseline.pca_reconstruction_rms(dimension, held_out), pixels=pixels,
+            encode=baseline.pca_encoder(dimension)))
+    representations.append(Representation("raw flux", pixels, baseline.flux, "raw", "raw", pixels=pixels,
+                                          encode=baseline.raw_encoder()))
     for representation in representations:
         representation.scores = {"held-out FGK": score(representation, labels, held_out & fgk, groups),
                                  "all FGK": score(representation, labels, fgk, groups, (5,))}
@@ -98,14 +126,38 @@ def evaluate(store: SpectrumStore, labels: dict[str, np.ndarray], targets: Seque
                                     "pca_recon_rms": r.pca_recon_rms, "scores": r.scores,
                                     "model": r.model_dir.name if r.model_dir else None}
                                    for r in representations]}
+    preprocessing = probes.store_preprocessing(store)
+    figures["preprocessing"] = preprocessing.steps()
+    if probe_set is not None:
+        figures["retrieval"] = probes.retrieval(representations, store.dids, labels, probe_set,
+                                                preprocessing)
+    if sources and invariance_stars > 0:
+        figures["invariance"] = invariance.invariance(representations, sources, preprocessing,
+                                                      invariance_stars)
+    figures = json.loads(json.dumps(figures))  # the report reads what report.json says
     (out / "report.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
     latents = [r for r in representations if r.kind == "latent"]
     _plot_maps(latents, labels, out / "latent_maps.png")
     _plot_reconstructions(store, latents, np.flatnonzero(held_out & fgk), out / "reconstructions.png")
     _plot_recon_error(representations, out / "recon_error.png")
+    if "invariance" in figures:
+        invariance.plot(figures["invariance"], out, _pyplot())
     report = out / REPORT_NAME
-    report.write_text(_markdown(figures, representations), encoding="utf-8")
+    report.write_text("\n".join([
+        _markdown(figures, representations),
+        *probes.markdown(figures.get("retrieval"), "no --real-spectra folder was given."),
+        *invariance.markdown(figures.get("invariance"), _no_invariance(sources, invariance_stars)),
+        *uses.markdown(figures)]), encoding="utf-8")
     return report
+
+
+def _no_invariance(sources: Mapping[int, Path] | None, stars: int) -> str | None:
+    """Why the invariance section is empty, when it is."""
+    if stars <= 0:
+        return "--invariance-stars 0 was given."
+    if not sources:
+        return "the archive records no original file for its spectra."
+    return None
 
 
 def _markdown(figures: dict, representations: list[Representation]) -> str:
