@@ -123,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="a folder of MILES FITS files and paramsMILES_v9.1.txt to use instead "
                            "of the copy fetched from PyPI")
     demo.add_argument("--epochs", type=int,
-                      help="most training epochs (default: the dense2d config's); a quicker demo")
+                      help="most training epochs (default: the dense16 config's); a quicker demo")
     demo.add_argument("--no-serve", action="store_true", help="build everything, then exit")
     demo.set_defaults(run=_demo)
 

@@ -420,6 +420,11 @@ def _original_files(backend: Backend, dids: Sequence[str]) -> dict[int, Path]:
     return found
 
 
+#: The model config the demo serves: the one that answers similarity best in
+#: docs/evaluation/report.md, with a map from the plane of its first two components.
+DEMO_MODEL = "dense16"
+
+
 @dataclass
 class DemoArchive:
     """What :func:`build_demo` made, and the wall time of each step in seconds."""
@@ -433,7 +438,7 @@ class DemoArchive:
 def build_demo(workdir: Path, source: Path | None = None, epochs: int | None = None,
                announce: Callable[[str], None] = lambda step: None) -> DemoArchive:
     """The MILES demo archive in ``workdir``: fetch (unless ``source`` is a MILES folder), ingest,
-    train the dense 2-D model (at most ``epochs`` epochs, else the config's) and embed; each step
+    train the DEMO_MODEL (at most ``epochs`` epochs, else the config's) and embed; each step
     reuses what an earlier run built.
 
     ``announce`` is called with each step's name before it starts, for progress messages.
@@ -455,7 +460,7 @@ def build_demo(workdir: Path, source: Path | None = None, epochs: int | None = N
     folder = source or step("fetch MILES", fetch_miles)
     config = ArchiveConfig.from_dict(load_yaml(config_file("miles")))
     summary = step("ingest", lambda: ingest(miles_files(folder), db, config, MilesDescriber(folder)))
-    model_config = load_yaml(config_file("dense2d"))
+    model_config = load_yaml(config_file(DEMO_MODEL))
     if epochs is not None:
         model_config["training"]["epochs"] = epochs
     model_dir = step("train", lambda: train_model(db, config.table, model_config, workdir / "models"))

@@ -130,8 +130,12 @@ def in_windows(wavelength: np.ndarray, windows: tuple[tuple[float, float], ...])
 MIN_STRETCH_COVERAGE = 0.25
 
 
+#: Stretches of the grid the pseudo-continuum is fitted in, unless a config says otherwise.
+CONTINUUM_STRETCHES = 40
+
+
 def normalise_continuum(
-    wavelength: np.ndarray, flux: np.ndarray, mask: np.ndarray, bins: int = 40
+    wavelength: np.ndarray, flux: np.ndarray, mask: np.ndarray, bins: int = CONTINUUM_STRETCHES
 ) -> np.ndarray:
     """Divide by an upper envelope: the 90th percentile of the good pixels in each of ``bins``
     equal stretches of the grid, interpolated linearly between the stretches' centres (and held
@@ -212,7 +216,8 @@ class Preprocessing:
     e.g. the HARPS CCD gap. ``normalise`` is ``"median"`` or ``"continuum"``. ``fwhm`` (A),
     when given, degrades every spectrum of higher resolution to that line spread first, so
     archives of several instruments compare; a spectrum that does not give its resolution is
-    taken to be as sharp as its sampling allows.
+    taken to be as sharp as its sampling allows. ``stretches`` is how many pieces of the grid
+    the continuum is fitted in: more follow an echelle spectrum's blaze residuals better.
     """
 
     grid: Grid
@@ -221,6 +226,7 @@ class Preprocessing:
     telluric: tuple[tuple[float, float], ...] = ()
     normalise: str = "median"
     fwhm: float | None = None
+    stretches: int = CONTINUUM_STRETCHES
 
     @classmethod
     def from_config(cls, config: dict) -> Preprocessing:
@@ -232,6 +238,7 @@ class Preprocessing:
             tuple(tuple(w) for w in steps.get("telluric", ())),
             steps.get("normalise", "median"),
             float(steps["fwhm"]) if steps.get("fwhm") else None,
+            int(steps.get("stretches", CONTINUUM_STRETCHES)),
         )
         if preprocessing.frame not in FRAMES:
             raise ValueError(f"preprocess.frame {preprocessing.frame!r}: use {', '.join(FRAMES)}")
@@ -243,7 +250,7 @@ class Preprocessing:
         """The ``preprocess`` section of a config that gives these steps (the grid aside)."""
         return {"frame": self.frame, "gaps": [list(w) for w in self.gaps],
                 "telluric": [list(w) for w in self.telluric], "normalise": self.normalise,
-                "fwhm": self.fwhm}
+                "fwhm": self.fwhm, "stretches": self.stretches}
 
     def apply(
         self, spectrum: Spectrum, radial_velocity: float | None = None
@@ -294,7 +301,7 @@ class Preprocessing:
                 f"{spectrum.meta.source}: no good pixel on the grid {self.grid.start}-"
                 f"{self.grid.stop} A (spectrum covers {wavelength[0]:.1f}-{wavelength[-1]:.1f} A)")
         if self.normalise == "continuum":
-            return normalise_continuum(self.grid.centres, flux, mask), mask
+            return normalise_continuum(self.grid.centres, flux, mask, self.stretches), mask
         return normalise_median(flux, mask), mask
 
     def _wavelength_in_medium(self, spectrum: Spectrum) -> np.ndarray:
