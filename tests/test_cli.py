@@ -45,7 +45,7 @@ def test_demo_builds_then_reuses_its_archive(tmp_path, miles_sources):
     assert second.returncode == 0, second.stderr
     assert "0 ingested" in second.stdout
     models = list((workdir / "models").iterdir())
-    assert len(models) == 1 and models[0].name.startswith("dense2d-")
+    assert len(models) == 1 and models[0].name.startswith("dense16-")
 
 
 def test_ingest_of_a_missing_source_is_one_clear_line(tmp_path):
