@@ -103,6 +103,8 @@ def test_training_writes_the_card_metrics_and_curve_and_reuses_the_model(archive
     assert card["data_checksum"] and card["config"]["name"] == "dense2d"
     assert card["spectra"]["train"] + card["spectra"]["validation"] == 91
     assert card["metrics"]["best_val_loss"] > 0 and card["metrics"]["epochs"] >= 1
+    # Warm-up, cosine decay and clipped gradients: the validation loss never jumps after warm-up.
+    assert card["metrics"]["val_loss_peak"] < 1.5
     metrics = json.loads((archive["model_dir"] / "metrics.json").read_text())
     assert len(metrics["history"]["loss"]) == metrics["epochs"]
     assert (archive["model_dir"] / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -164,6 +166,14 @@ def _miles_fixture_flux(factor: int) -> tuple[np.ndarray, np.ndarray]:
     prepared = [preprocessing.apply(read_spectrum(path)) for path in sorted(MILES.glob("*.fits"))]
     flux, mask = (np.stack(part) for part in zip(*prepared, strict=True))
     return downsample(flux, mask, factor)
+
+
+def test_the_validation_loss_peak_is_its_largest_rise_over_the_minimum_so_far():
+    from vo_ml.ml.training import val_loss_peak
+
+    assert val_loss_peak([9.0, 9.0, 4.0, 2.0, 3.0, 1.0, 1.2], warmup_epochs=2) == 1.5
+    assert val_loss_peak([5.0, 4.0, 3.0], warmup_epochs=0) == 1.0
+    assert val_loss_peak([5.0], warmup_epochs=0) is None
 
 
 def test_an_untrained_model_is_exactly_pca():

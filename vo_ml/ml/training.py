@@ -37,7 +37,7 @@ from vo_ml.ml.report import plot_training_curve
 from vo_ml.progress import progress
 from vo_ml.spectra.store import SpectrumStore
 
-__all__ = ["train", "split_by_star", "fit_projection"]
+__all__ = ["train", "split_by_star", "fit_projection", "val_loss_peak"]
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,9 @@ def _train(store: SpectrumStore, config: dict, targets: Sequence[str | None], da
         "grid": store.grid.as_dict(),
         "data_checksum": data_checksum,
         "spectra": {"train": int((~validation).sum()), "validation": int(validation.sum())},
-        "metrics": checkpoint.metrics(),
+        "metrics": {**checkpoint.metrics(),
+                    "val_loss_peak": val_loss_peak(checkpoint.history["val_loss"],
+                                                   int(training.get("warmup_epochs", 5)))},
         "vo_ml_version": _version(),
     }
     card["projection"] = fit_projection(encoder, train_batches, work)
@@ -151,6 +153,15 @@ ANCHOR_ROWS = 4096
 #: Components the anchor keeps, at most, whatever the latent size: beyond them the latent
 #: correction alone carries the extra dimensions.
 ANCHOR_COMPONENTS = 256
+
+
+def val_loss_peak(val_loss: Sequence[float], warmup_epochs: int) -> float | None:
+    """How far the validation loss ever rose after warm-up: the largest ratio of an epoch's
+    loss to the lowest one so far (1.0: it never rose); None without such epochs."""
+    losses = np.asarray(val_loss[warmup_epochs:], dtype=np.float64)
+    if losses.size < 2:
+        return None
+    return float(np.max(losses / np.minimum.accumulate(losses)))
 
 
 def _new_model(config: dict, batches: StoreBatches, training: dict) -> keras.Model:
