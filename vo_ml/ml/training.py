@@ -117,7 +117,10 @@ def _train(store: SpectrumStore, config: dict, targets: Sequence[str | None], da
                                  float(training.get("partial_share", 0.0)))
     check_batches = StoreBatches(sampled, pool[validation], batch_size)
     checkpoint = _Checkpoint(work, float(training.get("checkpoint_seconds", 30)))
-    autoencoder = checkpoint.model() or _new_model(config, train_batches, training)
+    autoencoder = checkpoint.model()
+    if autoencoder is None:
+        autoencoder = _new_model(config, train_batches, training)
+        checkpoint.start_from(autoencoder, check_batches)
     epochs, patience = int(training["epochs"]), int(training["patience"])
     if not checkpoint.finished:
         autoencoder.fit(
@@ -279,6 +282,13 @@ class _Checkpoint:
         if "model" not in self._files:
             return None
         return keras.models.load_model(self.folder / self._files["model"])
+
+    def start_from(self, model: keras.Model, validation: StoreBatches) -> None:
+        """Count the new model itself (PCA, as it is anchored) as epoch 0: when no epoch of
+        training does better on the validation stars, the model stays PCA."""
+        if validation.rows.size:
+            self.best = float(model.evaluate(validation.dataset(), verbose=0))
+            self.best_weights = model.get_weights()
 
     def callback(self, patience: int) -> keras.callbacks.Callback:
         return _CheckpointCallback(self, patience)
