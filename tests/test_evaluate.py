@@ -145,6 +145,21 @@ def test_a_velocity_shifted_spectrum_keeps_its_neighbours_and_noise_moves_it(spa
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in plots)
 
 
+def test_an_archive_spectrum_whose_original_file_is_gone_or_broken_is_left_out_with_why(spaces, tmp_path):
+    from vo_ml.ml import invariance, probes
+
+    broken = tmp_path / "MILES_res2.50_star_m0019V.fits"
+    broken.write_text("overwritten since ingest\n")
+    sources = {0: broken, 1: spaces["sources"][1]}
+    figures = invariance.invariance([spaces["raw"]], sources, probes.store_preprocessing(spaces["store"]),
+                                    stars=2)
+    assert figures["stars"] == 1
+    assert figures["unreadable"] == [{"file": str(broken), "reason": figures["unreadable"][0]["reason"]}]
+    assert "not a FITS file" in figures["unreadable"][0]["reason"]
+    assert figures["kinds"]["velocity"]["prepared"] == [1] * 5
+    assert f"- left out `{broken}`: not a FITS file" in "\n".join(invariance.markdown(figures))
+
+
 def _pyplot():
     import matplotlib
 

@@ -27,6 +27,7 @@ from astropy import units as u
 
 from vo_ml.ml.evaluation import Representation, distances, nearest_rows
 from vo_ml.ml.probes import prepare
+from vo_ml.progress import tracked
 from vo_ml.spectra.grid import Grid, Preprocessing, doppler_to_rest, sampling_resolving_power, smooth_to_fwhm
 from vo_ml.spectra.readers import SpectrumReadError, read_spectrum
 from vo_ml.spectra.record import Spectrum
@@ -158,7 +159,7 @@ def invariance(representations: Sequence[Representation], sources: Mapping[int, 
     rows = np.array(rows)
     reference = _prepared(spectra, preprocessing)[1:]
     before = {r.name: _neighbour_sets(r, r.encode(*reference), rows) for r in representations}
-    for index, perturbation in enumerate(perturbations()):
+    for index, perturbation in tracked(list(enumerate(perturbations())), "invariance", "perturbation"):
         changed = [perturbation.change(s, np.random.default_rng([seed, index, star]), preprocessing.grid)
                    for star, s in enumerate(spectra)]
         ok, flux, mask = _prepared(changed, preprocessing)
@@ -258,7 +259,7 @@ def markdown(figures: dict | None, skipped_because: str | None = None) -> list[s
     lines = ["## Invariance: does a star keep its neighbours when observed differently?", ""]
     if figures is None or not figures.get("kinds"):
         reason = skipped_because or "no archive spectrum could be read from its original file"
-        return lines + [f"Not measured: {reason}", ""]
+        return lines + [f"Not measured: {reason}", ""] + _left_out(figures)
     lines += [f"{figures['stars']} archive stars (seed {figures['seed']}) read from their original "
               "files, perturbed, prepared as the archive's spectra were and encoded. Each cell: "
               f"recall@{NEIGHBOURS} of the unperturbed spectrum's {NEIGHBOURS} nearest archive rows "
@@ -280,9 +281,12 @@ def markdown(figures: dict | None, skipped_because: str | None = None) -> list[s
     for name, verdict in figures["acceptance"].items():
         lines.append(f"| {name} | " + " | ".join("yes" if verdict.get(v) else "no"
                                                  for v in _verdicts(figures)) + " |")
-    for unreadable in figures["unreadable"]:
-        lines.append(f"- left out `{unreadable['file']}`: {unreadable['reason']}")
-    return lines + [""]
+    return lines + _left_out(figures) + [""]
+
+
+def _left_out(figures: dict | None) -> list[str]:
+    """The sampled stars whose original file could not be read or prepared, with why."""
+    return [f"- left out `{u['file']}`: {u['reason']}" for u in (figures or {}).get("unreadable", [])]
 
 
 def _verdicts(figures: dict) -> list[str]:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from vo_ml.ml.evaluation import Representation, distances, nearest_rows
+from vo_ml.progress import tracked
 from vo_ml.spectra.grid import Preprocessing
 from vo_ml.spectra.readers import SpectrumReadError, read_spectrum
 from vo_ml.spectra.record import Spectrum
@@ -149,7 +150,8 @@ def retrieval(representations: Sequence[Representation], dids: np.ndarray, label
     """Every figure of the retrieval section, per representation (see the module docstring)."""
     groups = {"xshooter": probes.xshooter, "nights": probes.nights, "others": probes.others,
               "epochs": probes.epochs}
-    prepared = {name: prepare_files(paths, preprocessing, probes.folder) for name, paths in groups.items()}
+    prepared = {name: prepare_files(paths, preprocessing, probes.folder)
+                for name, paths in tracked(groups.items(), "probe files", "group")}
     figures: dict = {
         "folder": str(probes.folder),
         "missing": list(probes.missing),
