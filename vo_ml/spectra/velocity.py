@@ -52,7 +52,7 @@ LINE_MASK_AIR = (
     6494.98, 6562.79, 8498.02, 8542.09, 8662.14,
 )
 #: Sampling of the correlation, and the largest velocity looked for (the fastest halo stars).
-VELOCITY_STEP_KMS = 2.0
+VELOCITY_STEP_KMS = 5.0
 VELOCITY_LIMIT_KMS = 600.0
 
 
