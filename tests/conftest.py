@@ -179,10 +179,11 @@ def _fail_hung(command: Sequence[str], what: str, began: float, output: str) -> 
 
 
 def quick_model_config() -> dict:
-    """The packaged dense2d config with a short training run, enough for 91 stars."""
+    """The config the demo serves (dense16) with a short training run, enough for 91 stars."""
+    from vo_ml.pipeline import DEMO_MODEL
     from vo_ml.resources import config_file, load_yaml
 
-    config = load_yaml(config_file("dense2d"))
+    config = load_yaml(config_file(DEMO_MODEL))
     config["training"].update(epochs=150, patience=40)
     return config
 

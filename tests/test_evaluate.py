@@ -173,7 +173,7 @@ def test_evaluate_reports_held_out_neighbours_for_every_model_and_baseline(archi
     db = copy_archive(archive, tmp_path / "archive")
     out = tmp_path / "report"
     done = vo_ml("evaluate", "--db", db, "--table", TABLE, "--out", out, "--epochs", 3,
-                 "--conv-latent", 4, "--held-out", 0.3, "--real-spectra", real_spectra(tmp_path / "real"),
+                 "--latent-dims", 4, "--held-out", 0.3, "--real-spectra", real_spectra(tmp_path / "real"),
                  "--invariance-stars", 4, timeout=500)
     assert done.returncode == 0, done.stderr
     figures = json.loads((out / "report.json").read_text())

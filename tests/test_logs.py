@@ -61,18 +61,19 @@ def test_ingest_logs_its_progress_as_one_line(ingest_run):
 
 def test_training_logs_a_few_progress_lines_why_it_stopped_and_no_banner(ingested, tmp_path):
     config = quick_model_config()
-    config["training"].update(epochs=60, patience=3)
+    # A learning rate of zero never improves on the untrained model (epoch 0): it stops at epoch 3.
+    config["training"].update(epochs=60, patience=3, learning_rate=0.0)
     (tmp_path / "quick.yaml").write_text(yaml.safe_dump(config))
     log = _logged([VO_ML, "train", "--db", ingested, "--config", tmp_path / "quick.yaml",
                    "--models", tmp_path / "models"], tmp_path / "train.log", 600)
     assert "\r" not in log
     assert 1 <= len([line for line in log.splitlines() if "vo_ml.progress" in line]) <= 12
-    stopped = re.search(r"training dense2d-\w+ stopped early at epoch (\d+) of 60: the validation "
+    stopped = re.search(r"training dense16-\w+ stopped early at epoch (\d+) of 60: the validation "
                         r"loss had not improved for 3 epochs; best epoch (\d+), validation loss "
                         r"\d\.\d{3}e-\d\d", log)
     assert stopped, log
     assert int(stopped[1]) - int(stopped[2]) == 3
-    assert re.search(rf"train dense2d-\w+: done, {stopped[1]}/60 epoch", log)
+    assert re.search(rf"train dense16-\w+: done, {stopped[1]}/60 epoch", log)
     for banner in TF_BANNERS:
         assert log.count(banner) <= 1, log
 

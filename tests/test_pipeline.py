@@ -66,7 +66,7 @@ def test_ml_columns_are_written_for_every_row_by_the_trained_model(archive):
     assert (models, model) == (1, model_id)
     (column,) = _query(archive["db"], "SELECT arraysize, description FROM TAP_SCHEMA.columns "
                                       "WHERE column_name = 'embedding'")
-    assert column[0] == "2" and model_id in column[1]
+    assert column[0] == "16" and model_id in column[1]
 
 
 def test_latent_neighbours_share_temperatures_far_better_than_chance(archive):

@@ -21,15 +21,15 @@ def test_tap_schema_lists_the_embedding_column_with_its_arraysize(service):
         "SELECT table_name, column_name, datatype, arraysize, ucd, description "
         "FROM TAP_SCHEMA.columns WHERE column_name = 'embedding'").to_table()
     assert list(rows["table_name"]) == [TABLE]
-    assert rows["datatype"][0] == "float" and rows["arraysize"][0] == "2"
-    assert "dense2d" in rows["description"][0]
+    assert rows["datatype"][0] == "float" and rows["arraysize"][0] == "16"
+    assert "dense16" in rows["description"][0]
 
 
 def test_pyvo_reads_the_tableset(service):
     tables = service.tables
     assert TABLE in tables.keys()
     columns = {c.name: c for c in tables[TABLE].columns}
-    assert columns["embedding"].datatype.arraysize == "2"
+    assert columns["embedding"].datatype.arraysize == "16"
     assert columns["teff"].unit == "K"
     keys = tables["TAP_SCHEMA.columns"].foreignkeys  # as TAP_SCHEMA.keys lists them
     assert [(k.targettable, k.fkcolumns[0].fromcolumn, k.fkcolumns[0].targetcolumn) for k in keys] \
@@ -76,7 +76,7 @@ def test_result_fields_carry_tap_schema_metadata(client):
     fields = {f.name: f for f in parse(io.BytesIO(response.data)).get_first_table().fields}
     assert (fields["s_ra"].ucd, str(fields["s_ra"].unit)) == ("pos.eq.ra", "deg")
     assert str(fields["teff"].unit) == "K"
-    assert fields["embedding"].arraysize == "2" and fields["embedding"].datatype == "float"
+    assert fields["embedding"].arraysize == "16" and fields["embedding"].datatype == "float"
 
 
 @pytest.mark.parametrize(("query", "rows", "columns"), [
@@ -188,7 +188,7 @@ def test_tap_schema_lists_its_own_foreign_keys_and_the_size_of_vectors(service):
     assert {t for link in links for t in (link[0], link[2])} <= tables
     (row,) = service.search(f'SELECT arraysize, "size" FROM TAP_SCHEMA.columns '
                             f"WHERE table_name = '{TABLE}' AND column_name = 'embedding'").to_table()
-    assert row[0] == "2" and row[1] == 2
+    assert row[0] == "16" and row[1] == 16
 
 
 def test_a_query_over_the_time_limit_is_stopped_with_an_error_document(archive, tmp_path):

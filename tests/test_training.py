@@ -100,7 +100,7 @@ def test_training_writes_the_card_metrics_and_curve_and_reuses_the_model(archive
 
     card = json.loads((archive["model_dir"] / "model_card.json").read_text())
     assert card["model_id"] == archive["model_dir"].name
-    assert card["data_checksum"] and card["config"]["name"] == "dense2d"
+    assert card["data_checksum"] and card["config"]["name"] == "dense16"
     assert card["spectra"]["train"] + card["spectra"]["validation"] == 91
     assert card["metrics"]["best_val_loss"] > 0 and card["metrics"]["epochs"] >= 1
     # Warm-up, cosine decay and clipped gradients: the validation loss never jumps after warm-up.
@@ -123,7 +123,8 @@ def _train(db: Path, config: Path, models: Path) -> subprocess.CompletedProcess:
 def test_training_killed_and_restarted_ends_with_the_uninterrupted_model(archive, tmp_path):
     config = quick_model_config()
     config["training"].update(epochs=40, patience=1000, checkpoint_seconds=0)
-    config["variational_beta"] = 0.001  # the noise of a variational bottleneck must resume too
+    # The noise of a variational latent correction must resume too.
+    config.update(latent_correction=True, variational_beta=0.001)
     config_path = write_config(tmp_path / "quick.yaml", config)
     db = copy_archive(archive, tmp_path / "archive")
 

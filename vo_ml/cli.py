@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import itertools
 import logging
 import sys
 import textwrap
@@ -166,10 +167,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--db", type=Path, required=True)
     evaluate.add_argument("--table", help=_TABLE_HELP)
     evaluate.add_argument("--out", type=Path, default=Path("evaluation"), help="report folder")
-    evaluate.add_argument("--configs", nargs="+", default=["dense2d", "conv"],
+    evaluate.add_argument("--configs", nargs="+", default=["dense2d", "dense16", "conv"],
                           help="model configs (names or YAML paths)")
-    evaluate.add_argument("--conv-latent", type=int, nargs="+", default=[2, 8, 32, 128],
-                          help="latent dimensions to train each conv config at")
+    evaluate.add_argument("--latent-dims", type=int, nargs="+",
+                          help="latent dimensions to train each config at whose latent space is "
+                               "not the 2-D map (default: its own)")
+    evaluate.add_argument("--seeds", type=int, default=1,
+                          help="train each model with this many seeds, to see how far they agree")
     evaluate.add_argument("--epochs", type=int, help="most epochs for every model")
     evaluate.add_argument("--held-out", type=float, default=0.2, help="share of stars held out")
     evaluate.add_argument("--models", type=Path, help="folder for models (default: beside --db)")
@@ -363,8 +367,10 @@ def _evaluate(arguments: argparse.Namespace) -> int:
         config = load_yaml(config_file(name))
         if arguments.epochs is not None:
             config["training"]["epochs"] = arguments.epochs
-        latents = arguments.conv_latent if config["family"] == "conv" else [config["latent_dim"]]
-        configs += [config | {"latent_dim": latent} for latent in latents]
+        latents = [2] if config["latent_dim"] == 2 else arguments.latent_dims or [config["latent_dim"]]
+        for latent, seed in itertools.product(latents, range(arguments.seeds)):
+            configs.append(config | {"latent_dim": latent, "training": config["training"] | {
+                "seed": int(config["training"]["seed"]) + seed}})
     models = arguments.models or arguments.db.parent / "models"
     print(evaluate_models(arguments.db, _table_of(arguments), configs, models, arguments.out,
                           arguments.held_out, arguments.real_spectra, arguments.invariance_stars))

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from vo_ml.ml import invariance, probes, uses
+from vo_ml.ml.cards import load_card
 from vo_ml.ml.embedding import embed_store, latent_vectors, reconstruct
-from vo_ml.ml.evaluation import FGK, NEIGHBOURS, Encoder, Representation, score
+from vo_ml.ml.evaluation import FGK, LABELS, NEIGHBOURS, Encoder, Representation, score
 from vo_ml.ml.models import downsampling
 from vo_ml.ml.projection import PrincipalComponents
 from vo_ml.spectra.grid import downsample
@@ -98,12 +99,12 @@ def evaluate(store: SpectrumStore, labels: dict[str, np.ndarray], targets: Seque
     pixels = baseline.flux.shape[1]
     fgk = (labels["teff"] >= FGK[0]) & (labels["teff"] < FGK[1])
     representations = []
-    for model in models:
+    cards = [load_card(Path(model)) for model in models]
+    for model, card, name in zip(models, cards, _model_names(cards), strict=True):
         embedded = embed_store(store, model)
-        card = embedded.card
         view = view_at(downsampling(card["config"]))
         representations.append(Representation(
-            f"{card['config']['name']}-{card['latent_dim']} latent", card["latent_dim"],
+            name, card["latent_dim"],
             embedded.latent, "latent", card["config"]["name"], embedded.map_xy, Path(model).resolve(),
             float(np.median(embedded.recon_error[held_out])),
             view.pca_reconstruction_rms(card["latent_dim"], held_out), view.flux.shape[1],
@@ -126,6 +127,7 @@ def evaluate(store: SpectrumStore, labels: dict[str, np.ndarray], targets: Seque
                                     "pca_recon_rms": r.pca_recon_rms, "scores": r.scores,
                                     "model": r.model_dir.name if r.model_dir else None}
                                    for r in representations]}
+    figures["training"] = _training(representations, cards)
     preprocessing = probes.store_preprocessing(store)
     figures["preprocessing"] = preprocessing.steps()
     if probe_set is not None:
@@ -145,10 +147,66 @@ def evaluate(store: SpectrumStore, labels: dict[str, np.ndarray], targets: Seque
     report = out / REPORT_NAME
     report.write_text("\n".join([
         _markdown(figures, representations),
+        *_training_markdown(figures["training"]),
         *probes.markdown(figures.get("retrieval"), "no --real-spectra folder was given."),
         *invariance.markdown(figures.get("invariance"), _no_invariance(sources, invariance_stars)),
         *uses.markdown(figures)]), encoding="utf-8")
     return report
+
+
+def _model_names(cards: Sequence[dict]) -> list[str]:
+    """Each model's name in the report: its config's name and latent size, and its seed when
+    the same model was trained with several."""
+    names = [f"{card['config']['name']}-{card['latent_dim']} latent" for card in cards]
+    return [f"{name} (seed {card['config']['training']['seed']})" if names.count(name) > 1 else name
+            for name, card in zip(names, cards, strict=True)]
+
+
+def _training(representations: Sequence[Representation], cards: Sequence[dict]) -> dict:
+    """How each model trained (epochs, best validation loss, the validation loss's largest rise
+    after warm-up), and how far models differing only in their seed agree: the spread
+    (max - min) / min of their best validation loss, reconstruction error and k = 5 label
+    scores on held-out stars."""
+    models = [{"name": r.name, "seed": card["config"]["training"]["seed"],
+               "epochs": card["metrics"]["epochs"], "best_epoch": card["metrics"]["best_epoch"],
+               "best_val_loss": card["metrics"]["best_val_loss"],
+               "val_loss_peak": card["metrics"].get("val_loss_peak"), "recon_rms": r.recon_rms,
+               "k5": r.scores["held-out FGK"][5]}
+              for r, card in zip(representations, cards, strict=True)]
+    groups: dict[str, list[dict]] = {}
+    for model, card in zip(models, cards, strict=True):
+        groups.setdefault(f"{card['config']['name']}-{card['latent_dim']} latent", []).append(model)
+
+    def spread(values: list[float]) -> float:
+        return float((max(values) - min(values)) / min(values)) if min(values) > 0 else float("nan")
+
+    seeds = {name: {"seeds": [m["seed"] for m in group],
+                    "best_val_loss": spread([m["best_val_loss"] for m in group]),
+                    "recon_rms": spread([m["recon_rms"] for m in group]),
+                    **{label: spread([m["k5"][label] for m in group]) for label in LABELS}}
+             for name, group in groups.items() if len(group) > 1}
+    return {"models": models, "seeds": seeds}
+
+
+def _training_markdown(training: dict) -> list[str]:
+    lines = ["## Training", "",
+             "Epochs run, the best epoch (0: the untrained model, which is PCA), the best validation "
+             "loss, and the validation loss's largest rise after warm-up over its lowest value so far.",
+             "", "| model | epochs | best epoch | best val loss | largest rise |", "|---|---|---|---|---|"]
+    for model in training["models"]:
+        peak = model["val_loss_peak"]
+        lines.append(f"| {model['name']} | {model['epochs']} | {model['best_epoch']} | "
+                     f"{model['best_val_loss']:.3e} | {'-' if peak is None else f'{peak:.3f}'} |")
+    if training["seeds"]:
+        header = " | ".join(f"k=5 {label}" for label in LABELS)
+        lines += ["", "Models that differ only in their seed: spread (max - min) / min of each figure.", "",
+                  f"| model | seeds | best val loss | recon RMS | {header} |",
+                  "|---|---|---|---|" + "---|" * len(LABELS)]
+        for name, seeds in training["seeds"].items():
+            lines.append(f"| {name} | {', '.join(map(str, seeds['seeds']))} | {seeds['best_val_loss']:.1%} | "
+                         f"{seeds['recon_rms']:.1%} | "
+                         + " | ".join(f"{seeds[label]:.1%}" for label in LABELS) + " |")
+    return [*lines, ""]
 
 
 def _no_invariance(sources: Mapping[int, Path] | None, stars: int) -> str | None:
