@@ -178,7 +178,8 @@ def test_evaluate_reports_held_out_neighbours_for_every_model_and_baseline(archi
     assert done.returncode == 0, done.stderr
     figures = json.loads((out / "report.json").read_text())
     names = [r["name"] for r in figures["representations"]]
-    assert names == ["dense2d-2 latent", "conv-4 latent", "PCA-2", "PCA-4", "PCA-16", "raw flux"]
+    assert names == ["dense2d-2 latent", "dense16-4 latent", "conv-4 latent", "PCA-2", "PCA-4",
+                     "PCA-16", "raw flux"]
     assert 0 < figures["held_out_stars"] < figures["spectra"] == 91
     for representation in figures["representations"]:
         for k in ("1", "5", "10"):
@@ -192,6 +193,7 @@ def test_evaluate_reports_held_out_neighbours_for_every_model_and_baseline(archi
     assert figures["invariance"]["stars"] == 4
     assert set(figures["invariance"]["kinds"]["tilt"]["by"]) == set(names)
     assert figures["preprocessing"]["frame"] == "measured"
+    assert [m["name"] for m in figures["training"]["models"]] == names[:3]
     report = (out / "report.md").read_text()
     assert "| conv-4 latent | 4 |" in report and "| PCA-4 | 4 |" in report
     for section in ("## Same star across instruments and epochs", "## Invariance", "### coverage",
@@ -208,3 +210,28 @@ def test_evaluate_refuses_a_missing_real_spectra_folder_before_training(archive,
     assert done.returncode == 2
     assert "nowhere: no such folder" in done.stderr
     assert not (db.parent / "models").exists()
+
+
+def test_the_training_section_reads_the_models_among_the_baselines():
+    """The report's representations are the models followed by PCA and raw flux: the training
+    section takes the models' figures from their cards, and the seeds' spread from models that
+    differ only in their seed (it once paired every representation with a card, and failed)."""
+    from vo_ml.ml.evaluation import Representation
+    from vo_ml.ml.report import _training
+
+    def card(seed: int, loss: float) -> dict:
+        return {"config": {"name": "dense16", "training": {"seed": seed}}, "latent_dim": 8,
+                "metrics": {"epochs": 30, "best_epoch": 12, "best_val_loss": loss, "val_loss_peak": 1.1}}
+
+    def model(name: str, recon: float) -> Representation:
+        scores = {"held-out FGK": {5: {"teff": 0.04, "logg": 0.2, "feh": 0.1}}}
+        return Representation(name, 8, np.zeros((3, 8)), "latent", recon_rms=recon, scores=scores)
+
+    latents = [model("dense16-8 latent (seed 0)", 0.010), model("dense16-8 latent (seed 1)", 0.011)]
+    representations = [*latents, Representation("PCA-8", 8, np.zeros((3, 8)), "pca")]
+    figures = _training(representations, [card(0, 2.0), card(1, 2.2)])
+    assert [m["name"] for m in figures["models"]] == [r.name for r in latents]
+    spread = figures["seeds"]["dense16-8 latent"]
+    assert spread["seeds"] == [0, 1]
+    assert spread["best_val_loss"] == pytest.approx(0.1) and spread["recon_rms"] == pytest.approx(0.1)
+    assert spread["teff"] == 0.0

@@ -163,16 +163,18 @@ def _model_names(cards: Sequence[dict]) -> list[str]:
 
 
 def _training(representations: Sequence[Representation], cards: Sequence[dict]) -> dict:
-    """How each model trained (epochs, best validation loss, the validation loss's largest rise
-    after warm-up), and how far models differing only in their seed agree: the spread
-    (max - min) / min of their best validation loss, reconstruction error and k = 5 label
-    scores on held-out stars."""
+    """How each model (the latent ``representations``, one for each of ``cards``, in their
+    order; the baselines after them have no card) trained (epochs, best validation loss, the
+    validation loss's largest rise after warm-up), and how far models differing only in their
+    seed agree: the spread (max - min) / min of their best validation loss, reconstruction error
+    and k = 5 label scores on held-out stars."""
+    latents = [r for r in representations if r.kind == "latent"]
     models = [{"name": r.name, "seed": card["config"]["training"]["seed"],
                "epochs": card["metrics"]["epochs"], "best_epoch": card["metrics"]["best_epoch"],
                "best_val_loss": card["metrics"]["best_val_loss"],
                "val_loss_peak": card["metrics"].get("val_loss_peak"), "recon_rms": r.recon_rms,
                "k5": r.scores["held-out FGK"][5]}
-              for r, card in zip(representations, cards, strict=True)]
+              for r, card in zip(latents, cards, strict=True)]
     groups: dict[str, list[dict]] = {}
     for model, card in zip(models, cards, strict=True):
         groups.setdefault(f"{card['config']['name']}-{card['latent_dim']} latent", []).append(model)
