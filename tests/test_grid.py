@@ -261,3 +261,28 @@ def test_a_spectrum_without_its_resolution_is_taken_at_three_pixels_an_element()
 
     wavelength = 3540.5 + 0.9 * np.arange(4300)  # MILES: 2.5 A lines sampled every 0.9 A
     assert sampling_resolving_power(wavelength) == pytest.approx(5475.0 / 2.7, rel=0.01)
+
+
+def test_a_measured_velocity_is_the_one_doppler_to_rest_takes_out():
+    """The mask's own lines, receding at 500 km/s (relativistic Doppler) and sampled on the
+    correlation's log-lambda steps, give back 500 km/s: measure_velocity's answer is the
+    velocity doppler_to_rest undoes, not c times the redshift (0.4 km/s more here)."""
+    from vo_ml.spectra.velocity import (
+        LINE_MASK_AIR,
+        SPEED_OF_LIGHT_KMS,
+        VELOCITY_STEP_KMS,
+        doppler_to_rest,
+        measure_velocity,
+    )
+
+    step = np.log1p(VELOCITY_STEP_KMS / SPEED_OF_LIGHT_KMS)
+    wavelength = np.exp(np.arange(np.log(4000.0), np.log(6700.0), step))
+    shift = 100  # steps: a velocity whose wavelengths the sampling holds exactly
+    velocity = SPEED_OF_LIGHT_KMS * np.tanh(shift * step)  # relativistic: (1+b)/(1-b) = exp(2 shift step)
+    np.testing.assert_allclose(doppler_to_rest(wavelength[shift:shift + 5], velocity), wavelength[:5])
+    sigma = 2.5 / (2 * np.sqrt(2 * np.log(2)))
+    flux = np.ones_like(wavelength)
+    for line in np.asarray(LINE_MASK_AIR) * np.exp(shift * step):
+        flux -= 0.5 * np.exp(-0.5 * ((wavelength - line) / sigma) ** 2)
+    measured = measure_velocity(wavelength, flux, np.zeros(wavelength.size, bool), 2.5)
+    assert measured == pytest.approx(velocity, abs=0.05)

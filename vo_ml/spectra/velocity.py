@@ -104,5 +104,7 @@ def measure_velocity(wavelength: np.ndarray, flux: np.ndarray, mask: np.ndarray,
         if curvature < 0:
             shift += 0.5 * (before - after) / curvature
     # signal.correlate(a, b)[centre + k] sums a[n + k] b[n]: the spectrum's lines sit k samples
-    # redward of the mask's, a recession of k steps.
-    return float(np.expm1(shift * np.log1p(VELOCITY_STEP_KMS / SPEED_OF_LIGHT_KMS)) * SPEED_OF_LIGHT_KMS)
+    # redward of the mask's, a recession of k steps. Observed over rest wavelength is then
+    # exp(k step) = sqrt((1 + beta) / (1 - beta)), so beta = tanh(k step): the velocity
+    # doppler_to_rest takes out (c z, the redshift's, is larger by c beta^2 / 2).
+    return float(np.tanh(shift * np.log1p(VELOCITY_STEP_KMS / SPEED_OF_LIGHT_KMS)) * SPEED_OF_LIGHT_KMS)
