@@ -286,3 +286,18 @@ def test_a_measured_velocity_is_the_one_doppler_to_rest_takes_out():
         flux -= 0.5 * np.exp(-0.5 * ((wavelength - line) / sigma) ** 2)
     measured = measure_velocity(wavelength, flux, np.zeros(wavelength.size, bool), 2.5)
     assert measured == pytest.approx(velocity, abs=0.05)
+
+
+def test_a_spectrum_shorter_than_the_smoothing_kernel_is_smoothed_whole():
+    """A short stretch of a sharp spectrum (6 A at R 100,000) brought to a 2.5 A line spread:
+    the kernel is longer than the spectrum, and the flux keeps one value per pixel (np.convolve
+    once returned one per kernel element, and resampling failed on the shapes)."""
+    from vo_ml.spectra.grid import smooth_to_fwhm
+
+    wavelength = 5000.0 + 0.02 * np.arange(300)
+    flux = 1.0 + 0.01 * np.sin(wavelength)
+    mask = np.zeros(wavelength.size, bool)
+    mask[100:110] = True
+    smoothed = smooth_to_fwhm(wavelength, flux, mask, 2.5, 100_000.0)
+    assert smoothed.shape == flux.shape
+    assert np.all(np.abs(smoothed[~mask] - 1.0) < 0.01)

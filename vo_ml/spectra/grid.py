@@ -208,21 +208,14 @@ def smooth_to_fwhm(
 
     Spectra from instruments of different resolution only compare once they share one. The
     kernel (sized at the middle of the range) is applied by normalised convolution, so masked
-    pixels neither contribute nor leave holes in their neighbours.
+    pixels neither contribute nor leave holes in their neighbours (they come out NaN).
     """
     centre = wavelength[wavelength.size // 2]
     own = centre / resolving_power
     if own >= fwhm:
         return flux
     step = np.median(np.diff(wavelength))
-    sigma = np.sqrt(fwhm**2 - own**2) / (2 * np.sqrt(2 * np.log(2))) / step
-    offsets = np.arange(-int(np.ceil(4 * sigma)), int(np.ceil(4 * sigma)) + 1)
-    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
-    good = (~mask).astype(np.float64)
-    weighted = np.convolve(np.where(mask, 0.0, flux) * good, kernel, mode="same")
-    weights = np.convolve(good, kernel, mode="same")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(weights > 0, weighted / weights, np.nan)
+    return _smoothed(flux, mask, np.sqrt(fwhm**2 - own**2) / (2 * np.sqrt(2 * np.log(2))) / step)
 
 
 #: The frames a config may ask spectra to be put in (see :class:`Preprocessing`).
