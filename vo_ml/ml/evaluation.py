@@ -32,15 +32,11 @@ def nearest_neighbours(points: np.ndarray, k: int, queries: np.ndarray | None = 
     nor is any point of its group (another spectrum of the same star, when ``groups`` names
     stars): those would share its labels by construction."""
     chosen = np.arange(len(points)) if queries is None else np.flatnonzero(queries)
-    points = np.asarray(points, dtype=np.float64)
-    squared = np.sum(points**2, axis=1)
-    distances = squared[chosen, None] + squared[None, :] - 2.0 * points[chosen] @ points.T
-    distances[np.arange(chosen.size), chosen] = np.inf
+    distance = distances(np.asarray(points)[chosen], points)
+    distance[np.arange(chosen.size), chosen] = np.inf
     if groups is not None:
-        distances[groups[chosen, None] == groups[None, :]] = np.inf
-    nearest = np.argpartition(distances, k, axis=1)[:, :k]
-    order = np.argsort(np.take_along_axis(distances, nearest, axis=1), axis=1)
-    return np.take_along_axis(nearest, order, axis=1)
+        distance[groups[chosen, None] == groups[None, :]] = np.inf
+    return nearest_rows(distance, k)
 
 
 def label_errors(neighbours: np.ndarray, label: np.ndarray, queries: np.ndarray, k: int,
