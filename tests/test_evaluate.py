@@ -105,12 +105,13 @@ def test_xshooter_spectrum_ranks_the_same_star_first_in_an_archive_holding_its_m
     changes, as the issue asks."""
     from vo_ml.ml import probes
     from vo_ml.ml.evaluation import Representation
+    from vo_ml.spectra.encodable import encodable
     from vo_ml.spectra.readers import read_spectrum
 
     store, view = spaces["store"], spaces["view"]
     preprocessing = probes.store_preprocessing(store)
-    flux, mask = probes.prepare(read_spectrum(DATA / "formats" / "MILES_res2.50_star_m0505V.fits"),
-                                preprocessing)
+    flux, mask = encodable(read_spectrum(DATA / "formats" / "MILES_res2.50_star_m0505V.fits"),
+                           preprocessing)
     points = np.vstack([view.flux, view.seen(flux[None], mask[None])])
     raw = Representation("raw flux", points.shape[1], points, "raw", encode=view.raw_encoder())
     dids = np.append(store.dids, "ivo://test/miles?m0505")
@@ -235,3 +236,22 @@ def test_the_training_section_reads_the_models_among_the_baselines():
     assert spread["seeds"] == [0, 1]
     assert spread["best_val_loss"] == pytest.approx(0.1) and spread["recon_rms"] == pytest.approx(0.1)
     assert spread["teff"] == 0.0
+
+
+def test_probe_files_are_prepared_for_a_rest_frame_archive_as_its_uploads_are(tmp_path):
+    """An archive put in the rest frame by its catalogue's velocities knows none for a probe
+    file: the evaluation takes it as it is, as the service takes an upload, instead of
+    refusing every probe (the same rule, vo_ml.spectra.encodable, serves both)."""
+    from vo_ml.ml import probes
+    from vo_ml.spectra.encodable import encodable
+    from vo_ml.spectra.grid import Grid
+    from vo_ml.spectra.readers import read_spectrum
+    from vo_ml.spectra.store import SpectrumStore
+
+    grid = Grid(3545.0, 7405.0, 4096)
+    store = SpectrumStore(tmp_path / "store", grid, {"frame": "rest", "normalise": "continuum",
+                                                     "fwhm": 2.5})
+    night = read_spectrum(DATA / "harps" / HARPS_NIGHT)
+    assert night.frame != "rest"
+    flux, mask = encodable(night, probes.store_preprocessing(store))
+    assert flux.shape == (4096,) and (~mask).sum() > 100

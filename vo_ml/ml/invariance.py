@@ -26,8 +26,8 @@ import numpy as np
 from astropy import units as u
 
 from vo_ml.ml.evaluation import Representation, distances, nearest_rows
-from vo_ml.ml.probes import prepare
 from vo_ml.progress import tracked
+from vo_ml.spectra.encodable import encodable
 from vo_ml.spectra.grid import Grid, Preprocessing, doppler_to_rest, sampling_resolving_power, smooth_to_fwhm
 from vo_ml.spectra.readers import SpectrumReadError, read_spectrum
 from vo_ml.spectra.record import Spectrum
@@ -186,7 +186,7 @@ def _originals(sources: Mapping[int, Path], rows: np.ndarray, preprocessing: Pre
     for row in rows:
         try:
             spectrum = read_spectrum(sources[row])
-            prepare(spectrum, preprocessing)
+            encodable(spectrum, preprocessing)
         except SpectrumReadError as error:
             unreadable.append({"file": str(sources[row]), "reason": error.reason})
             continue
@@ -204,7 +204,7 @@ def _prepared(spectra: Sequence[Spectrum], preprocessing: Preprocessing
     ok, fluxes, masks = [], [], []
     for spectrum in spectra:
         try:
-            flux, mask = prepare(spectrum, preprocessing)
+            flux, mask = encodable(spectrum, preprocessing)
         except ValueError:
             ok.append(False)
             continue

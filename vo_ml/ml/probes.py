@@ -29,12 +29,12 @@ import numpy as np
 
 from vo_ml.ml.evaluation import Representation, distances, nearest_rows
 from vo_ml.progress import tracked
+from vo_ml.spectra.encodable import encodable, recorded_preprocessing
 from vo_ml.spectra.grid import Preprocessing
 from vo_ml.spectra.readers import SpectrumReadError, read_spectrum
-from vo_ml.spectra.record import Spectrum
 from vo_ml.spectra.store import SpectrumStore
 
-__all__ = ["ProbeSet", "Prepared", "store_preprocessing", "prepare", "prepare_files", "retrieval",
+__all__ = ["ProbeSet", "Prepared", "store_preprocessing", "prepare_files", "retrieval",
            "markdown", "XSHOOTER_MATCH_TOP", "TEFF_TOLERANCE", "DWARF_LOGG"]
 
 XSHOOTER_FILE = "mangadap_test_spectra/xsl_spectrum_X0360_uvb.fits"
@@ -101,17 +101,9 @@ def _harps_by_object(harps: Path, missing: list[str]) -> tuple[tuple[Path, ...],
 
 
 def store_preprocessing(store: SpectrumStore) -> Preprocessing:
-    """The steps the store's spectra went through at ingest, for spectra from elsewhere."""
-    return Preprocessing.from_config({"grid": store.grid.as_dict(), "preprocess": store.preprocess})
-
-
-def prepare(spectrum: Spectrum, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-    """The spectrum on the store's grid, as the archive's were put there; a ValueError says why
-    it cannot be."""
-    flux, mask = preprocessing.apply(spectrum)
-    if not np.isfinite(flux[~mask]).all():
-        raise ValueError(f"{spectrum.meta.source}: the flux is not finite after preparation")
-    return flux, mask
+    """The steps the store's spectra went through at ingest, for spectra from elsewhere, as the
+    service's ml_encode takes them (:func:`recorded_preprocessing`)."""
+    return recorded_preprocessing(store.grid.as_dict(), store.preprocess)
 
 
 @dataclass
@@ -130,7 +122,7 @@ def prepare_files(paths: Sequence[Path], preprocessing: Preprocessing, folder: P
     for path in paths:
         name = str(Path(path).relative_to(folder)) if Path(path).is_relative_to(folder) else str(path)
         try:
-            flux, mask = prepare(read_spectrum(path), preprocessing)
+            flux, mask = encodable(read_spectrum(path), preprocessing)
         except SpectrumReadError as error:
             skipped.append((name, error.reason))
             continue

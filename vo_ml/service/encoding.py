@@ -13,8 +13,8 @@ columns too, and returns a warning for every row whose coverage or typicality is
 service's thresholds (``ML_MIN_COVERAGE``, ``ML_MIN_TYPICALITY``), or that the model
 reconstructs worse than every spectrum of the archive (its ``ml_recon_error``): a latent space
 of few dimensions puts noise among the archive's spectra, where typicality alone cannot tell
-it from a star. A spectrum the model cannot encode is refused (:func:`encodable`), naming the
-upload, its row and why.
+it from a star. A spectrum the model cannot encode is refused (by the rule of
+:mod:`vo_ml.spectra.encodable`), naming the upload, its row and why.
 """
 
 from __future__ import annotations
@@ -33,17 +33,11 @@ from vo_ml.service.dali import DaliError
 from vo_ml.service.settings import settings
 from vo_ml.service.similarity import current_index
 from vo_ml.service.uploads import Upload
+from vo_ml.spectra.encodable import encodable, recorded_preprocessing
 from vo_ml.spectra.grid import Preprocessing
 from vo_ml.spectra.record import Spectrum, SpectrumMeta
 
-__all__ = ["MIN_GOOD_PIXELS", "FLAT", "encodable", "encode_uploads"]
-
-#: The fewest finite flux values, and good pixels on the model's grid, a spectrum needs to be
-#: encoded: fewer say next to nothing of a star, and the model would answer as confidently.
-MIN_GOOD_PIXELS = 32
-#: A spectrum whose normalised good pixels all lie within this relative spread is flat: it has
-#: no feature to compare.
-FLAT = 1e-6
+__all__ = ["encode_uploads"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,12 +203,8 @@ def _model(table: str) -> _Model:
         raise adql.missing_model_error(
             table, f"model {card['model_id']} made its embeddings, but it is not in {looked}; "
                    "the operator must copy the model folder there or set MODELS_DIR")
-    preprocessing = Preprocessing.from_config({"grid": card["grid"],
-                                               "preprocess": card.get("preprocess", {})})
-    # An upload has no catalogue velocity: in the rest frame it is taken as it is.
-    if preprocessing.frame == "rest":
-        preprocessing = dataclasses.replace(preprocessing, frame="as-is")
-    return _Model(found, preprocessing, int(card["latent_dim"]))
+    return _Model(found, recorded_preprocessing(card["grid"], card.get("preprocess", {})),
+                  int(card["latent_dim"]))
 
 
 def _wavelength_unit(upload: Upload, encoding: adql.Encoding) -> u.UnitBase:
@@ -245,39 +235,3 @@ def _prepared(upload: Upload, encoding: adql.Encoding, row: int, wavelength: np.
         return encodable(spectrum, preprocessing)
     except ValueError as error:
         raise DaliError(str(error)) from None
-
-
-def encodable(spectrum: Spectrum, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-    """The spectrum on the model's grid, normalised, and its mask, when the model can encode it.
-
-    A spectrum that is all NaN, has fewer than :data:`MIN_GOOD_PIXELS` finite values or good
-    pixels on the grid, has no positive median flux (all zero, say) or is flat would still get
-    a latent vector, and neighbours that look as sure as any: it is refused instead, with a
-    ValueError that starts with the spectrum's source and says why and what to do.
-    """
-    where = spectrum.meta.source
-    finite = spectrum.flux[np.isfinite(spectrum.flux) & ~spectrum.mask]
-    if not finite.size:
-        raise ValueError(f"{where}: every flux value is NaN (or infinite), so there is nothing "
-                         "to encode; upload the spectrum's measured fluxes")
-    if finite.size < MIN_GOOD_PIXELS:
-        raise ValueError(f"{where}: the spectrum has only {finite.size} finite flux values, too "
-                         f"short to encode (at least {MIN_GOOD_PIXELS} are needed); upload the "
-                         "whole spectrum")
-    median = float(np.median(finite))
-    if not median > 0:
-        held = "every flux value is 0" if not finite.any() else f"its median flux is {median:g}"
-        raise ValueError(f"{where}: {held}; the model compares spectra scaled by their median "
-                         "flux, so upload flux densities (positive, not continuum-subtracted)")
-    flux, mask = preprocessing.apply(spectrum)
-    good = flux[~mask]
-    grid = preprocessing.grid
-    if good.size < MIN_GOOD_PIXELS:
-        raise ValueError(f"{where}: only {good.size} of the model's {grid.pixels} pixels "
-                         f"({grid.start:.0f}-{grid.stop:.0f} A) have good flux, too few to "
-                         f"encode (at least {MIN_GOOD_PIXELS} are needed); upload a spectrum "
-                         "that covers more of that range")
-    if np.ptp(good) <= FLAT * abs(float(np.median(good))):
-        raise ValueError(f"{where}: the flux is the same at every good pixel (a flat line), "
-                         "which has no feature to compare; upload an observed spectrum")
-    return flux, mask
