@@ -206,11 +206,15 @@ def _check_ml_vector(call: MlVector) -> None:
                   detail=f"'{text.this}' is not a list of numbers separated by spaces") from None
 
 
-def _check_ml_encode(call: MlEncode) -> None:
+def _two_columns(call: exp.Func) -> bool:
+    """True when the call's arguments are two columns, as ``(wavelength, flux)`` must be."""
     arguments = call.expressions
-    columns = len(arguments) == 2 and all(
+    return len(arguments) == 2 and all(
         isinstance(a, exp.Column) and not isinstance(a.this, exp.Star) for a in arguments)
-    if not (columns and _is_reference(call)):
+
+
+def _check_ml_encode(call: MlEncode) -> None:
+    if not (_two_columns(call) and _is_reference(call)):
         raise E06(**position(call), function="ml_encode",
                   detail="write ml_encode(wavelength, flux), with two array columns of an "
                          "uploaded table, as the second argument of ml_distance or "
@@ -218,9 +222,7 @@ def _check_ml_encode(call: MlEncode) -> None:
 
 
 def _check_measure(call: UploadMeasure) -> None:
-    arguments = call.expressions
-    if not (len(arguments) == 2 and all(
-            isinstance(a, exp.Column) and not isinstance(a.this, exp.Star) for a in arguments)):
+    if not _two_columns(call):
         name = call.sql_name().lower()
         raise E06(**position(call), function=name,
                   detail=f"write {name}(wavelength, flux), with the two columns of an uploaded "
