@@ -69,7 +69,7 @@ def label_scores(db: Path) -> None:
     latent = np.asarray(rows.columns[4].data)[rows_in_store]
     teff = labels["teff"][rows_in_store]
     fgk = (teff >= FGK[0]) & (teff < FGK[1])
-    spaces = {"latent dense2d (2-D)": latent, "PCA-2": pca_projection(flux, 2),
+    spaces = {"latent dense16": latent, "PCA-2": pca_projection(flux, 2),
               "PCA-16": pca_projection(flux, 16), "raw flux": flux}
     print(f"\n5 nearest neighbours of {fgk.sum()} FGK stars (median over pairs):")
     print(f"{'neighbours by':24s} {'dTeff/Teff':>11s} {'dlogg':>7s} {'d[Fe/H]':>8s}")

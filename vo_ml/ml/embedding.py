@@ -99,8 +99,9 @@ def encode(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path) -> np.ndar
     """Latent vectors and RMS reconstruction error of rows at the model's sampling (from
     :meth:`SpectrumStore.coarsened`): shape (rows, latent_dim + 1).
 
-    The error is measured over good pixels only, in units of the median-normalised flux. Rows go
-    through the model in batches of the training batch size, which bounds the activations.
+    The error is measured over good pixels only, in units of the normalised flux (as the store
+    holds it). Rows go through the model in batches of the training batch size, which bounds
+    the activations.
     """
     encoder, decoder, card = load_model(str(model_dir))
     batch = int(card["config"]["training"]["batch_size"])

@@ -2,8 +2,9 @@
 
 Resampling integrates the flux over each output pixel (flux-conserving), so spectra taken at
 different samplings agree where they overlap. Masks travel with the flux: an output pixel is masked
-when more than half of it comes from masked or uncovered input. Normalising by the median of the
-good pixels removes the arbitrary flux scale of archive spectra, which carries no physics here.
+when more than half of it comes from masked or uncovered input. Normalising (by the median of the
+good pixels, or by a pseudo-continuum that also takes out the flux calibration and any smooth
+tilt) removes the arbitrary flux scale of archive spectra, which carries no physics here.
 """
 
 from __future__ import annotations
