@@ -155,18 +155,29 @@ def test_training_killed_and_restarted_ends_with_the_uninterrupted_model(archive
     assert json.loads((tmp_path / "killed" / model.name / "metrics.json").read_text())["history"] == history
 
 
-def _miles_fixture_flux(factor: int) -> tuple[np.ndarray, np.ndarray]:
-    """The MILES fixture spectra as the demo archive prepares them, at a model's sampling."""
+#: The standardisation scale of the models built on the MILES fixture spectra.
+SCALE = 0.05
+
+
+def _anchored_on_miles() -> tuple:
+    """The MILES fixture spectra as the demo archive prepares them, at the dense family's
+    sampling; their good-pixel weights and mean spectrum; and the anchor (8 components) and
+    untrained encoder and decoder of an 8-D dense model on them."""
     from conftest import MILES
 
+    from vo_ml.ml.models import Anchor, build_dense
     from vo_ml.pipeline import ArchiveConfig
     from vo_ml.spectra.grid import downsample
     from vo_ml.spectra.readers import read_spectrum
 
     preprocessing = ArchiveConfig.from_dict(load_yaml(config_file("miles"))).preprocessing
     prepared = [preprocessing.apply(read_spectrum(path)) for path in sorted(MILES.glob("*.fits"))]
-    flux, mask = (np.stack(part) for part in zip(*prepared, strict=True))
-    return downsample(flux, mask, factor)
+    flux, mask = downsample(*(np.stack(part) for part in zip(*prepared, strict=True)), 4)
+    good = (~mask).astype(np.float32)
+    mean = (flux * good).sum(axis=0) / np.maximum(good.sum(axis=0), 1)
+    anchor = Anchor.fit(flux, good, mean, SCALE, components=8)
+    encoder, decoder, _ = build_dense(load_yaml(config_file("dense2d")) | {"latent_dim": 8}, anchor)
+    return flux, good, mean, anchor, encoder, decoder
 
 
 def test_the_validation_loss_peak_is_its_largest_rise_over_the_minimum_so_far():
@@ -180,37 +191,25 @@ def test_the_validation_loss_peak_is_its_largest_rise_over_the_minimum_so_far():
 def test_an_untrained_model_is_exactly_pca():
     """Anchored on PCA with zero corrections, a new model encodes to the principal-component
     coefficients and reconstructs as PCA does: training starts at PCA's error."""
-    from vo_ml.ml.models import PRIOR_WEIGHT, Anchor, build_dense
+    from vo_ml.ml.models import PRIOR_WEIGHT
 
-    flux, mask = _miles_fixture_flux(4)
-    good = (~mask).astype(np.float32)
-    mean = (flux * good).sum(axis=0) / np.maximum(good.sum(axis=0), 1)
-    anchor = Anchor.fit(flux, good, mean, 0.05, components=8)
-    config = load_yaml(config_file("dense2d")) | {"latent_dim": 8}
-    encoder, decoder, _ = build_dense(config, anchor)
-
+    flux, good, mean, anchor, encoder, decoder = _anchored_on_miles()
     latent = encoder([flux, good]).numpy()
     # Weighted least squares on each spectrum's good pixels, with probabilistic PCA's prior.
-    standardised = np.where(good > 0, (flux - mean) / 0.05, 0.0)
+    standardised = np.where(good > 0, (flux - mean) / SCALE, 0.0)
     components, prior = anchor.components.astype(np.float64), PRIOR_WEIGHT * anchor.noise / anchor.variances
     expected = [np.linalg.solve((components * g) @ components.T + np.diag(prior), components @ (g * x))
                 for x, g in zip(standardised, good, strict=True)]
     np.testing.assert_allclose(latent, expected, rtol=2e-3, atol=2e-3)
     reconstructed = decoder(latent).numpy()
-    pca = mean + (latent @ anchor.components) * 0.05
+    pca = mean + (latent @ anchor.components) * SCALE
     np.testing.assert_allclose(reconstructed, pca, atol=1e-4)
 
 
 def test_a_spectrum_covering_half_the_range_encodes_near_its_whole():
     """The masked projection weighs the good pixels only: the blue half alone of a spectrum
     gives nearly the latent vector of the whole, far nearer than its neighbours are."""
-    from vo_ml.ml.models import Anchor, build_dense
-
-    flux, mask = _miles_fixture_flux(4)
-    good = (~mask).astype(np.float32)
-    mean = (flux * good).sum(axis=0) / np.maximum(good.sum(axis=0), 1)
-    anchor = Anchor.fit(flux, good, mean, 0.05, components=8)
-    encoder, _, _ = build_dense(load_yaml(config_file("dense2d")) | {"latent_dim": 8}, anchor)
+    flux, good, mean, _, encoder, _ = _anchored_on_miles()
     whole = encoder([flux, good]).numpy()
     half = good.copy()
     half[:, flux.shape[1] // 2:] = 0
