@@ -301,3 +301,15 @@ def test_a_spectrum_shorter_than_the_smoothing_kernel_is_smoothed_whole():
     smoothed = smooth_to_fwhm(wavelength, flux, mask, 2.5, 100_000.0)
     assert smoothed.shape == flux.shape
     assert np.all(np.abs(smoothed[~mask] - 1.0) < 0.01)
+
+
+@pytest.mark.parametrize("stretches", [0, 5000])
+def test_a_continuum_in_no_stretch_or_more_stretches_than_pixels_is_refused(stretches):
+    """preprocess.stretches 0 once divided by zero at ingest, and more stretches than pixels
+    found no continuum: both are refused when the config is read, naming the setting."""
+    from vo_ml.spectra.grid import Preprocessing
+
+    config = {"grid": {"start": 3545, "stop": 7405, "pixels": 4096},
+              "preprocess": {"normalise": "continuum", "stretches": stretches}}
+    with pytest.raises(ValueError, match=f"preprocess.stretches {stretches}: .* 1 to 4096"):
+        Preprocessing.from_config(config)

@@ -262,6 +262,10 @@ class Preprocessing:
             raise ValueError(f"preprocess.frame {preprocessing.frame!r}: use {', '.join(FRAMES)}")
         if preprocessing.normalise not in ("median", "continuum"):
             raise ValueError(f"preprocess.normalise {preprocessing.normalise!r}: use median or continuum")
+        if not 1 <= preprocessing.stretches <= preprocessing.grid.pixels:
+            raise ValueError(f"preprocess.stretches {preprocessing.stretches}: the continuum is fitted "
+                             f"in 1 to {preprocessing.grid.pixels} stretches of the grid (one pixel "
+                             f"each at the most); leave it out for {CONTINUUM_STRETCHES}")
         return preprocessing
 
     def steps(self) -> dict:
