@@ -255,3 +255,26 @@ def test_probe_files_are_prepared_for_a_rest_frame_archive_as_its_uploads_are(tm
     assert night.frame != "rest"
     flux, mask = encodable(night, probes.store_preprocessing(store))
     assert flux.shape == (4096,) and (~mask).sum() > 100
+
+
+@pytest.mark.parametrize("red", [False, True])
+def test_half_coverage_in_the_invariance_curves_is_half_the_grid_as_ml_coverage_counts_it(red):
+    """The invariance curves' '50%' keeps half of the grid's pixels, as ml_coverage measures
+    an upload's coverage (the grid is uniform in log-lambda: half its wavelength span was 59%
+    of its pixels at the blue end and 41% at the red)."""
+    from conftest import MILES
+
+    from vo_ml.ml import invariance
+    from vo_ml.pipeline import ArchiveConfig
+    from vo_ml.resources import config_file, load_yaml
+    from vo_ml.spectra.encodable import encodable
+    from vo_ml.spectra.readers import read_spectrum
+
+    preprocessing = ArchiveConfig.from_dict(load_yaml(config_file("miles"))).preprocessing
+    star = read_spectrum(MILES / "MILES_res2.50_star_m0067V.fits")
+    half = invariance._covering(star, np.random.default_rng(0), preprocessing.grid, share=0.5, red=red)
+    _, whole = encodable(star, preprocessing)
+    _, mask = encodable(half, preprocessing)
+    kept = np.arange(mask.size) >= mask.size // 2 if red else np.arange(mask.size) < mask.size // 2
+    assert (~mask[~kept]).sum() <= 3  # a pixel or two where the cut falls after the velocity shift
+    assert (~mask[kept]).sum() == pytest.approx((~whole[kept]).sum(), abs=0.01 * mask.size)

@@ -132,10 +132,12 @@ def _cubic(spectrum: Spectrum, rng: np.random.Generator, grid: Grid) -> Spectrum
 
 
 def _covering(spectrum: Spectrum, rng: np.random.Generator, grid: Grid, share: float, red: bool) -> Spectrum:
-    """Only ``share`` of the grid's range, at its red or blue end."""
+    """Only ``share`` of the grid's pixels, at its red or blue end: coverage as ``ml_coverage``
+    counts it."""
     wavelength = _angstrom(spectrum)
-    span = share * (grid.stop - grid.start)
-    kept = wavelength >= grid.stop - span if red else wavelength <= grid.start + span
+    pixels = round(share * grid.pixels)
+    kept = (wavelength >= grid.edges[grid.pixels - pixels] if red
+            else wavelength <= grid.edges[pixels])
     error = None if spectrum.error is None else spectrum.error[kept]
     return dataclasses.replace(spectrum, wavelength=spectrum.wavelength[kept], flux=spectrum.flux[kept],
                                mask=spectrum.mask[kept], error=error)
