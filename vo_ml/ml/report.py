@@ -279,7 +279,7 @@ def plot_training_curve(history: dict, model_id: str, path: Path) -> None:
     axes.plot(epochs, history["loss"], label="training")
     if history.get("val_loss"):
         axes.plot(epochs, history["val_loss"], label="validation (held-out stars)")
-    axes.set(xlabel="epoch", ylabel="masked MSE", yscale="log", title=model_id)
+    axes.set(xlabel="epoch", ylabel="masked Huber loss", yscale="log", title=model_id)
     axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
