@@ -56,8 +56,9 @@ def encodable(spectrum: Spectrum, preprocessing: Preprocessing) -> tuple[np.ndar
     median = float(np.median(finite))
     if not median > 0:
         held = "every flux value is 0" if not finite.any() else f"its median flux is {median:g}"
-        raise ValueError(f"{where}: {held}; the model compares spectra scaled by their median "
-                         "flux, so upload flux densities (positive, not continuum-subtracted)")
+        raise ValueError(f"{where}: {held}; the model compares spectra divided by their flux "
+                         "level (median or pseudo-continuum), so upload flux densities (positive, "
+                         "not continuum-subtracted)")
     flux, mask = preprocessing.apply(spectrum)
     good = flux[~mask]
     grid = preprocessing.grid
