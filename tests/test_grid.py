@@ -313,3 +313,18 @@ def test_a_continuum_in_no_stretch_or_more_stretches_than_pixels_is_refused(stre
               "preprocess": {"normalise": "continuum", "stretches": stretches}}
     with pytest.raises(ValueError, match=f"preprocess.stretches {stretches}: .* 1 to 4096"):
         Preprocessing.from_config(config)
+
+
+def test_the_steps_a_store_records_give_uploads_the_archive_preprocessing():
+    """What ingest records in the store (Preprocessing.steps, through JSON), and the service
+    reads back for ml_encode, is every step of the demo config: frame, line spread, telluric
+    mask, normalisation and its stretches."""
+    import json
+
+    from vo_ml.spectra.encodable import recorded_preprocessing
+
+    preprocessing = _demo_preprocessing()
+    recorded = json.loads(json.dumps({"grid": preprocessing.grid.as_dict(),
+                                      "preprocess": preprocessing.steps()}))
+    assert recorded_preprocessing(recorded["grid"], recorded["preprocess"]) == preprocessing
+    assert (preprocessing.frame, preprocessing.stretches) == ("measured", 60)
