@@ -165,3 +165,12 @@ def test_an_operators_own_table_is_ingested_trained_embedded_and_served(tmp_path
         (obscore,) = service.search(
             "SELECT COUNT(*) AS n FROM ivoa.obscore WHERE obs_collection = 'myarchive'")
         assert obscore["n"] == len(OWN_ARCHIVE)
+
+
+def test_evaluate_refuses_no_seeds_and_an_empty_latent_space_before_training(tmp_path):
+    """--seeds 0 once trained no model at all and reported baselines only; --latent-dims 0
+    failed inside training. Both are one line, before anything is read or trained."""
+    for option, value in (("--seeds", "0"), ("--latent-dims", "0")):
+        done = vo_ml("evaluate", "--db", tmp_path / "none.duckdb", option, value, "--out", tmp_path / "out")
+        assert done.returncode == 2 and f"{option} 0:" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()

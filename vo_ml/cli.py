@@ -362,6 +362,11 @@ def _evaluate(arguments: argparse.Namespace) -> int:
     from vo_ml.pipeline import evaluate_models
     from vo_ml.resources import config_file, load_yaml
 
+    if arguments.seeds < 1:
+        raise ValueError(f"--seeds {arguments.seeds}: train each model with 1 or more seeds")
+    if any(latent < 1 for latent in arguments.latent_dims or ()):
+        raise ValueError(f"--latent-dims {' '.join(map(str, arguments.latent_dims))}: give latent "
+                         "dimensions of 1 or more")
     configs = []
     for name in arguments.configs:
         config = load_yaml(config_file(name))
