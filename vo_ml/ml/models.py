@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vo_ml.ml.framework import keras, tf
+from vo_ml.ml.projection import PrincipalComponents
 
 layers, ops = keras.layers, keras.ops
 
@@ -66,12 +67,11 @@ class Anchor:
         """The anchor of training rows ``flux`` (good-pixel weights ``good``), with the mean and
         scale of the whole training set; masked pixels sit at the mean, as the encoder puts them."""
         standardised = np.where(good > 0, (flux - mean) / scale, 0.0).astype(np.float64)
-        _, singular, vectors = np.linalg.svd(standardised, full_matrices=False)
-        count = min(components, vectors.shape[0])
-        variances = singular**2 / max(flux.shape[0], 1)
-        noise = float(variances[count:].sum() / flux.shape[1]) or 1e-6
-        return cls(mean.astype(np.float32), float(scale), vectors[:count].astype(np.float32),
-                   np.maximum(variances[:count], 1e-12).astype(np.float32), noise)
+        pca = PrincipalComponents.fit(standardised, centre=0.0)
+        count = min(components, pca.axes.shape[0])
+        noise = float(pca.variances[count:].sum() / flux.shape[1]) or 1e-6
+        return cls(mean.astype(np.float32), float(scale), pca.axes[:count].astype(np.float32),
+                   np.maximum(pca.variances[:count], 1e-12).astype(np.float32), noise)
 
     @classmethod
     def flat(cls, pixels: int, components: int = 0) -> Anchor:

@@ -23,16 +23,19 @@ IDENTITY = {"method": "identity"}
 
 @dataclass(frozen=True)
 class PrincipalComponents:
-    """The centre and principal axes (rows, strongest first) of some data."""
+    """The centre and principal axes (rows, strongest first) of some data, and the data's
+    variance along each axis."""
 
     centre: np.ndarray
     axes: np.ndarray
+    variances: np.ndarray
 
     @classmethod
-    def fit(cls, data: np.ndarray) -> PrincipalComponents:
-        centre = data.mean(axis=0)
-        _, _, axes = np.linalg.svd(data - centre, full_matrices=False)
-        return cls(centre, axes)
+    def fit(cls, data: np.ndarray, centre: np.ndarray | float | None = None) -> PrincipalComponents:
+        """The components of ``data`` about ``centre`` (its own mean unless given)."""
+        centre = data.mean(axis=0) if centre is None else centre
+        _, singular, axes = np.linalg.svd(data - centre, full_matrices=False)
+        return cls(centre, axes, singular**2 / max(len(data), 1))
 
     def project(self, data: np.ndarray, dimensions: int) -> np.ndarray:
         return (data - self.centre) @ self.axes[:dimensions].T
