@@ -72,7 +72,7 @@ def test_log_grid_has_constant_velocity_steps():
 
 
 def test_air_vacuum_conversion_matches_known_lines_and_round_trips():
-    from vo_ml.spectra.grid import air_to_vacuum, vacuum_to_air
+    from vo_ml.spectra.velocity import air_to_vacuum, vacuum_to_air
 
     # H-alpha and Na D2: air 6562.80 / 5889.95 A are vacuum 6564.61 / 5891.58 A.
     assert air_to_vacuum(np.array([6562.80, 5889.95])) == pytest.approx([6564.61, 5891.58], abs=0.01)
@@ -81,7 +81,7 @@ def test_air_vacuum_conversion_matches_known_lines_and_round_trips():
 
 
 def test_doppler_shift_to_rest_removes_a_radial_velocity():
-    from vo_ml.spectra.grid import SPEED_OF_LIGHT_KMS, doppler_to_rest
+    from vo_ml.spectra.velocity import SPEED_OF_LIGHT_KMS, doppler_to_rest
 
     observed = np.array([5000.0]) * (1 + 30.0 / SPEED_OF_LIGHT_KMS)
     assert doppler_to_rest(observed, 30.0) == pytest.approx([5000.0], abs=1e-3)

@@ -28,9 +28,10 @@ from astropy import units as u
 from vo_ml.ml.evaluation import Representation, distances, nearest_rows
 from vo_ml.progress import tracked
 from vo_ml.spectra.encodable import encodable
-from vo_ml.spectra.grid import Grid, Preprocessing, doppler_to_rest, sampling_resolving_power, smooth_to_fwhm
+from vo_ml.spectra.grid import Grid, Preprocessing, sampling_resolving_power, smooth_to_fwhm
 from vo_ml.spectra.readers import SpectrumReadError, read_spectrum
 from vo_ml.spectra.record import Spectrum
+from vo_ml.spectra.velocity import doppler_to_rest
 
 __all__ = ["Perturbation", "perturbations", "invariance", "markdown", "plot", "RECALL_THRESHOLD",
            "NEIGHBOURS", "STARS", "SEED"]

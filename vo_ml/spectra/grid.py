@@ -18,17 +18,10 @@ from astropy import units as u
 from scipy import ndimage
 
 from vo_ml.spectra.record import Spectrum
-from vo_ml.spectra.velocity import (
-    SPEED_OF_LIGHT_KMS,
-    air_to_vacuum,
-    doppler_to_rest,
-    measure_velocity,
-    vacuum_to_air,
-)
+from vo_ml.spectra.velocity import air_to_vacuum, doppler_to_rest, measure_velocity, vacuum_to_air
 
 __all__ = ["Grid", "Preprocessing", "resample", "normalise_median", "normalise_continuum",
-           "downsample", "smooth_to_fwhm", "sampling_resolving_power", "air_to_vacuum", "vacuum_to_air",
-           "doppler_to_rest", "in_windows", "SPEED_OF_LIGHT_KMS"]
+           "downsample", "smooth_to_fwhm", "sampling_resolving_power", "in_windows"]
 
 
 @dataclass(frozen=True)
