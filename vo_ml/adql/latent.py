@@ -461,9 +461,10 @@ ML_ENCODE = LatentFunction(
         "The latent vector of a spectrum uploaded with the query (TAP UPLOAD), as the ref of "
         "ml_distance or ml_cosine_distance: wavelength and flux are array columns of one "
         "uploaded table, one spectrum per row. Wavelengths are in the column's length unit "
-        "(Angstrom when it has none), in the archive's medium (air or vacuum) and frame. Each "
-        "spectrum is resampled onto the model's grid, normalised as the archive's spectra were "
-        "and encoded with the model that made the embedding it is compared with."
+        "(Angstrom when it has none), in the archive's medium (air or vacuum) and frame (any "
+        "frame when the archive measures every spectrum's velocity). Each spectrum goes through "
+        "the archive's own preprocessing onto the model's grid and is encoded with the model "
+        "that made the embedding it is compared with."
     ),
     node=MlEncode, check=_check_ml_encode, generators={"duckdb": _encoded_duckdb},
 )
