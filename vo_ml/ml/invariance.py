@@ -28,7 +28,7 @@ from astropy import units as u
 from vo_ml.ml.evaluation import Representation, distances, nearest_rows
 from vo_ml.progress import tracked
 from vo_ml.spectra.encodable import encodable
-from vo_ml.spectra.grid import Grid, Preprocessing, sampling_resolving_power, smooth_to_fwhm
+from vo_ml.spectra.grid import Grid, Preprocessing, resolving_power, smooth_to_fwhm
 from vo_ml.spectra.readers import SpectrumReadError, read_spectrum
 from vo_ml.spectra.record import Spectrum
 from vo_ml.spectra.velocity import doppler_to_rest
@@ -79,7 +79,7 @@ def perturbations() -> list[Perturbation]:
                           keeps=v <= ACCEPTED_VELOCITY_KMS) for v in VELOCITIES_KMS]
     found += [Perturbation("S/N", f"S/N {s:.0f}", functools.partial(_noisy, snr=s),
                            keeps=s >= ACCEPTED_SIGNAL_TO_NOISE) for s in SIGNAL_TO_NOISE]
-    found += [Perturbation("resolution", f"R {r:.0f}", functools.partial(_degraded, resolving_power=r))
+    found += [Perturbation("resolution", f"R {r:.0f}", functools.partial(_degraded, power=r))
               for r in RESOLVING_POWERS]
     found += [Perturbation("tilt", f"lambda^{a:+.0f}", functools.partial(_tilted, alpha=a), keeps=True)
               for a in TILT_EXPONENTS]
@@ -108,14 +108,15 @@ def _noisy(spectrum: Spectrum, rng: np.random.Generator, grid: Grid, snr: float)
     return dataclasses.replace(spectrum, flux=spectrum.flux + rng.normal(0.0, sigma, spectrum.flux.shape))
 
 
-def _degraded(spectrum: Spectrum, rng: np.random.Generator, grid: Grid, resolving_power: float) -> Spectrum:
-    """Smoothed to ``resolving_power`` (at the middle of its range), which its file then states."""
+def _degraded(spectrum: Spectrum, rng: np.random.Generator, grid: Grid, power: float) -> Spectrum:
+    """Smoothed to resolving power ``power`` (at the middle of its range), which its file then
+    states."""
     wavelength = _angstrom(spectrum)
-    own = spectrum.meta.resolving_power or sampling_resolving_power(wavelength)
-    fwhm = wavelength[wavelength.size // 2] / resolving_power
+    fwhm = wavelength[wavelength.size // 2] / power
+    own = resolving_power(spectrum, wavelength)
     flux = smooth_to_fwhm(wavelength, spectrum.flux, spectrum.mask, fwhm, own)
     return dataclasses.replace(spectrum, flux=flux, mask=spectrum.mask | ~np.isfinite(flux),
-                               meta=dataclasses.replace(spectrum.meta, resolving_power=resolving_power))
+                               meta=dataclasses.replace(spectrum.meta, resolving_power=power))
 
 
 def _tilted(spectrum: Spectrum, rng: np.random.Generator, grid: Grid, alpha: float) -> Spectrum:

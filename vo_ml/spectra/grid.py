@@ -21,7 +21,8 @@ from vo_ml.spectra.record import Spectrum
 from vo_ml.spectra.velocity import air_to_vacuum, doppler_to_rest, measure_velocity, vacuum_to_air
 
 __all__ = ["Grid", "Preprocessing", "resample", "normalise_median", "normalise_continuum",
-           "downsample", "smooth_to_fwhm", "sampling_resolving_power", "in_windows"]
+           "downsample", "smooth_to_fwhm", "sampling_resolving_power", "resolving_power",
+           "in_windows"]
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,12 @@ def sampling_resolving_power(wavelength: np.ndarray) -> float:
     return float(np.median(wavelength) / (PIXELS_PER_RESOLUTION_ELEMENT * step))
 
 
+def resolving_power(spectrum: Spectrum, wavelength: np.ndarray) -> float:
+    """The spectrum's resolving power: as its file states it, else as its sampling at
+    ``wavelength`` (A) suggests (:func:`sampling_resolving_power`)."""
+    return spectrum.meta.resolving_power or sampling_resolving_power(wavelength)
+
+
 def smooth_to_fwhm(
     wavelength: np.ndarray, flux: np.ndarray, mask: np.ndarray, fwhm: float, resolving_power: float
 ) -> np.ndarray:
@@ -307,8 +314,8 @@ class Preprocessing:
         """The flux at the config's line spread, when it asks for one."""
         if self.fwhm is None:
             return spectrum.flux
-        resolving_power = spectrum.meta.resolving_power or sampling_resolving_power(wavelength)
-        return smooth_to_fwhm(wavelength, spectrum.flux, mask, self.fwhm, resolving_power)
+        return smooth_to_fwhm(wavelength, spectrum.flux, mask, self.fwhm,
+                              resolving_power(spectrum, wavelength))
 
     def _on_grid(self, spectrum: Spectrum, wavelength: np.ndarray, flux: np.ndarray,
                  mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
