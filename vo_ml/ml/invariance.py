@@ -26,10 +26,10 @@ import numpy as np
 from astropy import units as u
 
 from vo_ml.ml.evaluation import Representation, distances, nearest_rows
+from vo_ml.ml.probes import read_prepared
 from vo_ml.progress import tracked
 from vo_ml.spectra.encodable import encodable
 from vo_ml.spectra.grid import Grid, Preprocessing, resolving_power, smooth_to_fwhm
-from vo_ml.spectra.readers import SpectrumReadError, read_spectrum
 from vo_ml.spectra.record import Spectrum
 from vo_ml.spectra.velocity import doppler_to_rest
 
@@ -189,12 +189,8 @@ def _originals(sources: Mapping[int, Path], rows: np.ndarray, preprocessing: Pre
     kept, spectra, unreadable = [], [], []
     for row in rows:
         try:
-            spectrum = read_spectrum(sources[row])
-            encodable(spectrum, preprocessing)
-        except SpectrumReadError as error:
-            unreadable.append({"file": str(sources[row]), "reason": error.reason})
-            continue
-        except (ValueError, OSError) as error:
+            spectrum, _, _ = read_prepared(sources[row], preprocessing)
+        except ValueError as error:
             unreadable.append({"file": str(sources[row]), "reason": str(error)})
             continue
         kept.append(int(row))

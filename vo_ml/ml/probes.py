@@ -32,9 +32,10 @@ from vo_ml.progress import tracked
 from vo_ml.spectra.encodable import encodable, recorded_preprocessing
 from vo_ml.spectra.grid import Preprocessing
 from vo_ml.spectra.readers import SpectrumReadError, read_spectrum
+from vo_ml.spectra.record import Spectrum
 from vo_ml.spectra.store import SpectrumStore
 
-__all__ = ["ProbeSet", "Prepared", "store_preprocessing", "prepare_files", "retrieval",
+__all__ = ["ProbeSet", "Prepared", "store_preprocessing", "read_prepared", "prepare_files", "retrieval",
            "markdown", "XSHOOTER_MATCH_TOP", "TEFF_TOLERANCE", "DWARF_LOGG"]
 
 XSHOOTER_FILE = "mangadap_test_spectra/xsl_spectrum_X0360_uvb.fits"
@@ -106,6 +107,19 @@ def store_preprocessing(store: SpectrumStore) -> Preprocessing:
     return recorded_preprocessing(store.grid.as_dict(), store.preprocess)
 
 
+def read_prepared(path: Path, preprocessing: Preprocessing) -> tuple[Spectrum, np.ndarray, np.ndarray]:
+    """The file's spectrum, and its flux and mask prepared as the archive's spectra were
+    (:func:`encodable`); a ValueError says, in a line for the report, why it cannot be."""
+    try:
+        spectrum = read_spectrum(path)
+        flux, mask = encodable(spectrum, preprocessing)
+    except SpectrumReadError as error:
+        raise ValueError(error.reason) from None
+    except OSError as error:
+        raise ValueError(str(error)) from None
+    return spectrum, flux, mask
+
+
 @dataclass
 class Prepared:
     """The files of one probe group that could be prepared, and those that could not (with why)."""
@@ -122,11 +136,8 @@ def prepare_files(paths: Sequence[Path], preprocessing: Preprocessing, folder: P
     for path in paths:
         name = str(Path(path).relative_to(folder)) if Path(path).is_relative_to(folder) else str(path)
         try:
-            flux, mask = encodable(read_spectrum(path), preprocessing)
-        except SpectrumReadError as error:
-            skipped.append((name, error.reason))
-            continue
-        except (ValueError, OSError) as error:
+            _, flux, mask = read_prepared(path, preprocessing)
+        except ValueError as error:
             skipped.append((name, str(error)))
             continue
         names.append(name)
