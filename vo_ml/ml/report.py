@@ -157,9 +157,14 @@ def evaluate(store: SpectrumStore, labels: dict[str, np.ndarray], targets: Seque
 def _model_names(cards: Sequence[dict]) -> list[str]:
     """Each model's name in the report: its config's name and latent size, and its seed when
     the same model was trained with several."""
-    names = [f"{card['config']['name']}-{card['latent_dim']} latent" for card in cards]
+    names = [_model_name(card) for card in cards]
     return [f"{name} (seed {card['config']['training']['seed']})" if names.count(name) > 1 else name
             for name, card in zip(names, cards, strict=True)]
+
+
+def _model_name(card: dict) -> str:
+    """A model's name in the report, its seed aside: its config's name and latent size."""
+    return f"{card['config']['name']}-{card['latent_dim']} latent"
 
 
 def _training(representations: Sequence[Representation], cards: Sequence[dict]) -> dict:
@@ -177,7 +182,7 @@ def _training(representations: Sequence[Representation], cards: Sequence[dict]) 
               for r, card in zip(latents, cards, strict=True)]
     groups: dict[str, list[dict]] = {}
     for model, card in zip(models, cards, strict=True):
-        groups.setdefault(f"{card['config']['name']}-{card['latent_dim']} latent", []).append(model)
+        groups.setdefault(_model_name(card), []).append(model)
 
     def spread(values: list[float]) -> float:
         return float((max(values) - min(values)) / min(values)) if min(values) > 0 else float("nan")
