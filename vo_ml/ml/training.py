@@ -5,12 +5,15 @@ same config on the same data reuses the saved model instead of training again. V
 spectra are chosen by star, never by spectrum: several spectra of one star on both sides would
 flatter the validation loss.
 
-Spectra stream from the store (:mod:`vo_ml.ml.data`). Training works in ``<id>.partial/``: after
-every epoch the whole autoencoder with its optimizer state, the best weights so far and the
-early-stopping state are written there, each file complete before the state that names it. A
-run killed at any point and started again continues from the last finished epoch and ends
-with the same model as a run that was never interrupted, as batches are drawn by (seed, epoch)
-and TensorFlow runs deterministic kernels. Only a finished model is renamed to ``<id>/``.
+Spectra stream from the store (:mod:`vo_ml.ml.data`). The new model is anchored on the training
+spectra's PCA (:mod:`vo_ml.ml.models`) and counts as epoch 0: when no epoch does better on the
+validation stars, PCA is what is saved. Training works in ``<id>.partial/``: after an epoch,
+every ``checkpoint_seconds`` and at the end, the whole autoencoder with its optimizer state, the
+best weights so far and the early-stopping state are written there, each file complete before
+the state that names it. A run killed at any point and started again continues from the last
+written epoch and ends with the same model as a run that was never interrupted, as batches are
+drawn by (seed, epoch) and TensorFlow runs deterministic kernels. Only a finished model is
+renamed to ``<id>/``.
 """
 
 from __future__ import annotations
