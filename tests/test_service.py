@@ -228,6 +228,9 @@ def test_every_dali_example_is_marked_up_and_runs(service, tap_url):
         query = example.find(".//*[@property='query']").text
         assert example.find(".//*[@property='name']").text and example.get("id")
         assert len(service.search(query).to_table()) > 0, f"example {example.get('id')} found no rows"
+    # The latent cone is on the model's scale: it holds the reference's neighbours, not it alone.
+    cone = root.find(".//h:div[@id='latent-cone']//*[@property='query']", namespace).text
+    assert len(service.search(cone).to_table()) > 1
     capabilities = requests.get(f"{tap_url}/capabilities", timeout=30).text
     assert 'standardID="ivo://ivoa.net/std/DALI#examples"' in capabilities
     assert f"{tap_url}/examples" in capabilities

@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html import escape
 
+import numpy as np
 from flask import Blueprint, Response, current_app
 
 from vo_ml.service.context import archive, base_url
+from vo_ml.service.similarity import current_index
 
 __all__ = ["bp", "Example", "examples_for"]
 
@@ -33,8 +35,14 @@ class Example:
     query: str
 
 
-def examples_for(table: str | None, reference: str | None) -> list[Example]:
-    """The examples for ``table`` and a publisher DID in it (TAP_SCHEMA ones only without)."""
+#: The latent cone's radius when the archive's own distance scale is not known.
+LATENT_RADIUS = 0.5
+
+
+def examples_for(table: str | None, reference: str | None,
+                 radius: float = LATENT_RADIUS) -> list[Example]:
+    """The examples for ``table`` and a publisher DID in it (TAP_SCHEMA ones only without),
+    with a latent cone of ``radius``."""
     examples = [Example(
         "tables", "Published tables", "Every table this service publishes, from TAP_SCHEMA.",
         "SELECT table_name, description FROM TAP_SCHEMA.tables ORDER BY table_name")]
@@ -62,10 +70,10 @@ def examples_for(table: str | None, reference: str | None) -> list[Example]:
             f"FROM {table} WHERE snr > 50 ORDER BY d"),
         Example(
             "latent-cone", "Every spectrum within a latent radius",
-            "All spectra whose latent distance to a reference spectrum is below 0.5, nearest "
-            "first: a cone in the latent space, answered exactly.",
+            f"All spectra whose latent distance to a reference spectrum is below {radius:g}, "
+            "nearest first: a cone in the latent space, answered exactly.",
             f"SELECT obs_publisher_did, target_name, ml_distance(embedding, '{reference}') AS d "
-            f"FROM {table} WHERE ml_distance(embedding, '{reference}') < 0.5 ORDER BY d"),
+            f"FROM {table} WHERE ml_distance(embedding, '{reference}') < {radius:g} ORDER BY d"),
         Example(
             "similar-by-angle", "Similar spectra by cosine distance",
             "The 20 spectra whose latent vectors point most nearly the same way as the "
@@ -103,7 +111,17 @@ def _examples_of_archive() -> list[Example]:
             f"SELECT obs_publisher_did FROM {table} WHERE embedding IS NOT NULL "
             "ORDER BY obs_publisher_did LIMIT 1").rows()
         reference = rows[0][0] if rows else None
-    return examples_for(table, reference)
+    return examples_for(table, reference, _latent_radius(table) if reference else LATENT_RADIUS)
+
+
+def _latent_radius(table: str) -> float:
+    """A latent radius on the scale of the table's model: the distance within which 90% of its
+    spectra have their nearest neighbour (kept with its L2 index), to two digits; else
+    :data:`LATENT_RADIUS`. Each model has its own scale, so no fixed radius suits them all."""
+    index = current_index(table, "embedding", "l2")
+    if index is None or not index.knows_typicality:
+        return LATENT_RADIUS
+    return float(f"{np.quantile(index.meta['nearest_distances'], 0.9):.2g}")
 
 
 def _example_html(example: Example) -> str:
