@@ -328,3 +328,19 @@ def test_the_steps_a_store_records_give_uploads_the_archive_preprocessing():
                                       "preprocess": preprocessing.steps()}))
     assert recorded_preprocessing(recorded["grid"], recorded["preprocess"]) == preprocessing
     assert (preprocessing.frame, preprocessing.stretches) == ("measured", 60)
+
+
+def test_wavelengths_in_metres_given_as_angstrom_are_refused_for_the_grid_not_the_memory():
+    """An upload's wavelengths in metres, read as Angstrom, ask for a smoothing kernel of
+    billions of pixels: it is cut at the spectrum's length, and the spectrum is refused because
+    it misses the grid (it once raised MemoryError, a 500)."""
+    from astropy import units as u
+
+    from vo_ml.spectra.record import Spectrum, SpectrumMeta
+
+    wavelength = np.linspace(3.6e-7, 7.3e-7, 2000)
+    flux = 1.0 + 0.1 * np.sin(np.arange(2000) / 7.0)
+    spectrum = Spectrum(wavelength * u.AA, flux, np.zeros(2000, bool), SpectrumMeta("upload row 1", ""),
+                        medium="air", frame="rest")
+    with pytest.raises(ValueError, match="upload row 1: no good pixel on the grid 3545.0-7405.0 A"):
+        _demo_preprocessing().apply(spectrum)

@@ -156,12 +156,15 @@ def normalise_continuum(
 
 
 def _smoothed(flux: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """The flux convolved with a Gaussian over good pixels only (normalised convolution)."""
+    """The flux convolved with a Gaussian over good pixels only (normalised convolution),
+    truncated at 4 sigma or the spectrum's length: a kernel wider than the spectrum (wavelengths
+    in the wrong unit, say) would only take memory and time to give its mean."""
     if sigma <= 0:
         return flux
+    radius = min(int(4 * sigma + 0.5), flux.size)
     good = (~mask).astype(np.float64)
-    weights = ndimage.gaussian_filter1d(good, sigma, mode="constant")
-    summed = ndimage.gaussian_filter1d(np.where(mask, 0.0, flux), sigma, mode="constant")
+    weights = ndimage.gaussian_filter1d(good, sigma, mode="constant", radius=radius)
+    summed = ndimage.gaussian_filter1d(np.where(mask, 0.0, flux), sigma, mode="constant", radius=radius)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(mask, np.nan, summed / weights)
 
