@@ -237,7 +237,8 @@ class Preprocessing:
     e.g. the HARPS CCD gap. ``normalise`` is ``"median"`` or ``"continuum"``. ``fwhm`` (A),
     when given, degrades every spectrum of higher resolution to that line spread first, so
     archives of several instruments compare; a spectrum that does not give its resolution is
-    taken to be as sharp as its sampling allows. ``stretches`` is how many pieces of the grid
+    taken to sample its line spread at three pixels (:func:`sampling_resolving_power`).
+    ``stretches`` is how many pieces of the grid
     the continuum is fitted in: more follow an echelle spectrum's blaze residuals better.
     """
 
