@@ -126,12 +126,15 @@ class MaskedProjection(layers.Layer):
                                      name="prior")
 
     def call(self, inputs: object) -> object:
-        flux, good = inputs
-        components = ops.convert_to_tensor(self.components)
+        flux, good = (ops.cast(part, "float64") for part in inputs)
+        # In float64: in float32 the normal equations of 128 components lost 1% of PCA's accuracy.
+        components = ops.cast(self.components, "float64")
         weighted = good[:, None, :] * components[None]
-        normal = ops.einsum("bkp,jp->bkj", weighted, components) + ops.diag(self.prior)[None]
+        prior = ops.diag(ops.cast(self.prior, "float64"))[None]
+        normal = ops.einsum("bkp,jp->bkj", weighted, components) + prior
         projected = ops.einsum("bp,kp->bk", flux, components)
-        coefficients = ops.squeeze(ops.solve(normal, ops.expand_dims(projected, -1)), -1)
+        solved = ops.squeeze(ops.solve(normal, ops.expand_dims(projected, -1)), -1)
+        coefficients = ops.cast(solved, inputs[0].dtype)
         padding = self.latent_dim - self.count
         return ops.pad(coefficients, [[0, 0], [0, padding]]) if padding else coefficients
 
