@@ -137,7 +137,8 @@ def test_a_new_model_replaces_the_columns_at_once_for_concurrent_readers(archive
             reader.join()
         backend.close()
     assert not errors, errors
-    old, new_state = (conv_archive["model"].name, 8, 8), (archive["model_dir"].name, 2, 2)
+    dimensions = new.latent.shape[1]
+    old, new_state = (conv_archive["model"].name, 8, 8), (archive["model_dir"].name, dimensions, dimensions)
     states = {(model, low, high) for total, count, models, model, low, high in seen}
     assert all(total == count and models == 1 for total, count, models, *_ in seen)
     assert old in states and states <= {old, new_state}
