@@ -175,8 +175,8 @@ def _warnings(encoding: adql.Encoding, rows: list[int], measures: dict[str, np.n
 
 def _largest_recon_error(table: str) -> float | None:
     """The largest reconstruction error of the table's own spectra (None when it has none)."""
-    found = archive().backend.execute(f"SELECT max(ml_recon_error) FROM {table}").rows()
-    return None if found[0][0] is None else float(found[0][0])
+    ((largest,),) = archive().backend.lookup(f"SELECT max(ml_recon_error) FROM {table}", ())
+    return None if largest is None else float(largest)
 
 
 def _row_values(column: pa.ChunkedArray) -> list[np.ndarray | None]:
