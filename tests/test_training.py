@@ -161,11 +161,11 @@ SCALE = 0.05
 
 def _anchored_on_miles() -> tuple:
     """The MILES fixture spectra as the demo archive prepares them, at the dense family's
-    sampling; their good-pixel weights and mean spectrum; and the anchor (8 components) and
+    sampling; their good-pixel weights and mean spectrum; and the anchor (32 components) and
     untrained encoder and decoder of an 8-D dense model on them."""
     from conftest import MILES
 
-    from vo_ml.ml.models import Anchor, build_dense
+    from vo_ml.ml.models import Anchor
     from vo_ml.pipeline import ArchiveConfig
     from vo_ml.spectra.grid import downsample
     from vo_ml.spectra.readers import read_spectrum
@@ -175,9 +175,15 @@ def _anchored_on_miles() -> tuple:
     flux, mask = downsample(*(np.stack(part) for part in zip(*prepared, strict=True)), 4)
     good = (~mask).astype(np.float32)
     mean = (flux * good).sum(axis=0) / np.maximum(good.sum(axis=0), 1)
-    anchor = Anchor.fit(flux, good, mean, SCALE, components=8)
-    encoder, decoder, _ = build_dense(load_yaml(config_file("dense2d")) | {"latent_dim": 8}, anchor)
+    anchor = Anchor.fit(flux, good, mean, SCALE, components=32)
+    encoder, decoder, _ = _untrained_dense(anchor, latent_dim=8)
     return flux, good, mean, anchor, encoder, decoder
+
+
+def _untrained_dense(anchor: object, latent_dim: int) -> tuple:
+    from vo_ml.ml.models import build_dense
+
+    return build_dense(load_yaml(config_file("dense2d")) | {"latent_dim": latent_dim}, anchor)
 
 
 def test_the_validation_loss_peak_is_its_largest_rise_over_the_minimum_so_far():
@@ -189,20 +195,24 @@ def test_the_validation_loss_peak_is_its_largest_rise_over_the_minimum_so_far():
 
 
 def test_an_untrained_model_is_exactly_pca():
-    """Anchored on PCA with zero corrections, a new model encodes to the principal-component
-    coefficients and reconstructs as PCA does: training starts at PCA's error."""
+    """Anchored on PCA with zero corrections, a new model encodes to the leading principal-
+    component coefficients and reconstructs as PCA does: training starts at PCA's error."""
     from vo_ml.ml.models import PRIOR_WEIGHT
 
     flux, good, mean, anchor, encoder, decoder = _anchored_on_miles()
     latent = encoder([flux, good]).numpy()
-    # Weighted least squares on each spectrum's good pixels, with probabilistic PCA's prior.
+    # Weighted least squares on each spectrum's good pixels over all the anchor's components,
+    # with probabilistic PCA's prior; the latent vector keeps the first eight coefficients.
     standardised = np.where(good > 0, (flux - mean) / SCALE, 0.0)
     components, prior = anchor.components.astype(np.float64), PRIOR_WEIGHT * anchor.noise / anchor.variances
-    expected = [np.linalg.solve((components * g) @ components.T + np.diag(prior), components @ (g * x))
+    expected = [np.linalg.solve((components * g) @ components.T + np.diag(prior), components @ (g * x))[:8]
                 for x, g in zip(standardised, good, strict=True)]
     np.testing.assert_allclose(latent, expected, rtol=2e-3, atol=2e-3)
+    # A whole spectrum keeps its plain PCA coefficients but for a fraction of a percent.
+    plain = standardised @ components[:8].T
+    assert np.median(np.abs(latent - plain)) < 1e-2 * np.median(np.abs(plain))
     reconstructed = decoder(latent).numpy()
-    pca = mean + (latent @ anchor.components) * SCALE
+    pca = mean + (latent @ anchor.components[:8]) * SCALE
     np.testing.assert_allclose(reconstructed, pca, atol=1e-4)
 
 
@@ -222,3 +232,25 @@ def test_a_spectrum_covering_half_the_range_encodes_near_its_whole():
     assert np.median(moved) < np.median(pairwise.min(axis=1))
     # Filling the gap with the mean spectrum instead, as an unmasked encoder would, moves it far more.
     assert np.median(np.linalg.norm(mean_filled - whole, axis=1)) > 2 * np.median(moved)
+
+
+def test_a_partial_spectrum_is_estimated_from_all_the_anchor_components():
+    """The red half of a spectrum says little of its blue half; solved on the latent's eight
+    components alone it lands beyond its neighbours. Solved on all 32 of the anchor's, and the
+    first eight kept, it lands within the archive's nearest-neighbour distance of its whole."""
+    from vo_ml.ml.models import Anchor
+
+    flux, good, mean, anchor, encoder, _ = _anchored_on_miles()
+    red_half = good.copy()
+    red_half[:, : flux.shape[1] // 2] = 0
+
+    def moved(model: object) -> float:
+        whole = model([flux, good]).numpy()
+        pairwise = np.linalg.norm(whole[:, None] - whole[None], axis=-1)
+        np.fill_diagonal(pairwise, np.inf)
+        distance = np.linalg.norm(model([flux, red_half]).numpy() - whole, axis=1)
+        return float(np.median(distance) / np.median(pairwise.min(axis=1)))
+
+    leading_only, _, _ = _untrained_dense(Anchor.fit(flux, good, mean, SCALE, components=8), latent_dim=8)
+    assert moved(encoder) < 0.8
+    assert moved(leading_only) > 1.0

@@ -112,7 +112,13 @@ class MaskedProjection(layers.Layer):
     With a prior on each coefficient (the component's variance against the unexplained noise,
     probabilistic PCA's posterior mean), the solve stays well posed for any mask: a component
     the good pixels do not constrain falls back to the mean, and a spectrum covering all pixels
-    gets nearly its plain PCA coefficients. Coefficients beyond the anchor's components are zero.
+    gets nearly its plain PCA coefficients.
+
+    The solve runs over all the anchor's components, however few the latent vector keeps (the
+    first ``latent_dim``): for a partial spectrum this is the Gaussian conditional estimate of
+    its whole counterpart's coefficients, which uses how the components covary across the gap.
+    Solved on the leading components alone, the residual the others would carry leaks into
+    them. Coefficients beyond the anchor's components are zero.
     """
 
     def __init__(self, latent_dim: int, components: int, pixels: int, **kwargs: object) -> None:
@@ -126,16 +132,20 @@ class MaskedProjection(layers.Layer):
                                      name="prior")
 
     def call(self, inputs: object) -> object:
-        flux, good = (ops.cast(part, "float64") for part in inputs)
-        # In float64: in float32 the normal equations of 128 components lost 1% of PCA's accuracy.
+        flux, good = inputs
+        # The normal matrix is the components' Gram matrix (float64) less what the masked pixels
+        # would add: that part alone is summed in float32, four times faster, and it is small
+        # for the usual spectrum, which misses few pixels. Summed whole in float32, the normal
+        # equations of 128 components lost 1% of PCA's accuracy.
+        masked = self.components[None] * (1.0 - ops.cast(good, self.components.dtype))[:, None, :]
+        missing = ops.cast(ops.matmul(masked, ops.transpose(self.components)), "float64")
         components = ops.cast(self.components, "float64")
-        weighted = good[:, None, :] * components[None]
-        prior = ops.diag(ops.cast(self.prior, "float64"))[None]
-        normal = ops.einsum("bkp,jp->bkj", weighted, components) + prior
-        projected = ops.einsum("bp,kp->bk", flux, components)
+        gram = ops.matmul(components, ops.transpose(components))
+        normal = (gram + ops.diag(ops.cast(self.prior, "float64")))[None] - missing
+        projected = ops.matmul(ops.cast(flux, "float64"), ops.transpose(components))
         solved = ops.squeeze(ops.solve(normal, ops.expand_dims(projected, -1)), -1)
-        coefficients = ops.cast(solved, inputs[0].dtype)
-        padding = self.latent_dim - self.count
+        coefficients = ops.cast(solved[:, :self.latent_dim], inputs[0].dtype)
+        padding = max(self.latent_dim - self.count, 0)
         return ops.pad(coefficients, [[0, 0], [0, padding]]) if padding else coefficients
 
     def compute_output_shape(self, input_shape: object) -> tuple:
@@ -206,9 +216,12 @@ def _standardised_inputs(anchor: Anchor) -> tuple:
     return flux, good, layers.Multiply(name="drop_masked")([x, good])
 
 
-#: How much the projection's prior counts against the data: enough to keep a component the
-#: good pixels do not constrain at the mean, too little to shrink a well-measured one.
-PRIOR_WEIGHT = 0.01
+#: How much the projection's prior counts against the data, over probabilistic PCA's: it keeps
+#: a component the good pixels do not constrain near the mean and shrinks a well-measured one by
+#: a fraction of a percent. Measured on MILES with 128 components: keeping the red half of the
+#: range, the latent vector lands 1.43 archive nearest-neighbour distances from the whole
+#: spectrum's at weight 1, 1.23 at 3 and 1.29 at 10; on 16 components at 0.01 it landed 2.47.
+PRIOR_WEIGHT = 3.0
 
 
 def _anchored_encoder(config: dict, anchor: Anchor, correction_body: object) -> tuple:
@@ -235,10 +248,11 @@ def _anchored_decoder(config: dict, anchor: Anchor, correction_body: object) -> 
     """The latent input and the reconstruction: the components' combination (trainable,
     initialised from them) plus ``correction_body(latent)``, a zero-initialised correction,
     in standardised units, then back to flux."""
-    latent_dim, count, pixels = int(config["latent_dim"]), anchor.components.shape[0], anchor.mean.size
+    latent_dim, pixels = int(config["latent_dim"]), anchor.mean.size
+    count = min(latent_dim, anchor.components.shape[0])
     code = keras.Input((latent_dim,), name="latent")
     initial = np.zeros((latent_dim, pixels), np.float32)
-    initial[:count] = anchor.components
+    initial[:count] = anchor.components[:count]
     linear = layers.Dense(pixels, use_bias=False, kernel_initializer=keras.initializers.Constant(initial),
                           name="components")(code)
     y = layers.Add(name="anchored_output")([linear, correction_body(code)])
