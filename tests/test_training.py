@@ -191,7 +191,21 @@ def test_the_validation_loss_peak_is_its_largest_rise_over_the_minimum_so_far():
 
     assert val_loss_peak([9.0, 9.0, 4.0, 2.0, 3.0, 1.0, 1.2], warmup_epochs=2) == 1.5
     assert val_loss_peak([5.0, 4.0, 3.0], warmup_epochs=0) == 1.0
-    assert val_loss_peak([5.0], warmup_epochs=0) is None
+    assert val_loss_peak([5.0], warmup_epochs=1) is None
+    # The untrained model's loss counts as the lowest so far from the start.
+    assert val_loss_peak([2.0, 3.0, 2.5], warmup_epochs=1, initial=1.0) == 3.0
+
+
+def test_training_stops_when_the_validation_loss_rises_well_above_its_lowest():
+    """Patience alone let dense16 at latent 128 overfit for 60 epochs, its validation loss
+    rising to 1.7 times its lowest; after warm-up a rise past the limit stops it at once."""
+    from vo_ml.ml.training import EarlyStopping
+
+    stopping = EarlyStopping(patience=60, warmup=10, divergence=1.25)
+    assert stopping.reason(epoch=5, loss=3.0, best=1.0, wait=5) is None
+    assert stopping.reason(epoch=11, loss=1.2, best=1.0, wait=11) is None
+    assert "1.30 times its lowest" in stopping.reason(epoch=12, loss=1.3, best=1.0, wait=12)
+    assert "not improved for 60 epochs" in stopping.reason(epoch=61, loss=1.0, best=1.0, wait=60)
 
 
 def test_an_untrained_model_is_exactly_pca():

@@ -26,6 +26,7 @@ import logging
 import shutil
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ from vo_ml.ml.report import plot_training_curve
 from vo_ml.progress import progress
 from vo_ml.spectra.store import SpectrumStore
 
-__all__ = ["train", "split_by_star", "fit_projection", "val_loss_peak"]
+__all__ = ["train", "split_by_star", "fit_projection", "val_loss_peak", "EarlyStopping", "DIVERGENCE"]
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +127,18 @@ def _train(store: SpectrumStore, config: dict, targets: Sequence[str | None], da
         autoencoder = _new_model(config, train_batches, anchor_batches, training)
         checkpoint.start_from(autoencoder, check_batches)
     epochs, patience = int(training["epochs"]), int(training["patience"])
+    stopping = EarlyStopping(patience, int(training.get("warmup_epochs", 5)),
+                             float(training.get("divergence", DIVERGENCE)))
     if not checkpoint.finished:
         autoencoder.fit(
             train_batches.dataset(),
             validation_data=check_batches.dataset() if check_batches.rows.size else None,
             epochs=epochs, initial_epoch=checkpoint.epoch, verbose=0, shuffle=False,
-            callbacks=[train_batches.follow_epochs(), checkpoint.callback(patience),
+            callbacks=[train_batches.follow_epochs(), checkpoint.callback(stopping),
                        _EpochBar(epochs, checkpoint.epoch, model_id)])
     if checkpoint.best_weights is None:
         raise ValueError(f"model {model_id} finished no epoch: set training.epochs to 1 or more")
-    log.info("training %s %s", model_id, checkpoint.outcome(epochs, patience))
+    log.info("training %s %s", model_id, checkpoint.outcome(epochs))
     autoencoder.set_weights(checkpoint.best_weights)
     encoder, decoder = autoencoder.get_layer("encoder"), autoencoder.get_layer("decoder")
     card = {
@@ -146,8 +149,8 @@ def _train(store: SpectrumStore, config: dict, targets: Sequence[str | None], da
         "data_checksum": data_checksum,
         "spectra": {"train": int((~validation).sum()), "validation": int(validation.sum())},
         "metrics": {**checkpoint.metrics(),
-                    "val_loss_peak": val_loss_peak(checkpoint.history["val_loss"],
-                                                   int(training.get("warmup_epochs", 5)))},
+                    "val_loss_peak": val_loss_peak(checkpoint.history["val_loss"], stopping.warmup,
+                                                   checkpoint.initial)},
         "vo_ml_version": _version(),
     }
     card["projection"] = fit_projection(encoder, train_batches, work)
@@ -164,13 +167,41 @@ ANCHOR_ROWS = 4096
 ANCHOR_COMPONENTS = 128
 
 
-def val_loss_peak(val_loss: Sequence[float], warmup_epochs: int) -> float | None:
-    """How far the validation loss ever rose after warm-up: the largest ratio of an epoch's
-    loss to the lowest one so far (1.0: it never rose); None without such epochs."""
-    losses = np.asarray(val_loss[warmup_epochs:], dtype=np.float64)
-    if losses.size < 2:
+#: Training stops once the validation loss, after warm-up, is this many times its lowest so far
+#: (the untrained model's included): the model is overfitting, and the best weights are kept.
+#: At latent 128 on MILES, where PCA is nearly lossless, it rose steadily from the first epoch
+#: (1.7 times by epoch 56), and training on would only spend time.
+DIVERGENCE = 1.25
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """When training stops: ``patience`` epochs without a new lowest validation loss, or, after
+    ``warmup`` epochs, a validation loss above ``divergence`` times the lowest so far."""
+
+    patience: int
+    warmup: int
+    divergence: float = DIVERGENCE
+
+    def reason(self, epoch: int, loss: float, best: float, wait: int) -> str | None:
+        """Why training stops after ``epoch`` (None: it goes on)."""
+        if wait >= self.patience:
+            return f"the validation loss had not improved for {self.patience} epochs"
+        if epoch > self.warmup and loss > self.divergence * best:
+            return (f"the validation loss rose to {loss / best:.2f} times its lowest (limit "
+                    f"{self.divergence:g}): the model was overfitting")
         return None
-    return float(np.max(losses / np.minimum.accumulate(losses)))
+
+
+def val_loss_peak(val_loss: Sequence[float], warmup_epochs: int, initial: float | None = None
+                  ) -> float | None:
+    """How far the validation loss ever rose after warm-up: the largest ratio of an epoch's
+    loss to the lowest one so far, from ``initial`` (the untrained model's) on (1.0: it never
+    rose); None without epochs after warm-up."""
+    start = [] if initial is None else [initial]
+    losses = np.asarray(start + list(val_loss), dtype=np.float64)
+    ratios = (losses / np.minimum.accumulate(losses))[len(start) + warmup_epochs:]
+    return float(np.max(ratios)) if ratios.size else None
 
 
 def _new_model(config: dict, batches: StoreBatches, anchor_batches: StoreBatches,
@@ -279,6 +310,8 @@ class _Checkpoint:
         self.best_epoch = int(state.get("best_epoch", 0))
         self.wait = int(state.get("wait", 0))
         self.finished = bool(state.get("finished", False))
+        self.stopped_because: str | None = state.get("stopped_because")
+        self.initial: float | None = state.get("initial")
         self.history: dict[str, list[float]] = state.get("history", {"loss": [], "val_loss": []})
         self.seconds = float(state.get("seconds", 0.0))
         self._files = state.get("files", {})
@@ -298,13 +331,13 @@ class _Checkpoint:
         """Count the new model itself (PCA, as it is anchored) as epoch 0: when no epoch of
         training does better on the validation stars, the model stays PCA."""
         if validation.rows.size:
-            self.best = float(model.evaluate(validation.dataset(), verbose=0))
+            self.best = self.initial = float(model.evaluate(validation.dataset(), verbose=0))
             self.best_weights = model.get_weights()
 
-    def callback(self, patience: int) -> keras.callbacks.Callback:
-        return _CheckpointCallback(self, patience)
+    def callback(self, stopping: EarlyStopping) -> keras.callbacks.Callback:
+        return _CheckpointCallback(self, stopping)
 
-    def record(self, model: keras.Model, logs: dict, patience: int, seconds: float) -> None:
+    def record(self, model: keras.Model, logs: dict, stopping: EarlyStopping, seconds: float) -> None:
         """One more epoch: losses, best weights, early stopping; written when it is time."""
         self.history["loss"].append(float(logs["loss"]))
         monitored = float(logs.get("val_loss", logs["loss"]))
@@ -319,7 +352,8 @@ class _Checkpoint:
             self.best_weights = model.get_weights()
         else:
             self.wait += 1
-        self.finished = self.wait >= patience
+        self.stopped_because = stopping.reason(self.epoch, monitored, self.best, self.wait)
+        self.finished = self.stopped_because is not None
         model.stop_training = self.finished
         if self.finished or time.monotonic() - self._written >= self.interval:
             self.write(model)
@@ -334,7 +368,8 @@ class _Checkpoint:
         with replacing(self.folder / files["model"]) as new:
             model.save(new.path)
         state = {"epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
-                 "wait": self.wait, "finished": self.finished, "history": self.history,
+                 "wait": self.wait, "finished": self.finished, "stopped_because": self.stopped_because,
+                 "initial": self.initial, "history": self.history,
                  "seconds": self.seconds, "files": files}
         with replacing(self.folder / STATE_NAME) as new:
             new.path.write_text(json.dumps(state), encoding="utf-8")
@@ -344,13 +379,12 @@ class _Checkpoint:
         self._files = files
         self._written = time.monotonic()
 
-    def outcome(self, epochs: int, patience: int) -> str:
+    def outcome(self, epochs: int) -> str:
         """Why training stopped, and with which weights: early stopping, or the last epoch."""
         monitored = "validation loss" if self.history["val_loss"] else "training loss"
         best = f"best epoch {self.best_epoch}, {monitored} {self.best:.3e}"
         if self.finished and self.epoch < epochs:
-            return (f"stopped early at epoch {self.epoch} of {epochs}: the {monitored} had not "
-                    f"improved for {patience} epochs; {best}")
+            return f"stopped early at epoch {self.epoch} of {epochs}: {self.stopped_because}; {best}"
         return f"ran all {self.epoch} epochs; {best}"
 
     def metrics(self) -> dict:
@@ -360,17 +394,17 @@ class _Checkpoint:
 
 
 class _CheckpointCallback(keras.callbacks.Callback):
-    def __init__(self, checkpoint: _Checkpoint, patience: int) -> None:
+    def __init__(self, checkpoint: _Checkpoint, stopping: EarlyStopping) -> None:
         super().__init__()
         self.checkpoint = checkpoint
-        self.patience = patience
+        self.stopping = stopping
         self.started = time.perf_counter()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.checkpoint.record(self.model, logs or {}, self.patience, time.perf_counter() - self.started)
+        self.checkpoint.record(self.model, logs or {}, self.stopping, time.perf_counter() - self.started)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.checkpoint.write(self.model)
