@@ -7,11 +7,12 @@ set) and zeroes masked pixels, which puts them at the mean spectrum. A saved mod
 carries everything needed to encode a spectrum straight from the store.
 
 Every model is **anchored on PCA** (:class:`Anchor`), as spender anchors its output on a linear
-layer: the latent vector is the masked least-squares projection of the spectrum on the training
-set's leading principal components (:class:`MaskedProjection`, which weighs only the good
-pixels, so a spectrum covering part of the range lands where its whole counterpart does) plus a
-learnt correction, and the reconstruction is the components' linear combination (a trainable
-layer initialised from them) plus a learnt correction. Both corrections start at exactly zero,
+layer: the latent vector is the leading part of the masked least-squares projection of the
+spectrum on the training set's principal components (:class:`MaskedProjection`, which weighs
+only the good pixels and solves on all the anchor's components, so a spectrum covering part of
+the range lands near where its whole counterpart does) plus a learnt correction, and the
+reconstruction is the components' linear combination (a trainable layer initialised from them)
+plus a learnt correction. Both corrections start at exactly zero,
 so training starts at PCA's error and can only improve on it, and the latent space starts as
 PCA's, whose distances follow the spectra's.
 
