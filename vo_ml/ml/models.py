@@ -105,6 +105,17 @@ class MaskedHuber(keras.losses.Loss):
         return {**super().get_config(), "delta": self.delta}
 
 
+#: The masked projection's noise is measured in windows of this share of the pixels (32 A of
+#: MILES's range): wide enough to average many pixels, narrow enough to follow the blue end.
+NOISE_WINDOWS = 32
+#: Passes of the projection: the first weighs every good pixel alike, the next ones by the noise
+#: the previous pass left (:class:`MaskedProjection`). On MILES (latent 16, 128 components),
+#: recall@10 at S/N 20 went from 0.77 with one pass to 0.80 with two and 0.83 with three; four
+#: gave 0.84. Partial spectra landed where they did with one pass (red half: 1.24 archive
+#: distances from its whole, 1.23 with one).
+PASSES = 3
+
+
 @keras.saving.register_keras_serializable(package="vo_ml")
 class MaskedProjection(layers.Layer):
     """The latent vector's linear part: the least-squares coefficients of the standardised
@@ -120,41 +131,77 @@ class MaskedProjection(layers.Layer):
     its whole counterpart's coefficients, which uses how the components covary across the gap.
     Solved on the leading components alone, the residual the others would carry leaks into
     them. Coefficients beyond the anchor's components are zero.
+
+    With ``passes`` > 1 the solve is repeated with each pixel weighed by how well the spectrum's
+    own noise lets it be fitted: the mean squared residual of the previous pass over a window
+    of ``pixels / NOISE_WINDOWS`` around it, floored at ``noise`` (the variance the anchor's
+    components leave unexplained). A noisy stretch (the blue end of a cool star observed at low
+    S/N) then counts for less, as inverse-variance weights would, with no error array needed.
     """
 
-    def __init__(self, latent_dim: int, components: int, pixels: int, **kwargs: object) -> None:
+    def __init__(self, latent_dim: int, components: int, pixels: int, passes: int = 1,
+                 **kwargs: object) -> None:
         super().__init__(**kwargs)
-        self.latent_dim, self.count, self.pixels = latent_dim, components, pixels
+        self.latent_dim, self.count, self.pixels, self.passes = latent_dim, components, pixels, passes
 
     def build(self, input_shape: object) -> None:
         self.components = self.add_weight(shape=(self.count, self.pixels), initializer="zeros",
                                           trainable=False, name="components")
         self.prior = self.add_weight(shape=(self.count,), initializer="ones", trainable=False,
                                      name="prior")
+        if self.passes > 1:
+            self.noise = self.add_weight(shape=(), initializer="ones", trainable=False, name="noise")
 
     def call(self, inputs: object) -> object:
-        flux, good = inputs
-        # The normal matrix is the components' Gram matrix (float64) less what the masked pixels
-        # would add: that part alone is summed in float32, four times faster, and it is small
-        # for the usual spectrum, which misses few pixels. Summed whole in float32, the normal
-        # equations of 128 components lost 1% of PCA's accuracy.
-        masked = self.components[None] * (1.0 - ops.cast(good, self.components.dtype))[:, None, :]
-        missing = ops.cast(ops.matmul(masked, ops.transpose(self.components)), "float64")
+        flux, good = (ops.cast(part, self.components.dtype) for part in inputs)
         components = ops.cast(self.components, "float64")
         gram = ops.matmul(components, ops.transpose(components))
-        normal = (gram + ops.diag(ops.cast(self.prior, "float64")))[None] - missing
-        projected = ops.matmul(ops.cast(flux, "float64"), ops.transpose(components))
-        solved = ops.squeeze(ops.solve(normal, ops.expand_dims(projected, -1)), -1)
+        fixed = (gram + ops.diag(ops.cast(self.prior, "float64")))[None]
+        weight = good
+        for done in range(1, self.passes + 1):
+            solved = self._solve(flux, weight, components, fixed)
+            if done < self.passes:
+                weight = good * self._precision(flux, good, solved)
         coefficients = ops.cast(solved[:, :self.latent_dim], inputs[0].dtype)
         padding = max(self.latent_dim - self.count, 0)
         return ops.pad(coefficients, [[0, 0], [0, padding]]) if padding else coefficients
+
+    def _solve(self, flux: object, weight: object, components: object, fixed: object) -> object:
+        """Weighted least squares with the prior: the normal matrix is the components' Gram
+        matrix (float64) less what the pixels' missing weight takes away. That part alone is
+        summed in float32, four times faster, and it is small for the usual spectrum, which
+        misses few pixels; summed whole in float32, the normal equations of 128 components lost
+        1% of PCA's accuracy."""
+        lacking = self.components[None] * (1.0 - weight)[:, None, :]
+        missing = ops.cast(ops.matmul(lacking, ops.transpose(self.components)), "float64")
+        projected = ops.matmul(ops.cast(flux * weight, "float64"), ops.transpose(components))
+        return ops.squeeze(ops.solve(fixed - missing, ops.expand_dims(projected, -1)), -1)
+
+    def _precision(self, flux: object, good: object, solved: object) -> object:
+        """Each pixel's weight for the next pass: the noise floor over the local mean squared
+        residual of this pass (at most 1)."""
+        residual = flux - ops.matmul(ops.cast(solved, flux.dtype), self.components)
+        window = max(self.pixels // NOISE_WINDOWS, 1)
+        pixel = np.arange(self.pixels)
+        start = np.clip(pixel - (window - 1) // 2, 0, self.pixels)
+        stop = np.clip(pixel + window // 2 + 1, 0, self.pixels)
+
+        def local(values: object) -> object:
+            """Sums over the window around each pixel, from running sums: the cost does not grow
+            with the window, which is thousands of pixels at full HARPS resolution."""
+            running = ops.pad(ops.cumsum(ops.cast(values, "float64"), axis=1), [[0, 0], [1, 0]])
+            return ops.take(running, stop, axis=1) - ops.take(running, start, axis=1)
+
+        variance = local(ops.square(residual) * good) / ops.maximum(local(good), 1e-6)
+        precision = ops.minimum(1.0, ops.cast(self.noise, "float64") / ops.maximum(variance, 1e-30))
+        return ops.cast(precision, flux.dtype)
 
     def compute_output_shape(self, input_shape: object) -> tuple:
         return (input_shape[0][0], self.latent_dim)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "latent_dim": self.latent_dim,
-                "components": self.count, "pixels": self.pixels}
+                "components": self.count, "pixels": self.pixels, "passes": self.passes}
 
 
 @keras.saving.register_keras_serializable(package="vo_ml")
@@ -219,9 +266,9 @@ def _standardised_inputs(anchor: Anchor) -> tuple:
 
 #: How much the projection's prior counts against the data, over probabilistic PCA's: it keeps
 #: a component the good pixels do not constrain near the mean and shrinks a well-measured one by
-#: a fraction of a percent. Measured on MILES with 128 components: keeping the red half of the
-#: range, the latent vector lands 1.43 archive nearest-neighbour distances from the whole
-#: spectrum's at weight 1, 1.23 at 3 and 1.29 at 10; on 16 components at 0.01 it landed 2.47.
+#: a fraction of a percent. Measured on MILES with 128 components and one pass: keeping the red
+#: half of the range, the latent vector lands 1.43 archive nearest-neighbour distances from the
+#: whole spectrum's at weight 1, 1.23 at 3 and 1.29 at 10; on 16 components at 0.01 it landed 2.47.
 PRIOR_WEIGHT = 3.0
 
 
@@ -232,11 +279,12 @@ def _anchored_encoder(config: dict, anchor: Anchor, correction_body: object) -> 
     false`` in the config, the projection alone, and only the decoder learns."""
     latent_dim = int(config["latent_dim"])
     flux, good, x = _standardised_inputs(anchor)
-    projection = MaskedProjection(latent_dim, anchor.components.shape[0], anchor.mean.size,
+    projection = MaskedProjection(latent_dim, anchor.components.shape[0], anchor.mean.size, PASSES,
                                   name="projection")
     linear = projection([x, good])
     projection.set_weights([anchor.components,
-                            (PRIOR_WEIGHT * anchor.noise / anchor.variances).astype(np.float32)])
+                            (PRIOR_WEIGHT * anchor.noise / anchor.variances).astype(np.float32),
+                            np.float32(anchor.noise)])
     if not config.get("latent_correction", True):
         return flux, good, linear
     correction = Bottleneck(latent_dim, float(config.get("variational_beta", 0.0)),
