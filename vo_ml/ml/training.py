@@ -160,13 +160,16 @@ def _train(store: SpectrumStore, config: dict, targets: Sequence[str | None], da
 #: Training rows the anchor's principal components are fitted on, at most: enough for a few
 #: hundred components, and a bounded SVD at any archive size.
 ANCHOR_ROWS = 4096
-#: Components the anchor keeps, at most, whatever the latent size: the masked projection solves
-#: on them all (a partial spectrum's estimate uses how they covary), the latent vector keeps the
-#: leading ones, and beyond them the latent correction alone carries the extra dimensions. The
-#: cost grows as their square; on MILES (three passes, latent 16) the red half of the range landed
-#: 1.34 archive nearest-neighbour distances from its whole with 64, 1.28 with 96 and 1.24 with 128,
-#: but with 96 the demo's training took 185 s, over its three minutes.
-ANCHOR_COMPONENTS = 64
+#: Components the anchor keeps, at least, however small the latent vector: the masked projection
+#: solves on them all (a partial spectrum's estimate uses how they covary) and the latent vector
+#: keeps the leading ones. The cost grows as their square; on MILES (three passes, latent 16) the
+#: red half of the range landed 1.34 archive nearest-neighbour distances from its whole with 64,
+#: 1.28 with 96 and 1.24 with 128, but with 96 the demo's training took 185 s, over its three
+#: minutes.
+SOLVED_COMPONENTS = 64
+#: Components the anchor keeps, at most, whatever the latent size: beyond them the latent
+#: correction alone carries the extra dimensions.
+ANCHOR_COMPONENTS = 256
 
 
 #: Training stops once the validation loss, after warm-up, is this many times its lowest so far
@@ -216,7 +219,8 @@ def _new_model(config: dict, batches: StoreBatches, anchor_batches: StoreBatches
     PCA of the same spectra would be: fitted on the training share alone, it started 1% worse
     than that PCA. The validation loss of epoch 0 is then a little optimistic, so a trained
     epoch must beat PCA clearly to be kept."""
-    anchor = _anchor(anchor_batches, ANCHOR_COMPONENTS)
+    latent_dim = int(config["latent_dim"])
+    anchor = _anchor(anchor_batches, min(max(latent_dim, SOLVED_COMPONENTS), ANCHOR_COMPONENTS))
     _, _, autoencoder = FAMILIES[config["family"]](config, anchor)
     steps, epochs = len(batches), int(training["epochs"])
     warmup = steps * min(int(training.get("warmup_epochs", 5)), epochs)
