@@ -225,10 +225,10 @@ def test_an_untrained_model_is_exactly_pca():
 def _reweighted_projection(standardised: np.ndarray, good: np.ndarray, anchor: object) -> np.ndarray:
     """What MaskedProjection computes, written out in NumPy: weighted least squares over all the
     anchor's components with probabilistic PCA's prior, first weighing the good pixels alike, then
-    by the noise floor over the previous pass's mean squared residual around each pixel."""
+    by the excess noise floor over the previous pass's mean squared residual around each pixel."""
     from scipy.ndimage import uniform_filter1d
 
-    from vo_ml.ml.models import NOISE_WINDOWS, PASSES, PRIOR_WEIGHT
+    from vo_ml.ml.models import NOISE_EXCESS, NOISE_WINDOWS, PASSES, PRIOR_WEIGHT
 
     components = anchor.components.astype(np.float64)
     prior = np.diag(PRIOR_WEIGHT * anchor.noise / anchor.variances)
@@ -242,7 +242,7 @@ def _reweighted_projection(standardised: np.ndarray, good: np.ndarray, anchor: o
         solved = np.linalg.solve((components * weight) @ components.T + prior,
                                  components @ (weight * standardised))
         variance = local(np.square(standardised - solved @ components) * good) / np.maximum(local(good), 1e-6)
-        weight = good * np.minimum(1.0, anchor.noise / np.maximum(variance, 1e-30))
+        weight = good * np.minimum(1.0, NOISE_EXCESS * anchor.noise / np.maximum(variance, 1e-30))
     return solved
 
 
