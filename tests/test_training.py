@@ -290,7 +290,7 @@ def test_noisy_pixels_count_for_less_in_the_projection():
     """A spectrum with a very noisy stretch (the blue eighth of the range, as at a detector's
     edge) lands nearer its clean self when later passes weigh pixels by the noise the first pass
     left than with one pass, where the noise there pulls every coefficient."""
-    from vo_ml.ml.models import PRIOR_WEIGHT, MaskedProjection
+    from vo_ml.ml.models import MaskedProjection
 
     flux, good, mean, anchor, _, _ = _anchored_on_miles()
     standardised = np.where(good > 0, (flux - mean) / SCALE, 0.0).astype(np.float32)
@@ -301,9 +301,7 @@ def test_noisy_pixels_count_for_less_in_the_projection():
     def moved(passes: int) -> float:
         projection = MaskedProjection(8, anchor.components.shape[0], flux.shape[1], passes)
         projection.build(None)
-        prior = (PRIOR_WEIGHT * anchor.noise / anchor.variances).astype(np.float32)
-        floor = [np.float32(anchor.noise)] if passes > 1 else []
-        projection.set_weights([anchor.components, prior, *floor])
+        projection.anchor_on(anchor)
         clean = projection([standardised * good, good]).numpy()
         return float(np.median(np.linalg.norm(projection([noisy, good]).numpy() - clean, axis=1)))
 

@@ -105,6 +105,12 @@ class MaskedHuber(keras.losses.Loss):
         return {**super().get_config(), "delta": self.delta}
 
 
+#: How much the projection's prior counts against the data, over probabilistic PCA's: it keeps
+#: a component the good pixels do not constrain near the mean and shrinks a well-measured one by
+#: a fraction of a percent. Measured on MILES with 128 components and one pass: keeping the red
+#: half of the range, the latent vector lands 1.43 archive nearest-neighbour distances from the
+#: whole spectrum's at weight 1, 1.23 at 3 and 1.29 at 10; on 16 components at 0.01 it landed 2.47.
+PRIOR_WEIGHT = 3.0
 #: The masked projection's noise is measured in windows of this share of the pixels (32 A of
 #: MILES's range): wide enough to average many pixels, narrow enough to follow the blue end.
 NOISE_WINDOWS = 32
@@ -159,6 +165,17 @@ class MaskedProjection(layers.Layer):
                                      name="prior")
         if self.passes > 1:
             self.noise = self.add_weight(shape=(), initializer="ones", trainable=False, name="noise")
+        window = max(self.pixels // NOISE_WINDOWS, 1)
+        pixel = np.arange(self.pixels)
+        self._starts = np.clip(pixel - (window - 1) // 2, 0, self.pixels)
+        self._stops = np.clip(pixel + window // 2 + 1, 0, self.pixels)
+
+    def anchor_on(self, anchor: Anchor) -> None:
+        """Take the components of ``anchor``, their prior (PRIOR_WEIGHT times probabilistic
+        PCA's) and, for the later passes, its unexplained variance as the noise floor."""
+        prior = (PRIOR_WEIGHT * anchor.noise / anchor.variances).astype(np.float32)
+        floor = [np.float32(anchor.noise)] if self.passes > 1 else []
+        self.set_weights([anchor.components, prior, *floor])
 
     def call(self, inputs: object) -> object:
         flux, good = (ops.cast(part, self.components.dtype) for part in inputs)
@@ -189,16 +206,12 @@ class MaskedProjection(layers.Layer):
         """Each pixel's weight for the next pass: the noise floor over the local mean squared
         residual of this pass (at most 1)."""
         residual = flux - ops.matmul(ops.cast(solved, flux.dtype), self.components)
-        window = max(self.pixels // NOISE_WINDOWS, 1)
-        pixel = np.arange(self.pixels)
-        start = np.clip(pixel - (window - 1) // 2, 0, self.pixels)
-        stop = np.clip(pixel + window // 2 + 1, 0, self.pixels)
 
         def local(values: object) -> object:
             """Sums over the window around each pixel, from running sums: the cost does not grow
             with the window, which is thousands of pixels at full HARPS resolution."""
             running = ops.pad(ops.cumsum(ops.cast(values, "float64"), axis=1), [[0, 0], [1, 0]])
-            return ops.take(running, stop, axis=1) - ops.take(running, start, axis=1)
+            return ops.take(running, self._stops, axis=1) - ops.take(running, self._starts, axis=1)
 
         variance = local(ops.square(residual) * good) / ops.maximum(local(good), 1e-6)
         floor = NOISE_EXCESS * ops.cast(self.noise, "float64")
@@ -273,14 +286,6 @@ def _standardised_inputs(anchor: Anchor) -> tuple:
     return flux, good, layers.Multiply(name="drop_masked")([x, good])
 
 
-#: How much the projection's prior counts against the data, over probabilistic PCA's: it keeps
-#: a component the good pixels do not constrain near the mean and shrinks a well-measured one by
-#: a fraction of a percent. Measured on MILES with 128 components and one pass: keeping the red
-#: half of the range, the latent vector lands 1.43 archive nearest-neighbour distances from the
-#: whole spectrum's at weight 1, 1.23 at 3 and 1.29 at 10; on 16 components at 0.01 it landed 2.47.
-PRIOR_WEIGHT = 3.0
-
-
 def _anchored_encoder(config: dict, anchor: Anchor, correction_body: object) -> tuple:
     """Inputs and latent vector: the masked projection plus the correction that
     ``correction_body(standardised, good)`` computes from the spectrum (its features, which the
@@ -291,9 +296,7 @@ def _anchored_encoder(config: dict, anchor: Anchor, correction_body: object) -> 
     projection = MaskedProjection(latent_dim, anchor.components.shape[0], anchor.mean.size, PASSES,
                                   name="projection")
     linear = projection([x, good])
-    projection.set_weights([anchor.components,
-                            (PRIOR_WEIGHT * anchor.noise / anchor.variances).astype(np.float32),
-                            np.float32(anchor.noise)])
+    projection.anchor_on(anchor)
     if not config.get("latent_correction", True):
         return flux, good, linear
     correction = Bottleneck(latent_dim, float(config.get("variational_beta", 0.0)),
