@@ -422,6 +422,19 @@ def test_very_large_flat_queries_run(client, condition, rows):
     assert len(text.splitlines()) == 1 + rows
 
 
+def test_integers_wider_than_bigint_are_read_as_doubles(client):
+    """Hypothesis found it: a 40-digit literal reached DuckDB as an arbitrary-precision number,
+    which no output format can carry, and the response failed while being written."""
+    status, text = _ask(client, "SELECT TOP 1 " + "1" * 40 + " AS wide, 0x" + "F" * 20
+                        + " AS hex FROM miles.spectra")
+    assert status == 200, text
+    wide, hexadecimal = (float(v) for v in text.splitlines()[1].split(","))
+    assert wide == pytest.approx(1.111111111111111e39)
+    assert hexadecimal == pytest.approx(16.0**20 - 1)
+    status, text = _ask(client, "SELECT " + "9" * 400 + " FROM miles.spectra")
+    assert status == 400 and "beyond the range of a double" in text
+
+
 #: Pieces of ADQL, each repeated many times, that nest (or chain) in every way the grammar has.
 _PIECES = ["(", ")", "ABS(", "CASE WHEN teff > 1 THEN ", " ELSE 0 END", " NOT ", "- ", "teff",
            " + ", " > 1", " AND ", " OR ", ", ", "'x'", "(SELECT teff FROM miles.spectra AS s",

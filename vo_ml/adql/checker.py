@@ -91,6 +91,7 @@ def parse(adql: str, declared: Mapping[str, DeclaredFunction] | None = None) -> 
     except TokenError as error:
         raise _token_error(adql, error) from None
     _check_nesting(tokens)
+    _approximate_wide_integers(tokens)
     try:
         statements = [s for s in _DIALECT.parser().parse(tokens, adql) if s is not None]
     except ParseError as error:
@@ -106,6 +107,31 @@ def parse(adql: str, declared: Mapping[str, DeclaredFunction] | None = None) -> 
     check_calls(tree, declared or {})
     check_grammar(tree)
     return tree
+
+
+#: The largest integer an ADQL exact literal keeps exact: ADQL's widest integer is BIGINT.
+BIGINT_MAX = 2**63 - 1
+
+
+def _approximate_wide_integers(tokens: list[Token]) -> None:
+    """Read an integer literal (decimal or hexadecimal) wider than BIGINT as a double: no output
+    format has a wider integer, and DuckDB would hold it as an arbitrary-precision number that
+    no result column can carry. One beyond a double's range is refused at its position."""
+    for token in tokens:
+        if token.token_type == TokenType.NUMBER and token.text.isdigit():
+            value = int(token.text)
+        elif token.token_type == TokenType.HEX_STRING:
+            value = int(token.text, 16)
+        else:
+            continue
+        if value <= BIGINT_MAX:
+            continue
+        try:
+            token.text, token.token_type = repr(float(value)), TokenType.NUMBER
+        except OverflowError:
+            raise E01(token.line, token.col,
+                      detail=f"the number at line {token.line}, column {token.col} is beyond the "
+                             "range of a double; write it in exponent form within 1.8E308") from None
 
 
 def _check_nesting(tokens: list[Token]) -> None:
