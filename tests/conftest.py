@@ -200,8 +200,9 @@ def miles_sources(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def archive(tmp_path_factory, miles_sources) -> dict:
-    """A DuckDB archive of the MILES fixtures with ML columns from a freshly trained model."""
-    from vo_ml.pipeline import ArchiveConfig, embed, ingest, train_model
+    """A DuckDB archive of the MILES fixtures with ML columns from a freshly trained model, and
+    its tags."""
+    from vo_ml.pipeline import ArchiveConfig, embed, ingest, tag, train_model
     from vo_ml.resources import config_file, load_yaml
     from vo_ml.spectra.miles import MilesDescriber, miles_files
 
@@ -212,8 +213,9 @@ def archive(tmp_path_factory, miles_sources) -> dict:
     summary = ingest(files, db, config, MilesDescriber(miles_sources))
     model_dir = train_model(db, TABLE, quick_model_config(), workdir / "models")
     embedded = embed(db, TABLE, model_dir)
+    tagged = tag(db, TABLE)
     return {"db": db, "model_dir": model_dir, "summary": summary, "files": files,
-            "config": config, "embedded": embedded, "workdir": workdir}
+            "config": config, "embedded": embedded, "tagged": tagged, "workdir": workdir}
 
 
 @pytest.fixture(scope="session")
@@ -263,11 +265,12 @@ def server_process(db: Path, settings: dict[str, str] | None = None, port: int |
 
 
 def copy_archive(archive: dict, folder: Path, *, index: bool = False) -> Path:
-    """A copy of the session's archive in ``folder`` (with its neighbour index if ``index``),
-    for a server or an edit of its own: a served DuckDB file is locked against the writers other
-    tests run, and a server keeps its jobs beside the file it serves."""
+    """A copy of the session's archive in ``folder`` with its tagging (and its neighbour index
+    if ``index``), for a server or an edit of its own: a served DuckDB file is locked against
+    the writers other tests run, and a server keeps its jobs beside the file it serves."""
     db = folder / "miles.duckdb"
     shutil.copy(archive["db"], db)
+    shutil.copytree(f"{archive['db']}.tags", f"{db}.tags")
     if index:
         shutil.copytree(f"{archive['db']}.neighbours", f"{db}.neighbours")
     return db

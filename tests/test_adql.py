@@ -460,7 +460,8 @@ def test_each_latent_function_declares_its_form_and_output(schema):
         "ml_encode(wavelength REAL[], flux REAL[]) -> REAL[]",
         "ml_coverage(wavelength REAL[], flux REAL[]) -> DOUBLE",
         "ml_encode_error(wavelength REAL[], flux REAL[]) -> DOUBLE",
-        "ml_typicality(wavelength REAL[], flux REAL[]) -> DOUBLE"]
+        "ml_typicality(wavelength REAL[], flux REAL[]) -> DOUBLE",
+        "ml_tag(wavelength REAL[], flux REAL[], tag VARCHAR) -> DOUBLE"]
     translation = adql.translate(f"SELECT ml_distance(embedding, '{SELF}') AS d, "
                                  f"ml_cosine_distance(embedding, '{SELF}') FROM miles.spectra",
                                  schema)

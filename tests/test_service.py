@@ -80,7 +80,7 @@ def test_result_fields_carry_tap_schema_metadata(client):
 
 
 @pytest.mark.parametrize(("query", "rows", "columns"), [
-    (f"SELECT TOP 2 * FROM {TABLE}", 2, 25),
+    (f"SELECT TOP 2 * FROM {TABLE}", 2, 41),
     (f"SELECT COUNT(*) AS n, AVG(teff) FROM {TABLE} WHERE feh > 0", 1, 2),
     (f"SELECT TOP 1 NULL AS nothing, 1.5 AS x, 'a' AS s FROM {TABLE}", 1, 3),
     (f"SELECT obs_id FROM {TABLE} WHERE 1 = 0", 0, 1),

@@ -195,6 +195,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="start a local Dask cluster of this many worker processes")
     embed.set_defaults(run=_embed)
 
+    tag = commands.add_parser(
+        "tag", help="predict the catalogue's labels, with calibrated intervals, and anomaly "
+                    "scores for every embedded spectrum")
+    tag.add_argument("--db", type=Path, required=True)
+    tag.add_argument("--table", help=_TABLE_HELP)
+    tag.set_defaults(run=_tag)
+
     index = commands.add_parser(
         "index", help="build the nearest-neighbour index of a table's embeddings")
     index.add_argument("--db", type=Path, required=True)
@@ -402,6 +409,15 @@ def _embed(arguments: argparse.Namespace) -> int:
     changed = embed(arguments.db, table, arguments.model, arguments.scheduler, arguments.workers)
     print(f"{'wrote' if changed else 'already had'} the ML columns of {arguments.model.name} "
           f"in {table}")
+    return 0
+
+
+def _tag(arguments: argparse.Namespace) -> int:
+    from vo_ml.pipeline import tag
+
+    table = _table_of(arguments)
+    summary = tag(arguments.db, table)
+    print(summary or f"{table} is tagged already, from the model that embedded it")
     return 0
 
 

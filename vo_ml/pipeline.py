@@ -26,7 +26,7 @@ from astropy import units as u
 from vo_ml.archive import tap_schema
 from vo_ml.archive.backend import ML_COLUMNS, Backend, MlColumns
 from vo_ml.archive.backends import open_backend
-from vo_ml.archive.neighbours import build_index
+from vo_ml.archive.neighbours import NeighbourIndex, build_index, description_path
 from vo_ml.progress import progress
 from vo_ml.spectra.access import file_format, relative_access_url
 from vo_ml.spectra.grid import Grid, Preprocessing
@@ -356,6 +356,137 @@ def embed(db: Path, table: str, model_dir: Path, scheduler: str | None = None,
     return True
 
 
+@dataclass
+class TagSummary:
+    """What :func:`tag` did: the rows tagged, each label's served regressor with the out-of-fold
+    median absolute error of every candidate (in the learnt scale), and the oddest rows."""
+
+    rows: int
+    served: dict[str, str]
+    scores: dict[str, dict[str, float]]
+    oddest: list[tuple[str, float]]
+
+    def __str__(self) -> str:
+        lines = [f"tagged {self.rows} rows"]
+        for label, served in self.served.items():
+            lines.append(f"{label}: serving {served}")
+            lines += [f"  {error:.4g}  {title}" for title, error in self.scores[label].items()]
+        lines.append("highest ml_anomaly: " + ", ".join(f"{did} ({score:.2f})"
+                                                       for did, score in self.oddest))
+        return "\n".join(lines)
+
+
+def tag(db: Path, table: str) -> TagSummary | None:
+    """Learn every label the table's catalogue gives and it declares a tag column for
+    (``ml_<label>``), predict it with conformal bounds for every embedded row, score how
+    anomalous each row is (``ml_anomaly``), and write those columns; keep the tagging beside
+    the archive (:func:`vo_ml.ml.tags.tagging_path`), for the service to tag uploads alike.
+    None when every embedded row is tagged already, from the model that embedded it."""
+    import pyarrow as pa
+
+    from vo_ml.ml.anomaly import NEIGHBOURS, AnomalyScale
+    from vo_ml.ml.tags import Tagging, fit_tagger, tagging_path
+
+    backend = open_backend(db)
+    try:
+        spectra = _spectrum_table(archive_schema(backend), table, db)
+        card = backend.current_model(table)
+        if card is None:
+            raise ValueError(f"{table} has no embeddings to tag from: run 'vo-ml embed' first")
+        if _tagged_already(backend, db, table, card["model_id"]):
+            return None
+        rows = _tagged_rows(backend, db, spectra, card)
+        index = _current_neighbour_index(backend, db, table)
+        kth = index.neighbour_distances(rows.latent, NEIGHBOURS + 1)[:, NEIGHBOURS]
+        anomaly = AnomalyScale.of_archive(rows.recon_error, rows.noise, kth)
+        tagger, out_of_fold = fit_tagger(rows.labels, rows.views, rows.groups,
+                                         rows.latent.shape[1]) if rows.labels else (None, {})
+        values = (tagger.tag(rows.views, out_of_fold) if tagger else {}) | {
+            "ml_anomaly": anomaly.score(rows.recon_error, rows.noise, kth)}
+        backend.write_derived_columns(spectra, rows.dids, pa.table(values), card["model_id"])
+        backend.publish_tap_schema(archive_schema(backend))
+        Tagging(card["model_id"], tagger, anomaly).save(tagging_path(db, table))
+    finally:
+        backend.close()
+    served = tagger.labels if tagger else {}
+    oddest = np.argsort(-values["ml_anomaly"])[:5]
+    return TagSummary(len(rows.dids), {label: t.candidate for label, t in served.items()},
+                      {label: t.scores for label, t in served.items()},
+                      [(rows.dids[i], float(values["ml_anomaly"][i])) for i in oddest])
+
+
+def _tagged_already(backend: Backend, db: Path, table: str, model_id: str) -> bool:
+    """Whether the table's tags and the tagging kept beside it are the current model's, for
+    every embedded row."""
+    from vo_ml.ml.tags import Tagging, tagging_path
+
+    kept = Tagging.load(tagging_path(db, table))
+    if kept is None or kept.model_id != model_id or "ml_anomaly" not in backend.table_columns(table):
+        return False
+    return not backend.execute(f"SELECT count(embedding) - count(ml_anomaly) FROM {table}").rows()[0][0]
+
+
+def _current_neighbour_index(backend: Backend, db: Path, table: str) -> NeighbourIndex:
+    """The table's L2 index of its embeddings, built again unless it is up to date."""
+    path = description_path(db, table, "embedding", "l2")
+    index = NeighbourIndex.load(path)
+    if index is None or not index.is_current(backend):
+        index = NeighbourIndex.load(build_index(backend, db, table, "embedding"))
+    return index
+
+
+def _model_folder(card: dict) -> Path:
+    """The folder of the model a card describes, where it was when it embedded the table."""
+    folder = Path(card.get("location", ""))
+    if not (folder / "model_card.json").is_file():
+        raise ValueError(f"model {card['model_id']} is no longer at {folder}: train it again "
+                         "with 'vo-ml train', or embed with another model")
+    return folder
+
+
+@dataclass
+class _TaggedRows:
+    """The embedded rows of a table as tagging reads them, in store order."""
+
+    dids: list[str]
+    groups: np.ndarray
+    latent: np.ndarray
+    recon_error: np.ndarray
+    noise: np.ndarray
+    labels: dict[str, np.ndarray]
+    views: dict[str, np.ndarray]
+
+
+def _tagged_rows(backend: Backend, db: Path, spectra: tap_schema.Table, card: dict) -> _TaggedRows:
+    """The embedded rows' stars, embeddings, reconstruction errors, noise and labels (those
+    the table declares a tag column for), and their flux at the model's sampling."""
+    from vo_ml.ml.anomaly import noise_of_snr
+    from vo_ml.ml.embedding import model_sampled
+    from vo_ml.ml.tags import spectra_view
+
+    existing = backend.table_columns(spectra.name)
+    labels = [name for name in existing if not name.startswith("ml_")
+              and spectra.column(f"ml_{name}") is not None]
+    snr = "snr" if "snr" in existing else "NULL"
+    result = backend.execute(
+        f"SELECT obs_publisher_did, coalesce(target_name, obs_publisher_did), embedding, "
+        f"ml_recon_error, {snr}, {', '.join(labels) or 'NULL'} FROM {spectra.name} "
+        "WHERE embedding IS NOT NULL")
+    by_did = {did: row for row, did in enumerate(result.columns[0].data)}
+    store = SpectrumStore(store_path(db, spectra.name))
+    stored = [row for row, did in enumerate(store.dids) if did in by_did]
+    order = np.array([by_did[did] for did in np.asarray(store.dids)[stored]], dtype=int)
+    flux, mask = store.read(0, len(store))
+    sampled = spectra_view(*model_sampled(flux[stored], mask[stored], _model_folder(card)))
+    column = lambda i: np.ma.filled(result.columns[i].astype(float), np.nan)[order]  # noqa: E731
+    return _TaggedRows(
+        [str(did) for did in result.columns[0].data[order]],
+        np.asarray(result.columns[1].data[order], dtype=str),
+        np.stack(result.columns[2].data[order]).astype(np.float32), column(3),
+        noise_of_snr(column(4)), {name: column(5 + i) for i, name in enumerate(labels)},
+        {"latent": np.stack(result.columns[2].data[order]).astype(np.float32), "spectra": sampled})
+
+
 def build_neighbour_index(db: Path, table: str, metric: str = "l2") -> Path:
     """(Re)build the nearest-neighbour index of ``table``'s embeddings beside the archive."""
     backend = open_backend(db, read_only=True)
@@ -438,8 +569,8 @@ class DemoArchive:
 def build_demo(workdir: Path, source: Path | None = None, epochs: int | None = None,
                announce: Callable[[str], None] = lambda step: None) -> DemoArchive:
     """The MILES demo archive in ``workdir``: fetch (unless ``source`` is a MILES folder), ingest,
-    train the DEMO_MODEL (at most ``epochs`` epochs, else the config's) and embed; each step
-    reuses what an earlier run built.
+    train the DEMO_MODEL (at most ``epochs`` epochs, else the config's), embed and tag; each
+    step reuses what an earlier run built.
 
     ``announce`` is called with each step's name before it starts, for progress messages.
     """
@@ -465,4 +596,5 @@ def build_demo(workdir: Path, source: Path | None = None, epochs: int | None = N
         model_config["training"]["epochs"] = epochs
     model_dir = step("train", lambda: train_model(db, config.table, model_config, workdir / "models"))
     step("embed", lambda: embed(db, config.table, model_dir))
+    step("tag", lambda: tag(db, config.table))
     return DemoArchive(db, config.table, summary, timings)

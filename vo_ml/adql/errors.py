@@ -164,6 +164,14 @@ class E16(AdqlError):
     )
 
 
+class E17(AdqlError):
+    """ml_tag cannot tag: the table has no tags of the model that embedded it, or not the one
+    asked for."""
+
+    code = "ADQL-E17"
+    message_template = "ml_tag: {table} {reason}"
+
+
 def position(node: exp.Expr) -> dict[str, int]:
     """The ``line`` and ``col`` of an error about ``node``: its first token the parser positioned."""
     for candidate in (node, *node.find_all(exp.Identifier)):

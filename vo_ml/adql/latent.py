@@ -13,6 +13,7 @@ computes it (:func:`resolve_measures`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -22,9 +23,9 @@ import numpy as np
 from sqlglot import exp
 from sqlglot.generator import Generator
 
-from vo_ml.adql.errors import E06, E08, E11, E12, E15, E16, AdqlError, position
+from vo_ml.adql.errors import E06, E08, E11, E12, E15, E16, E17, AdqlError, position
 from vo_ml.adql.model import UPLOAD_SCHEMA, Encoding, Reference
-from vo_ml.archive.backend import Backend
+from vo_ml.archive.backend import Backend, derived_columns
 from vo_ml.archive.references import REFERENCE_KEYS, named_row_sql, reference_keys
 from vo_ml.archive.tap_schema import Column
 
@@ -34,12 +35,15 @@ if TYPE_CHECKING:  # the checker imports this module: its type is named, never i
 
 __all__ = ["FUNCTIONS", "LatentFunction", "LatentDistance", "MlDistance", "MlCosineDistance",
            "MlVector", "MlEncode", "UploadMeasure", "MlCoverage", "MlEncodeError", "MlTypicality",
+           "MlTag", "tag_measure", "tag_name", "missing_tags_error",
            "generator_transforms", "missing_model_error", "missing_distances_error",
            "output_column", "reference_embeddings", "resolve_distance", "resolve_measures",
            "unembedded_reference_error", "unknown_reference_error", "vector_values"]
 
 #: The column a table must have for its rows to be named as references (an ml_distance ``ref``).
 REFERENCE_KEY = REFERENCE_KEYS[0]
+#: How a tag column's name is written: it becomes part of a column name of the upload.
+_TAG_COLUMN = re.compile(r"ml_[a-z0-9_]{1,60}")
 
 SqlGenerator = Callable[[Generator, exp.Expr], str]
 
@@ -121,6 +125,24 @@ class MlEncodeError(UploadMeasure):
 
     _sql_names = ["ML_ENCODE_ERROR"]
     measure = "error"
+
+
+class MlTag(UploadMeasure):
+    """``ml_tag(wavelength, flux, 'column')``: what the table's tag column ``column``
+    (``ml_teff``, ``ml_teff_lo``..., ``ml_anomaly``) would hold for the uploaded spectrum."""
+
+    _sql_names = ["ML_TAG"]
+    measure = "tag"
+
+
+def tag_measure(column: str) -> str:
+    """The measure of uploaded spectra that is the table's tag column ``column``."""
+    return f"tag_{column}"
+
+
+def tag_name(call: MlTag) -> str:
+    """The tag column an ``ml_tag`` asks for, lower-cased (its check made sure it names one)."""
+    return call.expressions[2].this.lower()
 
 
 class MlTypicality(UploadMeasure):
@@ -222,11 +244,28 @@ def _check_ml_encode(call: MlEncode) -> None:
 
 
 def _check_measure(call: UploadMeasure) -> None:
-    if not _two_columns(call):
+    if isinstance(call, MlTag):
+        _check_tag(call)
+    elif not _two_columns(call):
         name = call.sql_name().lower()
         raise E06(**position(call), function=name,
                   detail=f"write {name}(wavelength, flux), with the two columns of an uploaded "
                          "table that an ml_encode(wavelength, flux) of the query encodes")
+
+
+def _check_tag(call: MlTag) -> None:
+    arguments = call.expressions
+    named = arguments[2] if len(arguments) == 3 else None
+    if not (isinstance(named, exp.Literal) and named.is_string and _two_columns(
+            exp.Anonymous(expressions=arguments[:2]))):
+        raise E06(**position(call), function="ml_tag",
+                  detail="write ml_tag(wavelength, flux, 'ml_teff'): the two columns of an "
+                         "uploaded table that an ml_encode(wavelength, flux) of the query "
+                         "encodes, and the name of one of the table's tag columns")
+    if not (_TAG_COLUMN.fullmatch(named.this.lower()) and derived_columns([named.this.lower()])):
+        raise E06(**position(call), function="ml_tag",
+                  detail=f"'{named.this}' is not the name of a tag column; give one such as "
+                         "'ml_teff', 'ml_teff_lo', 'ml_logg_hi95' or 'ml_anomaly'")
 
 
 # Resolution against the published tables (after the checker resolved every column).
@@ -282,8 +321,8 @@ def resolve_measures(tree: exp.Expr, encodings: dict[tuple, Encoding]) -> None:
     column it reads; an encoding whose typicality is selected is marked as wanting it."""
     for call in tree.find_all(UploadMeasure):
         name = call.sql_name().lower()
-        wavelength, flux = (argument.meta.get("resolved") for argument in call.expressions)
-        arguments = ", ".join(argument.sql() for argument in call.expressions)
+        wavelength, flux = (argument.meta.get("resolved") for argument in call.expressions[:2])
+        arguments = ", ".join(argument.sql() for argument in call.expressions[:2])
         named = (wavelength.table.name, wavelength.name, flux.name) if (
             wavelength and flux and wavelength.table) else None
         keys = [key for key in encodings if key[:3] == named]
@@ -295,9 +334,15 @@ def resolve_measures(tree: exp.Expr, encodings: dict[tuple, Encoding]) -> None:
                              f"{' and '.join(key[3] for key in keys)}, each with its own model; "
                              f"measure them in a query that compares them with one table")
         encoding = encodings[keys[0]]
+        measure = call.measure
         if isinstance(call, MlTypicality):
             encoding = encodings[keys[0]] = replace(encoding, typicality_wanted=True)
-        call.meta["measured"] = encoding.measure_column(call.measure)
+        if isinstance(call, MlTag):
+            measure = tag_measure(tag_name(call))
+            if tag_name(call) not in encoding.tags_wanted:
+                encodings[keys[0]] = replace(
+                    encoding, tags_wanted=(*encoding.tags_wanted, tag_name(call)))
+        call.meta["measured"] = encoding.measure_column(measure)
 
 
 def _reference_dimension(reference: exp.Expr) -> int | None:
@@ -413,6 +458,11 @@ def missing_model_error(table: str, reason: str) -> AdqlError:
     return E12(table=table, reason=reason)
 
 
+def missing_tags_error(table: str, reason: str) -> AdqlError:
+    """The error for an ml_tag the table's tags cannot answer."""
+    return E17(table=table, reason=reason)
+
+
 def missing_distances_error(table: str, column: str, reason: str) -> AdqlError:
     """The error for an ml_typicality without the archive's nearest-neighbour distances."""
     return E16(table=table, column=column, reason=reason)
@@ -506,10 +556,21 @@ ML_TYPICALITY = _measure(MlTypicality, (
     "neighbour is at least as far as the uploaded spectrum's nearest archive spectrum",
     ucd="stat.percentile"))
 
+ML_TAG = LatentFunction(
+    name="ml_tag", parameters=("wavelength REAL[]", "flux REAL[]", "tag VARCHAR"),
+    returns="DOUBLE", description=(
+        "What the table's tag column named by tag ('ml_teff', 'ml_teff_lo', 'ml_teff_hi95', "
+        "'ml_logg', 'ml_feh', ..., 'ml_anomaly') would hold for the uploaded spectrum: the "
+        "same tagger, with the same calibrated intervals, and the same anomaly score, in the "
+        f"unit of that column. {_MEASURED}. Needs the table's tags (vo-ml tag)."),
+    node=MlTag, check=_check_measure, generators={"duckdb": _measured_duckdb},
+    output=Column("ml_tag", "double", "value of the table's tag column named in ml_tag, for "
+                  "the uploaded spectrum, in that column's unit"))
+
 #: The service's functions by lower-case name: all the parser, generators and TAPRegExt know.
 FUNCTIONS: Mapping[str, LatentFunction] = MappingProxyType(
     {f.name: f for f in (ML_DISTANCE, ML_COSINE_DISTANCE, ML_VECTOR, ML_ENCODE, ML_COVERAGE,
-                         ML_ENCODE_ERROR, ML_TYPICALITY)})
+                         ML_ENCODE_ERROR, ML_TYPICALITY, ML_TAG)})
 _BY_NODE = {f.node: f for f in FUNCTIONS.values()}
 
 

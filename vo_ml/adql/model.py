@@ -55,6 +55,9 @@ class Encoding:
     #: True when the query selects ``ml_typicality`` of these spectra: then the archive's own
     #: nearest-neighbour distances must be known, else it is left NULL.
     typicality_wanted: bool = False
+    #: The tag columns of ``table`` (``ml_teff``, ``ml_anomaly``...) the query asks of these
+    #: spectra with ``ml_tag``: each is the measure ``tag_<column>``.
+    tags_wanted: tuple[str, ...] = ()
 
     def measure_column(self, measure: str) -> str:
         """The upload column holding ``measure`` (one of :data:`MEASURES`) of every row."""

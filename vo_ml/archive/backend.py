@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
@@ -23,12 +23,20 @@ import pyarrow as pa
 from vo_ml.archive.tap_schema import Column, Table, TapSchema
 
 __all__ = ["Backend", "QueryResult", "QueryError", "QueryTimeout", "QueryStopped", "ResultStream",
-           "arrow_to_masked", "MlColumns", "INTERNAL_SCHEMA", "ML_COLUMNS", "ArchiveInUse"]
+           "arrow_to_masked", "MlColumns", "INTERNAL_SCHEMA", "ML_COLUMNS", "ArchiveInUse",
+           "derived_columns"]
 
 INTERNAL_SCHEMA = "vo_ml"
 
 #: The columns `vo-ml embed` writes; they come and go together, whole, with each model.
 ML_COLUMNS = ("embedding", "ml_x", "ml_y", "ml_recon_error", "ml_model")
+
+
+def derived_columns(names: Iterable[str]) -> list[str]:
+    """Of a table's column names, those computed from its model's ML columns (``vo-ml tag``
+    writes them: ``ml_teff``, its bounds, ``ml_anomaly``...): every other ``ml_`` column. They
+    are stale once another model embeds the table, which drops them."""
+    return [name for name in names if name.lower().startswith("ml_") and name not in ML_COLUMNS]
 
 
 class QueryError(ValueError):
@@ -183,6 +191,13 @@ class Backend(ABC):
     @abstractmethod
     def write_ml_columns(self, table: Table, ml: MlColumns) -> None:
         """Replace the ML columns of ``table`` with the given model's values, in one transaction."""
+
+    @abstractmethod
+    def write_derived_columns(self, table: Table, dids: Sequence[str], values: pa.Table,
+                              model_id: str) -> None:
+        """Replace (or add) the columns of ``values``, declared by ``table``, with each row's
+        value by publisher DID, in one transaction; refused (ValueError) unless ``model_id``
+        still made the table's ML columns, which the values were computed from."""
 
     @abstractmethod
     def current_model(self, table_name: str) -> dict | None:

@@ -27,7 +27,6 @@ import pyarrow as pa
 from vo_ml.archive import sphere
 from vo_ml.archive.backend import (
     INTERNAL_SCHEMA,
-    ML_COLUMNS,
     ArchiveInUse,
     Backend,
     MlColumns,
@@ -35,6 +34,7 @@ from vo_ml.archive.backend import (
     QueryStopped,
     QueryTimeout,
     ResultStream,
+    derived_columns,
 )
 from vo_ml.archive.tap_schema import Column, Schema, Table, TapSchema, tap_schema_rows
 
@@ -180,38 +180,62 @@ class DuckDBBackend(Backend):
             )
 
     def write_ml_columns(self, table: Table, ml: MlColumns) -> None:
-        """Load the values into a scratch table, then swap the columns in one transaction."""
+        """Load the values into a scratch table, then swap the columns in one transaction; the
+        derived columns of the model they replace go with it."""
         values = pa.table({
-            "did": pa.array(list(ml.dids), type=pa.string()),
             "embedding": pa.FixedSizeListArray.from_arrays(
                 pa.array(np.ascontiguousarray(ml.embedding, dtype=np.float32).ravel()),
                 ml.latent_dim),
             "ml_x": pa.array(ml.map_xy[:, 0].astype(np.float64)),
             "ml_y": pa.array(ml.map_xy[:, 1].astype(np.float64)),
             "ml_recon_error": pa.array(ml.recon_error.astype(np.float64)),
+            "ml_model": pa.array([ml.model_id] * len(ml.dids), type=pa.string()),
         })
-        target = _quoted(table.name)
         sized = table.with_values(latent_dim=ml.latent_dim)
-        ml_columns = [c for c in sized.columns if c.name in ML_COLUMNS]
-        with (_transaction(self._connection) as connection,
-              _registered(connection, "ml_values", values),
-              _indexes_set_aside(connection, table.name)):
-            existing = {r[0] for r in connection.execute(
-                _COLUMNS_OF_TABLE, table.name.split(".")).fetchall()}
-            for column in ml_columns:
-                if column.name in existing:
-                    connection.execute(f'ALTER TABLE {target} DROP COLUMN "{column.name}"')
-                connection.execute(f'ALTER TABLE {target} ADD COLUMN "{column.name}" {column.sql_type}')
-            connection.execute(
-                f"UPDATE {target} AS t SET embedding = v.embedding::FLOAT[{ml.latent_dim}], "
-                "ml_x = v.ml_x, ml_y = v.ml_y, ml_recon_error = v.ml_recon_error, ml_model = ? "
-                "FROM ml_values AS v WHERE t.obs_publisher_did = v.did",
-                [ml.model_id],
-            )
+        with _transaction(self._connection) as connection:
+            self._swap_columns(connection, sized, ml.dids, values, drop=derived_columns(
+                self.table_columns(table.name)))
             connection.execute(
                 f"INSERT OR REPLACE INTO {INTERNAL_SCHEMA}.models VALUES (?, ?, ?, ?)",
                 [table.name, ml.model_id, ml.latent_dim, json.dumps(ml.card)],
             )
+
+    def write_derived_columns(self, table: Table, dids: Sequence[str], values: pa.Table,
+                              model_id: str) -> None:
+        with _transaction(self._connection) as connection:
+            current = connection.execute(
+                f"SELECT model_id FROM {INTERNAL_SCHEMA}.models WHERE table_name = ?",
+                [table.name]).fetchall()
+            if not current or current[0][0] != model_id:
+                raise ValueError(f"{table.name} was embedded by another model than {model_id} "
+                                 "since these values were computed; compute them again")
+            self._swap_columns(connection, table, dids, values)
+
+    @staticmethod
+    def _swap_columns(connection: duckdb.DuckDBPyConnection, table: Table, dids: Sequence[str],
+                      values: pa.Table, drop: Sequence[str] = ()) -> None:
+        """Replace (or add) the columns of ``values`` with the rows' values by publisher DID, as
+        ``table`` declares them, and drop the columns ``drop`` names, inside the caller's
+        transaction."""
+        target = _quoted(table.name)
+        keyed = values.add_column(0, "did", pa.array(list(dids), type=pa.string()))
+        with _registered(connection, "column_values", keyed), _indexes_set_aside(connection,
+                                                                                 table.name):
+            existing = {r[0] for r in connection.execute(
+                _COLUMNS_OF_TABLE, table.name.split(".")).fetchall()}
+            for name in {*values.column_names, *drop} & existing:
+                connection.execute(f'ALTER TABLE {target} DROP COLUMN "{name}"')
+            for name in values.column_names:
+                column = table.column(name)
+                if column is None:
+                    raise ValueError(f"{table.name} declares no column {name} in its tap_schema "
+                                     "files; add it there (see tap_schema/tag_columns.yaml)")
+                connection.execute(f'ALTER TABLE {target} ADD COLUMN "{name}" {column.sql_type}')
+            assignments = ", ".join(f'"{name}" = v."{name}"' + (
+                f"::{table.column(name).sql_type}" if table.column(name).is_array else "")
+                for name in values.column_names)
+            connection.execute(f"UPDATE {target} AS t SET {assignments} FROM column_values AS v "
+                               "WHERE t.obs_publisher_did = v.did")
 
     def current_model(self, table_name: str) -> dict | None:
         rows = self._read(f"SELECT card FROM {INTERNAL_SCHEMA}.models WHERE table_name = ?",

@@ -267,6 +267,11 @@ class NeighbourIndex:
     def rows(self) -> int:
         return int(self.meta["rows"])
 
+    def is_current(self, backend: Backend) -> bool:
+        """Whether it was built from the embeddings its table holds now."""
+        return fingerprint(backend, self.meta["table"], self.meta["column"],
+                           self.meta["metric"]) == self.meta["fingerprint"]
+
     def search(self, vectors: np.ndarray, count: int) -> tuple[np.ndarray, float]:
         """The row ids of about the ``count`` rows nearest each of ``vectors`` (without repeats,
         nearest first for one vector), and the reach of the search: a row left out is nearer to
@@ -279,6 +284,15 @@ class NeighbourIndex:
         reach = np.inf if count >= self.rows else float(np.nanmax(distances, axis=1).min())
         proposed = ids[ids >= 0]
         return (proposed if len(queries) == 1 else np.unique(proposed)), reach
+
+    def neighbour_distances(self, vectors: np.ndarray, count: int) -> np.ndarray:
+        """The metric distances from each of ``vectors`` to its ``count`` nearest rows, nearest
+        first (a row's own vector among them at 0 when it is one of the table's): how alone
+        each vector is, for the anomaly score. NaN where the table has fewer rows."""
+        queries = _prepared(np.atleast_2d(vectors), self.meta["metric"])
+        parameters = faiss.SearchParametersHNSW(efSearch=max(2 * count, _NEAREST_EFFORT))
+        found, ids = self.index.search(queries, count, params=parameters)
+        return np.where(ids >= 0, _metric_distance(found, self.meta["metric"]), np.nan)
 
     def within(self, vectors: np.ndarray, radius: float) -> np.ndarray:
         """The row ids of every row within ``radius`` of any of ``vectors``: an exact scan of the

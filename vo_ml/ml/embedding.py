@@ -32,7 +32,7 @@ from vo_ml.spectra.grid import downsample
 from vo_ml.spectra.store import SpectrumStore
 
 __all__ = ["Embeddings", "embed_store", "encode", "encode_batch", "encode_rows", "latent_vectors",
-           "load_model", "reconstruct"]
+           "load_model", "model_sampled", "reconstruct"]
 
 
 @dataclass
@@ -222,6 +222,12 @@ def reconstruct(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path
     model_flux, model_mask = _model_input(flux, mask, card)
     latent = _latent(encoder, model_flux, (~model_mask).astype(np.float32))
     return model_flux, model_mask, decoder(latent, training=False).numpy()
+
+
+def model_sampled(flux: np.ndarray, mask: np.ndarray, model_dir: str | Path
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Store rows (flux, mask) at the sampling the model reads them at."""
+    return _model_input(flux, mask, load_card(Path(model_dir)))
 
 
 def _model_input(flux: np.ndarray, mask: np.ndarray, card: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -20,8 +20,11 @@ it from a star. A spectrum the model cannot encode is refused (by the rule of
 from __future__ import annotations
 
 import dataclasses
+import functools
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +40,13 @@ from vo_ml.spectra.encodable import encodable, recorded_preprocessing
 from vo_ml.spectra.grid import Preprocessing
 from vo_ml.spectra.record import Spectrum, SpectrumMeta
 
+if TYPE_CHECKING:  # scikit-learn loads only when a query tags
+    from vo_ml.ml.tags import Tagging
+
 __all__ = ["encode_uploads"]
+
+#: One thread loads a tagging at a time; the others wait for it and share it.
+_LOADING = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +54,7 @@ class _Model:
     """What encoding for a table needs: its model's folder, the preprocessing its spectra went
     through and its latent dimension."""
 
+    model_id: str
     folder: Path
     preprocessing: Preprocessing
     dimension: int
@@ -107,15 +117,80 @@ def _measured(encoding: adql.Encoding, model: _Model,
     distances)."""
     from vo_ml.ml.embedding import encode_rows  # TensorFlow loads only when a query encodes
 
-    measures: dict[str, np.ndarray | None] = dict.fromkeys(adql.MEASURES)
+    measures: dict[str, np.ndarray | None] = dict.fromkeys(
+        [*adql.MEASURES, *map(adql.tag_measure, encoding.tags_wanted)])
     if not prepared:
         return np.empty((0, model.dimension), np.float32), measures
+    flux = np.stack([f for f, _ in prepared.values()])
     mask = np.stack([m for _, m in prepared.values()])
-    latent, measures["error"] = encode_rows(np.stack([f for f, _ in prepared.values()]), mask,
-                                            model.folder)
+    latent, measures["error"] = encode_rows(flux, mask, model.folder)
     measures["coverage"] = (~mask).mean(axis=1)
     measures["typicality"] = _typicality(encoding, latent)
+    if encoding.tags_wanted:
+        measures |= _tags(encoding, model, latent, measures["error"], flux, mask)
     return latent, measures
+
+
+def _tags(encoding: adql.Encoding, model: _Model, latent: np.ndarray, error: np.ndarray,
+          flux: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The tag columns the query asks of the spectra (``ml_tag``), as ``vo-ml tag`` computed
+    the table's: its tagger on the same views, its anomaly scale against the neighbour index
+    (the noise of an upload is not known: it counts as the archive's median)."""
+    from vo_ml.ml.anomaly import NEIGHBOURS
+    from vo_ml.ml.embedding import model_sampled
+    from vo_ml.ml.tags import spectra_view
+
+    tagging = _tagging(encoding.table, model.model_id)
+    wanted = set(encoding.tags_wanted)
+    values: dict[str, np.ndarray] = {}
+    if wanted - {"ml_anomaly"} and tagging.tagger is not None:
+        views = {"latent": latent, "spectra": spectra_view(*model_sampled(flux, mask, model.folder))}
+        values |= tagging.tagger.tag(views)
+    if "ml_anomaly" in wanted:
+        index = current_index(encoding.table, encoding.embedding, "l2")
+        if index is None:
+            raise adql.missing_tags_error(
+                encoding.table, "has no up-to-date neighbour index to score anomalies against; "
+                                "the operator builds it with 'vo-ml index'")
+        nearest = index.neighbour_distances(latent, NEIGHBOURS)[:, NEIGHBOURS - 1]
+        values["ml_anomaly"] = tagging.anomaly.score(error, np.full(len(error), np.nan), nearest)
+    unknown = sorted(wanted - values.keys())
+    if unknown:
+        raise adql.missing_tags_error(
+            encoding.table, f"has no tag column {unknown[0]}; its tag columns are "
+                            f"{', '.join(sorted(_tag_columns(tagging)))}")
+    return {adql.tag_measure(name): values[name] for name in encoding.tags_wanted}
+
+
+def _tag_columns(tagging: Tagging) -> list[str]:
+    """The tag columns a tagging makes."""
+    from vo_ml.ml.tags import tag_columns
+
+    labels = tagging.tagger.labels if tagging.tagger is not None else {}
+    return ["ml_anomaly", *(name for label in labels for name in tag_columns(label))]
+
+
+def _tagging(table: str, model_id: str) -> Tagging:
+    """The tagging ``vo-ml tag`` kept for ``table``, if it was made from the model that
+    embedded the table."""
+    from vo_ml.ml.tags import tagging_path
+
+    path = tagging_path(archive().backend.path, table)
+    with _LOADING:
+        tagging = _loaded_tagging(path, path.stat().st_mtime_ns if path.exists() else 0)
+    if tagging is None or tagging.model_id != model_id:
+        raise adql.missing_tags_error(
+            table, "has no tags from the model that embedded it; the operator makes them with "
+                   f"'vo-ml tag --table {table}'")
+    return tagging
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded_tagging(path: Path, version: int) -> Tagging | None:
+    """A tagging, loaded once per version of its file."""
+    from vo_ml.ml.tags import Tagging
+
+    return Tagging.load(path) if version else None
 
 
 def _by_row(rows: list[int], values: np.ndarray | None, count: int) -> pa.Array:
@@ -203,7 +278,8 @@ def _model(table: str) -> _Model:
         raise adql.missing_model_error(
             table, f"model {card['model_id']} made its embeddings, but it is not in {looked}; "
                    "the operator must copy the model folder there or set MODELS_DIR")
-    return _Model(found, recorded_preprocessing(card["grid"], card.get("preprocess", {})),
+    return _Model(card["model_id"], found,
+                  recorded_preprocessing(card["grid"], card.get("preprocess", {})),
                   int(card["latent_dim"]))
 
 

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from vo_ml import adql
 from vo_ml.adql.planning import CANDIDATES, NeighbourQuery
 from vo_ml.archive.backend import ResultStream
-from vo_ml.archive.neighbours import NeighbourIndex, description_path, fingerprint
+from vo_ml.archive.neighbours import NeighbourIndex, description_path
 from vo_ml.service.context import archive
 from vo_ml.service.dal import Executor, Found, Plan, SqlPlan
 from vo_ml.service.dali import DaliError
@@ -224,8 +224,4 @@ def _loaded(path: Path, version: int) -> NeighbourIndex | None:
     """An index, loaded once per version of its description (the archive is read-only while
     served)."""
     index = NeighbourIndex.load(path) if version else None
-    if index is None:
-        return None
-    current = fingerprint(archive().backend, index.meta["table"], index.meta["column"],
-                          index.meta["metric"])
-    return index if current == index.meta["fingerprint"] else None
+    return index if index is not None and index.is_current(archive().backend) else None
