@@ -14,7 +14,7 @@ from test_similarity import HELD_OUT, _app, _rows, _spectra, _upload
 from test_training import copy_archive as copy_with_store
 from test_trust import _measured as _table
 
-from vo_ml.ml.anomaly import AnomalyScale
+from vo_ml.ml.anomaly import NEIGHBOURS, AnomalyScale
 from vo_ml.ml.tags import CLASSES, bound_names, spectral_class
 
 LABELS = ("teff", "logg", "feh")
@@ -151,16 +151,27 @@ def _embedded_rows(db) -> int:
 
 
 def test_the_anomaly_scale_puts_archive_spectra_low_and_outliers_high():
+    """On a real-shaped archive (lognormal errors, points in a plane): typical rows score low;
+    a bad reconstruction, an isolated point and a point in a gap between two groups score high;
+    a large error that the spectrum's own noise explains does not."""
+    from sklearn.neighbors import NearestNeighbors
+
     rng = np.random.default_rng(16)
-    recon = rng.lognormal(np.log(0.01), 0.2, 500)
-    kth = rng.lognormal(np.log(0.3), 0.2, 500)
-    scale = AnomalyScale.of_archive(recon, np.full(500, np.nan), kth)
-    scores = scale.score(recon, np.full(500, np.nan), kth)
-    assert np.median(scores) < 0.1
-    odd = scale.score(np.array([0.01, 0.05, 0.01]), np.full(3, np.nan), np.array([0.3, 0.3, 2.0]))
-    assert odd[0] < 0.1 and odd[1] > 0.9 and odd[2] > 0.9
-    noisy = scale.score(np.array([0.05]), np.array([0.05]), np.array([0.3]))
-    assert noisy[0] < odd[1]
+    points = np.r_[rng.normal(0, 1, (300, 2)), rng.normal((12, 0), 1, (300, 2))]
+    recon = rng.lognormal(np.log(0.01), 0.2, len(points))
+    nearest = NearestNeighbors(n_neighbors=NEIGHBOURS + 1).fit(points)
+    distances, ids = (found[:, 1:] for found in nearest.kneighbors(points))
+    scale = AnomalyScale.of_archive(recon, np.full(len(points), np.nan), np.arange(len(points)),
+                                    ids, distances)
+    assert np.median(scale.score(recon, np.full(len(points), np.nan), ids, distances)) < 0.1
+    queries = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 30.0], [6.0, 0.0], [0.0, 0.0]])
+    distances, ids = nearest.kneighbors(queries, n_neighbors=NEIGHBOURS)
+    scores = scale.score(np.array([0.01, 0.05, 0.01, 0.01, 0.05]),
+                         np.array([np.nan, np.nan, np.nan, np.nan, 0.05]), ids, distances)
+    typical, unreconstructed, isolated, in_the_gap, noisy = scores
+    assert typical < 0.1
+    assert min(unreconstructed, isolated, in_the_gap) > 0.9
+    assert noisy < unreconstructed
 
 
 def test_spectral_classes_split_temperatures_at_their_bounds():

@@ -195,6 +195,21 @@ def _parser() -> argparse.ArgumentParser:
                        help="start a local Dask cluster of this many worker processes")
     embed.set_defaults(run=_embed)
 
+    evaluate_tags = commands.add_parser(
+        "evaluate-tags", help="measure the tags, their intervals, the anomaly scores and what "
+                              "the latent space knows; write a report")
+    evaluate_tags.add_argument("--db", type=Path, required=True)
+    evaluate_tags.add_argument("--table", help=_TABLE_HELP)
+    evaluate_tags.add_argument("--config", default=None,
+                               help="model config name or YAML file (default: the demo's)")
+    evaluate_tags.add_argument("--models", type=Path,
+                               help="folder of trained models, reused when already trained, as "
+                                    "'vo-ml evaluate' trains them (default: models/ beside --db)")
+    evaluate_tags.add_argument("--out", type=Path, default=Path("docs/evaluation/tags"))
+    evaluate_tags.add_argument("--nuisance-stars", type=int, default=100,
+                               help="original files the nuisance probes change (0: none)")
+    evaluate_tags.set_defaults(run=_evaluate_tags)
+
     tag = commands.add_parser(
         "tag", help="predict the catalogue's labels, with calibrated intervals, and anomaly "
                     "scores for every embedded spectrum")
@@ -409,6 +424,18 @@ def _embed(arguments: argparse.Namespace) -> int:
     changed = embed(arguments.db, table, arguments.model, arguments.scheduler, arguments.workers)
     print(f"{'wrote' if changed else 'already had'} the ML columns of {arguments.model.name} "
           f"in {table}")
+    return 0
+
+
+def _evaluate_tags(arguments: argparse.Namespace) -> int:
+    from vo_ml.pipeline import DEMO_MODEL, evaluate_tagging
+    from vo_ml.resources import config_file, load_yaml
+
+    config = load_yaml(config_file(arguments.config or DEMO_MODEL))
+    models = arguments.models or arguments.db.parent / "models"
+    report = evaluate_tagging(arguments.db, _table_of(arguments), config, models, arguments.out,
+                              nuisance_stars=arguments.nuisance_stars)
+    print(f"wrote {report}")
     return 0
 
 

@@ -397,12 +397,13 @@ def tag(db: Path, table: str) -> TagSummary | None:
             return None
         rows = _tagged_rows(backend, db, spectra, card)
         index = _current_neighbour_index(backend, db, table)
-        kth = index.neighbour_distances(rows.latent, NEIGHBOURS + 1)[:, NEIGHBOURS]
-        anomaly = AnomalyScale.of_archive(rows.recon_error, rows.noise, kth)
+        ids, distances = (found[:, 1:] for found in index.nearest(rows.latent, NEIGHBOURS + 1))
+        anomaly = AnomalyScale.of_archive(rows.recon_error, rows.noise, rows.row_ids, ids,
+                                          distances)
         tagger, out_of_fold = fit_tagger(rows.labels, rows.views, rows.groups,
                                          rows.latent.shape[1]) if rows.labels else (None, {})
         values = (tagger.tag(rows.views, out_of_fold) if tagger else {}) | {
-            "ml_anomaly": anomaly.score(rows.recon_error, rows.noise, kth)}
+            "ml_anomaly": anomaly.score(rows.recon_error, rows.noise, ids, distances)}
         backend.write_derived_columns(spectra, rows.dids, pa.table(values), card["model_id"])
         backend.publish_tap_schema(archive_schema(backend))
         Tagging(card["model_id"], tagger, anomaly).save(tagging_path(db, table))
@@ -449,6 +450,7 @@ class _TaggedRows:
     """The embedded rows of a table as tagging reads them, in store order."""
 
     dids: list[str]
+    row_ids: np.ndarray
     groups: np.ndarray
     latent: np.ndarray
     recon_error: np.ndarray
@@ -470,8 +472,8 @@ def _tagged_rows(backend: Backend, db: Path, spectra: tap_schema.Table, card: di
     snr = "snr" if "snr" in existing else "NULL"
     result = backend.execute(
         f"SELECT obs_publisher_did, coalesce(target_name, obs_publisher_did), embedding, "
-        f"ml_recon_error, {snr}, {', '.join(labels) or 'NULL'} FROM {spectra.name} "
-        "WHERE embedding IS NOT NULL")
+        f"ml_recon_error, {snr}, {backend.row_id}, {', '.join(labels) or 'NULL'} "
+        f"FROM {spectra.name} WHERE embedding IS NOT NULL")
     by_did = {did: row for row, did in enumerate(result.columns[0].data)}
     store = SpectrumStore(store_path(db, spectra.name))
     stored = [row for row, did in enumerate(store.dids) if did in by_did]
@@ -481,9 +483,10 @@ def _tagged_rows(backend: Backend, db: Path, spectra: tap_schema.Table, card: di
     column = lambda i: np.ma.filled(result.columns[i].astype(float), np.nan)[order]  # noqa: E731
     return _TaggedRows(
         [str(did) for did in result.columns[0].data[order]],
+        np.asarray(result.columns[5].data[order], dtype=np.int64),
         np.asarray(result.columns[1].data[order], dtype=str),
         np.stack(result.columns[2].data[order]).astype(np.float32), column(3),
-        noise_of_snr(column(4)), {name: column(5 + i) for i, name in enumerate(labels)},
+        noise_of_snr(column(4)), {name: column(6 + i) for i, name in enumerate(labels)},
         {"latent": np.stack(result.columns[2].data[order]).astype(np.float32), "spectra": sampled})
 
 
@@ -539,6 +542,75 @@ def evaluate_models(db: Path, table: str, configs: Sequence[dict], models_dir: P
     models = [train(store, config, targets, f"{checksum}:held-out {held_out_fraction}", models_dir,
                     rows=training_rows) for config in configs]
     return evaluate(store, labels, targets, models, held_out, out, probes, sources, invariance_stars)
+
+
+def evaluate_tagging(db: Path, table: str, config: dict, models_dir: Path, out: Path,
+                     held_out_fraction: float = 0.2, nuisance_stars: int = 100) -> Path:
+    """Write the report of :mod:`vo_ml.ml.tag_report` into ``out``: the model of ``config``
+    trained without a held-out share of the stars (the split ``vo-ml evaluate`` makes, so its
+    models are reused), the table's labels cross-validated by star, anomalies injected into the
+    held-out spectra, and probes of the labels and of nuisances applied to ``nuisance_stars``
+    original files (0: none). Return the report's path."""
+    from vo_ml.ml.anomaly import noise_of_snr
+    from vo_ml.ml.embedding import encode_rows, latent_vectors, model_sampled
+    from vo_ml.ml.invariance import sample
+    from vo_ml.ml.probes import store_preprocessing
+    from vo_ml.ml.tag_report import TagData, evaluate_tags, nuisance_samples
+    from vo_ml.ml.tags import spectra_view
+    from vo_ml.ml.training import split_by_star, train
+
+    backend = open_backend(db, read_only=True)
+    try:
+        existing = backend.table_columns(table)
+        labels = [name for name in ("teff", "logg", "feh") if name in existing]
+        if not labels:
+            raise ValueError(f"{table} has no teff, logg or feh column: the tags are learnt "
+                             "from a catalogue's labels, such as the MILES demo's")
+        extra = [c if c in existing else "NULL" for c in ("snr", "ml_anomaly")]
+        result = backend.execute(f"SELECT obs_publisher_did, target_name, {', '.join(extra)}, "
+                                 f"{', '.join(labels)} FROM {table}")
+        checksum = data_checksum(backend, table)
+        store = SpectrumStore(store_path(db, table))
+        sources = _original_files(backend, store.dids)
+    finally:
+        backend.close()
+    row_of = {did: i for i, did in enumerate(result.columns[0].data)}
+    order = np.array([row_of[did] for did in store.dids])
+    column = lambda i: np.ma.filled(result.columns[i].astype(float), np.nan)[order]  # noqa: E731
+    targets = [result.columns[1].data[i] for i in order]
+    held_out = split_by_star(targets, held_out_fraction, salt="evaluate")
+    model_dir = train(store, config, targets, f"{checksum}:held-out {held_out_fraction}",
+                      models_dir, rows=np.flatnonzero(~held_out))
+    flux, mask = store.read(0, len(store))
+    latent, recon = encode_rows(flux, mask, model_dir)
+    groups = np.array([t or f"row-{i}" for i, t in enumerate(targets)], dtype=str)
+    data = TagData(
+        names=[str(t) for t in targets], groups=groups,
+        labels={name: column(4 + i) for i, name in enumerate(labels)},
+        noise=noise_of_snr(column(2)), latent=latent, recon_error=recon, flux=flux, mask=mask,
+        wavelength=store.grid.centres, held_out=held_out,
+        spectra_view=lambda f, m: spectra_view(*model_sampled(f, m, model_dir)),
+        encode=lambda f, m: encode_rows(f, m, model_dir), spectral_types=_spectral_types(sources))
+    nuisances = None
+    if nuisance_stars:
+        rows = sample(sorted(sources), nuisance_stars)
+        originals = [read_spectrum(sources[row]) for row in rows]
+        nuisances = nuisance_samples(originals, groups[rows], store_preprocessing(store),
+                                     lambda f, m: latent_vectors(f, m, model_dir))
+    served = column(3)
+    return evaluate_tags(data, out, nuisances, served if np.isfinite(served).any() else None)
+
+
+def _spectral_types(sources: dict[int, Path]) -> dict[str, str] | None:
+    """Spectral types by star name, where the files come from a MILES folder (the parameter
+    table beside them or one level up, as the demo's download keeps it)."""
+    from vo_ml.spectra.miles import PARAMETER_TABLE, MilesDescriber
+
+    folders = {folder for path in sources.values() for folder in path.parents[:2]}
+    folder = next((f for f in sorted(folders) if (f / PARAMETER_TABLE).is_file()), None)
+    if folder is None:
+        return None
+    return {star.name: star.sptype or "" for star in MilesDescriber(folder).stars.values()}
 
 
 def _original_files(backend: Backend, dids: Sequence[str]) -> dict[int, Path]:

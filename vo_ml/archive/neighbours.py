@@ -285,14 +285,15 @@ class NeighbourIndex:
         proposed = ids[ids >= 0]
         return (proposed if len(queries) == 1 else np.unique(proposed)), reach
 
-    def neighbour_distances(self, vectors: np.ndarray, count: int) -> np.ndarray:
-        """The metric distances from each of ``vectors`` to its ``count`` nearest rows, nearest
-        first (a row's own vector among them at 0 when it is one of the table's): how alone
-        each vector is, for the anomaly score. NaN where the table has fewer rows."""
+    def nearest(self, vectors: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The row ids and metric distances of the ``count`` rows nearest each of ``vectors``,
+        nearest first (a row's own vector among them at 0 when it is one of the table's): how
+        alone each vector is, for the anomaly score. Id -1 and distance NaN where the table has
+        fewer rows."""
         queries = _prepared(np.atleast_2d(vectors), self.meta["metric"])
         parameters = faiss.SearchParametersHNSW(efSearch=max(2 * count, _NEAREST_EFFORT))
         found, ids = self.index.search(queries, count, params=parameters)
-        return np.where(ids >= 0, _metric_distance(found, self.meta["metric"]), np.nan)
+        return ids, np.where(ids >= 0, _metric_distance(found, self.meta["metric"]), np.nan)
 
     def within(self, vectors: np.ndarray, radius: float) -> np.ndarray:
         """The row ids of every row within ``radius`` of any of ``vectors``: an exact scan of the

@@ -34,6 +34,7 @@ from vo_ml.spectra.record import Spectrum
 from vo_ml.spectra.velocity import doppler_to_rest
 
 __all__ = ["Perturbation", "perturbations", "invariance", "markdown", "plot", "RECALL_THRESHOLD",
+           "shifted", "noisy", "degraded", "tilted", "prepared",
            "NEIGHBOURS", "STARS", "SEED"]
 
 #: Neighbours compared, and the share of them a perturbation must keep to be harmless.
@@ -75,13 +76,13 @@ class Perturbation:
 
 def perturbations() -> list[Perturbation]:
     """Every perturbation measured, mildest first within each kind."""
-    found = [Perturbation("velocity", f"{v:.0f} km/s", functools.partial(_shifted, velocity=v),
+    found = [Perturbation("velocity", f"{v:.0f} km/s", functools.partial(shifted, velocity=v),
                           keeps=v <= ACCEPTED_VELOCITY_KMS) for v in VELOCITIES_KMS]
-    found += [Perturbation("S/N", f"S/N {s:.0f}", functools.partial(_noisy, snr=s),
+    found += [Perturbation("S/N", f"S/N {s:.0f}", functools.partial(noisy, snr=s),
                            keeps=s >= ACCEPTED_SIGNAL_TO_NOISE) for s in SIGNAL_TO_NOISE]
-    found += [Perturbation("resolution", f"R {r:.0f}", functools.partial(_degraded, power=r))
+    found += [Perturbation("resolution", f"R {r:.0f}", functools.partial(degraded, power=r))
               for r in RESOLVING_POWERS]
-    found += [Perturbation("tilt", f"lambda^{a:+.0f}", functools.partial(_tilted, alpha=a), keeps=True)
+    found += [Perturbation("tilt", f"lambda^{a:+.0f}", functools.partial(tilted, alpha=a), keeps=True)
               for a in TILT_EXPONENTS]
     found.append(Perturbation("tilt", "random cubic", _cubic, keeps=True))
     found.append(Perturbation("coverage", "100%", functools.partial(_covering, share=1.0, red=False)))
@@ -96,19 +97,19 @@ def _angstrom(spectrum: Spectrum) -> np.ndarray:
     return spectrum.wavelength.to_value(u.AA)
 
 
-def _shifted(spectrum: Spectrum, rng: np.random.Generator, grid: Grid, velocity: float) -> Spectrum:
+def shifted(spectrum: Spectrum, rng: np.random.Generator, grid: Grid, velocity: float) -> Spectrum:
     """The star receding ``velocity`` km/s faster."""
     return dataclasses.replace(spectrum, wavelength=doppler_to_rest(_angstrom(spectrum), -velocity) * u.AA)
 
 
-def _noisy(spectrum: Spectrum, rng: np.random.Generator, grid: Grid, snr: float) -> Spectrum:
+def noisy(spectrum: Spectrum, rng: np.random.Generator, grid: Grid, snr: float) -> Spectrum:
     """Gaussian noise of the median flux over ``snr``."""
     good = ~spectrum.mask & np.isfinite(spectrum.flux)
     sigma = np.median(spectrum.flux[good]) / snr
     return dataclasses.replace(spectrum, flux=spectrum.flux + rng.normal(0.0, sigma, spectrum.flux.shape))
 
 
-def _degraded(spectrum: Spectrum, rng: np.random.Generator, grid: Grid, power: float) -> Spectrum:
+def degraded(spectrum: Spectrum, rng: np.random.Generator, grid: Grid, power: float) -> Spectrum:
     """Smoothed to resolving power ``power`` (at the middle of its range), which its file then
     states."""
     wavelength = _angstrom(spectrum)
@@ -119,7 +120,7 @@ def _degraded(spectrum: Spectrum, rng: np.random.Generator, grid: Grid, power: f
                                meta=dataclasses.replace(spectrum.meta, resolving_power=power))
 
 
-def _tilted(spectrum: Spectrum, rng: np.random.Generator, grid: Grid, alpha: float) -> Spectrum:
+def tilted(spectrum: Spectrum, rng: np.random.Generator, grid: Grid, alpha: float) -> Spectrum:
     """Multiplied by a power law of the wavelength, 1 in the middle of the grid."""
     middle = np.sqrt(grid.start * grid.stop)
     return dataclasses.replace(spectrum, flux=spectrum.flux * (_angstrom(spectrum) / middle) ** alpha)
@@ -161,12 +162,12 @@ def invariance(representations: Sequence[Representation], sources: Mapping[int, 
     if not rows:
         return figures
     rows = np.array(rows)
-    reference = _prepared(spectra, preprocessing)[1:]
+    reference = prepared(spectra, preprocessing)[1:]
     before = {r.name: _neighbour_sets(r, r.encode(*reference), rows) for r in representations}
     for index, perturbation in tracked(list(enumerate(perturbations())), "invariance", "perturbation"):
         changed = [perturbation.change(s, np.random.default_rng([seed, index, star]), preprocessing.grid)
                    for star, s in enumerate(spectra)]
-        ok, flux, mask = _prepared(changed, preprocessing)
+        ok, flux, mask = prepared(changed, preprocessing)
         kind = figures["kinds"].setdefault(perturbation.kind, {"levels": [], "keeps": [], "near": [],
                                                                 "prepared": [], "by": {}})
         kind["levels"].append(perturbation.label)
@@ -198,7 +199,7 @@ def _originals(sources: Mapping[int, Path], rows: np.ndarray, preprocessing: Pre
     return kept, spectra, unreadable
 
 
-def _prepared(spectra: Sequence[Spectrum], preprocessing: Preprocessing
+def prepared(spectra: Sequence[Spectrum], preprocessing: Preprocessing
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which spectra could be prepared, and their flux and mask on the grid."""
     ok, fluxes, masks = [], [], []

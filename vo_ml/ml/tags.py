@@ -52,6 +52,8 @@ MIN_CLASS_RESIDUALS = 30
 LOG_LABELS = frozenset({"teff"})
 #: The label whose predictions put a star in its class.
 CLASS_LABEL = "teff"
+#: The layout of a saved :class:`Tagging`; raised whenever what it holds changes.
+TAGGING_LAYOUT = 2
 
 
 def spectral_class(teff: np.ndarray) -> np.ndarray:
@@ -329,6 +331,8 @@ class Tagging:
     model_id: str
     tagger: Tagger | None
     anomaly: AnomalyScale
+    #: The layout of what is saved; a file of another layout is made again by ``vo-ml tag``.
+    layout: int = TAGGING_LAYOUT
 
     def save(self, path: Path) -> None:
         """Write it to ``path`` whole (a reader sees the old file or the new one)."""
@@ -338,8 +342,10 @@ class Tagging:
 
     @classmethod
     def load(cls, path: Path) -> Tagging | None:
-        """The tagging saved at ``path``, or None when there is none."""
-        return joblib.load(path) if path.is_file() else None
+        """The tagging saved at ``path``, or None when there is none or it was saved in another
+        layout (by another version of vo_ml)."""
+        kept = joblib.load(path) if path.is_file() else None
+        return kept if getattr(kept, "layout", None) == TAGGING_LAYOUT else None
 
 
 def tagging_path(db: str | Path, table: str) -> Path:

@@ -152,8 +152,9 @@ def _tags(encoding: adql.Encoding, model: _Model, latent: np.ndarray, error: np.
             raise adql.missing_tags_error(
                 encoding.table, "has no up-to-date neighbour index to score anomalies against; "
                                 "the operator builds it with 'vo-ml index'")
-        nearest = index.neighbour_distances(latent, NEIGHBOURS)[:, NEIGHBOURS - 1]
-        values["ml_anomaly"] = tagging.anomaly.score(error, np.full(len(error), np.nan), nearest)
+        ids, distances = index.nearest(latent, NEIGHBOURS)
+        values["ml_anomaly"] = tagging.anomaly.score(error, np.full(len(error), np.nan), ids,
+                                                     distances)
     unknown = sorted(wanted - values.keys())
     if unknown:
         raise adql.missing_tags_error(
