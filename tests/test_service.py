@@ -223,7 +223,7 @@ def test_every_dali_example_is_marked_up_and_runs(service, tap_url):
     root = etree.fromstring(page.content)
     namespace = {"h": "http://www.w3.org/1999/xhtml"}
     examples = root.findall(".//h:div[@typeof='example']", namespace)
-    assert len(examples) == 7
+    assert len(examples) == 9
     for example in examples:
         query = example.find(".//*[@property='query']").text
         assert example.find(".//*[@property='name']").text and example.get("id")

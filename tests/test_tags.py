@@ -8,8 +8,9 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import pytest
+import yaml
 from astropy.io.votable import parse
-from conftest import TABLE, TAU_CETI, copy_archive, run, vo_ml
+from conftest import TABLE, TAU_CETI, copy_archive, quick_model_config, run, vo_ml
 from test_similarity import HELD_OUT, _app, _rows, _spectra, _upload
 from test_training import copy_archive as copy_with_store
 from test_trust import _measured as _table
@@ -209,3 +210,35 @@ def test_the_cli_tags_and_says_what_it_serves(archive, tmp_path):
     assert again.returncode == 0 and "tagged already" in again.stdout
     empty = vo_ml("tag", "--db", tmp_path / "empty.duckdb", "--table", TABLE)
     assert empty.returncode != 0 and "run 'vo-ml embed' first" in empty.stderr
+
+
+def test_evaluate_tags_reports_every_measure_by_star(archive, tmp_path):
+    """`vo-ml evaluate-tags` on the 91 fixture stars: every candidate and the served tagger with
+    their figures, coverage per class, injected defects found far better than chance, the
+    archive's oddest with their MILES spectral types, and probes of labels and nuisances."""
+    import re
+
+    db = copy_with_store(archive, tmp_path / "archive")
+    config = tmp_path / "quick.yaml"
+    config.write_text(yaml.safe_dump(quick_model_config() | {"training": quick_model_config()[
+        "training"] | {"epochs": 20}}))
+    out = tmp_path / "report"
+    done = vo_ml("evaluate-tags", "--db", db, "--table", TABLE, "--config", config, "--out", out,
+                 "--nuisance-stars", 12, timeout=500)
+    assert done.returncode == 0, done.stderr
+    report = (out / "report.md").read_text()
+    for candidate in ("in the latent space", "in PCA of the flux", "in the standardised flux",
+                      "**served**"):
+        assert candidate in report
+    coverage = re.findall(r"^\| (teff|logg|feh) \| (68|95)% \| ([0-9.]+) \|", report, re.M)
+    assert len(coverage) == 6
+    for _, level, covered in coverage:
+        assert abs(float(covered) - float(level)) < 20
+    found = dict(re.findall(r"^\| ([a-z0-9 >/-]+?) \| ([0-9.]+) \| [0-9.]+ \|$", report, re.M))
+    for kind in ("emission lines", "cosmic-ray spikes", "zeroed stretch"):
+        assert float(found[kind]) > 0.9, kind
+    assert re.search(r"^\| [^|]+ \| [01]\.\d\d \| [A-Z][^|]* \|", report, re.M)
+    for quantity in ("velocity (km/s)", "log10 S/N", "continuum tilt exponent", "teff"):
+        assert f"| {quantity} |" in report
+    for plot in ("pit.png", "mutual_information.png"):
+        assert (out / plot).read_bytes()[:4] == b"\x89PNG"

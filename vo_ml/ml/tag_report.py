@@ -62,6 +62,8 @@ AUROC_MEAN, AUROC_EACH, AUROC_MARGIN = 0.95, 0.90, 0.05
 #: Calibration tolerance, in points of coverage: overall and per class.
 COVERAGE_TOLERANCE = (3.0, 5.0)
 SEED = 16
+#: Neighbours of the nearest-neighbour probe (fewer when a fold has fewer spectra).
+PROBE_NEIGHBOURS = 10
 #: Emission lines injected (A): H alpha, H beta, [O III], [N II].
 EMISSION_LINES = (6562.8, 4861.3, 5006.8, 6583.4)
 C_KMS = 299792.458
@@ -304,8 +306,9 @@ def probe_figures(samples: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray
         split = list(GroupKFold(n_splits=folds).split(x, y, g))
         linear = cross_val_predict(make_pipeline(StandardScaler(), RidgeCV(np.logspace(-3, 3, 13))),
                                    x, y, cv=split)
-        nearest = cross_val_predict(make_pipeline(StandardScaler(), KNeighborsRegressor(10)), x, y,
-                                    cv=split)
+        neighbours = min(PROBE_NEIGHBOURS, *(len(fit) for fit, _ in split))
+        nearest = cross_val_predict(
+            make_pipeline(StandardScaler(), KNeighborsRegressor(neighbours)), x, y, cv=split)
         figures[name] = {"linear_r2": float(r2_score(y, linear)),
                          "knn_r2": float(r2_score(y, nearest)),
                          "mutual_information": [float(v) for v in mutual_info_regression(

@@ -9,6 +9,7 @@ runs as it stands. ``/tap`` shows the same examples beside a query form posting 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -40,9 +41,9 @@ LATENT_RADIUS = 0.5
 
 
 def examples_for(table: str | None, reference: str | None,
-                 radius: float = LATENT_RADIUS) -> list[Example]:
+                 radius: float = LATENT_RADIUS, columns: Sequence[str] = ()) -> list[Example]:
     """The examples for ``table`` and a publisher DID in it (TAP_SCHEMA ones only without),
-    with a latent cone of ``radius``."""
+    with a latent cone of ``radius``, and those of the tag columns among its ``columns``."""
     examples = [Example(
         "tables", "Published tables", "Every table this service publishes, from TAP_SCHEMA.",
         "SELECT table_name, description FROM TAP_SCHEMA.tables ORDER BY table_name")]
@@ -86,6 +87,27 @@ def examples_for(table: str | None, reference: str | None,
             "scatter plot in TOPCAT.",
             f"SELECT obs_publisher_did, ml_x, ml_y, ml_recon_error FROM {table}"),
     ]
+    return examples + _tag_examples(table, set(columns))
+
+
+def _tag_examples(table: str, columns: set[str]) -> list[Example]:
+    """Examples of the columns ``vo-ml tag`` writes, those the table has."""
+    examples = []
+    if {"ml_teff_lo", "ml_teff_hi", "ml_logg_lo"} <= columns:
+        examples.append(Example(
+            "confident-fgk", "FGK stars by their tags' intervals",
+            "Spectra whose predicted Teff lies between 4000 and 7000 K at 68% confidence (the "
+            "whole interval inside the bounds), catalogued or not, with their log g.",
+            f"SELECT TOP 50 obs_publisher_did, target_name, ml_teff, ml_teff_lo, ml_teff_hi, "
+            f"ml_logg, ml_logg_lo, ml_logg_hi FROM {table} WHERE ml_teff_lo > 4000 "
+            "AND ml_teff_hi < 7000 ORDER BY ml_teff"))
+    if "ml_anomaly" in columns:
+        examples.append(Example(
+            "oddities", "The oddest spectra",
+            "The 20 spectra the model reconstructs worst or that sit most alone in the latent "
+            "space, with the score (0 to 1) that ranks them.",
+            f"SELECT TOP 20 obs_publisher_did, target_name, ml_anomaly, ml_recon_error "
+            f"FROM {table} ORDER BY ml_anomaly DESC"))
     return examples
 
 
@@ -111,7 +133,8 @@ def _examples_of_archive() -> list[Example]:
             f"SELECT obs_publisher_did FROM {table} WHERE embedding IS NOT NULL "
             "ORDER BY obs_publisher_did LIMIT 1").rows()
         reference = rows[0][0] if rows else None
-    return examples_for(table, reference, _latent_radius(table) if reference else LATENT_RADIUS)
+    return examples_for(table, reference, _latent_radius(table) if reference else LATENT_RADIUS,
+                        chosen.column_names if chosen else ())
 
 
 def _latent_radius(table: str) -> float:
