@@ -13,7 +13,9 @@ columns too, and returns a warning for every row whose coverage or typicality is
 service's thresholds (``ML_MIN_COVERAGE``, ``ML_MIN_TYPICALITY``), or that the model
 reconstructs worse than every spectrum of the archive (its ``ml_recon_error``): a latent space
 of few dimensions puts noise among the archive's spectra, where typicality alone cannot tell
-it from a star. A spectrum the model cannot encode is refused (by the rule of
+it from a star. The tags the query asks with ``ml_tag`` (any tag column of the table,
+``ml_anomaly`` included) are computed in the same pass, by the tagging ``vo-ml tag`` kept beside
+the archive. A spectrum the model cannot encode is refused (by the rule of
 :mod:`vo_ml.spectra.encodable`), naming the upload, its row and why.
 """
 
