@@ -530,6 +530,12 @@ From Python with pyvo:
     service = pyvo.dal.TAPService("http://{host}:{port}/tap")
     print(service.search('''{query}''').to_table())
 
+Every spectrum is tagged, with 68% and 95% intervals, and scored for oddity:
+
+SELECT TOP 20 obs_publisher_did, target_name, teff, ml_teff, ml_teff_lo, ml_teff_hi, ml_anomaly
+FROM {table}
+ORDER BY ml_anomaly DESC
+
 In TOPCAT: VO > Table Access Protocol (TAP) Query, TAP URL http://{host}:{port}/tap
 """, flush=True)
 

@@ -400,6 +400,14 @@ def _calibration_lines(tags: dict) -> list[str]:
                 row[name] is None or abs(row[name] - target) <= per_class for name in CLASSES)
             lines.append(f"| {label} | {target:.0f}% | {row['all']:.1f} | " + " | ".join(cells)
                          + f" | {_verdict(holds)} |")
+    counts = [n for by_level in tags["coverage"].values() for row in by_level.values()
+              for n in row["count"].values() if n]
+    if counts:
+        smallest = min(counts)
+        lines += ["", f"A class of n stars measures a 68% coverage to within sqrt(0.68 x 0.32 / n) "
+                  f"by chance alone: {100 * np.sqrt(0.68 * 0.32 / smallest):.1f} points for the "
+                  f"smallest here ({smallest} stars), so a class that misses by about that much "
+                  "is not shown to be miscalibrated."]
     return [*lines, "", "The probability integral transform of each catalogue value under the "
             "predictive distribution the intervals come from is flat when they are calibrated:",
             "", "![PIT](pit.png)", ""]
