@@ -345,7 +345,7 @@ def _verdict(holds: bool) -> str:
 def markdown(tags: dict, anomalies: dict, probes: dict, listed: list[dict]) -> list[str]:
     """The report's text."""
     return [*_tag_lines(tags), *_calibration_lines(tags), *_anomaly_lines(anomalies, listed),
-            *_probe_lines(probes)]
+            *_probe_lines(probes), *_limitation_lines(tags, anomalies, probes, listed)]
 
 
 def _figure(label: str, accuracy: dict) -> str:
@@ -457,6 +457,61 @@ def _probe_lines(probes: dict) -> list[str]:
         lines.append(f"| {name} | {row['linear_r2']:.2f} | {row['knn_r2']:.2f} | "
                      f"{information.max():.2f} | {int(information.argmax())} |")
     return [*lines, "", "![mutual information](mutual_information.png)", ""]
+
+
+#: A probe R^2 below this says the latent space does not see the quantity.
+UNSEEN_R2 = 0.1
+
+
+def _limitation_lines(tags: dict, anomalies: dict, probes: dict, listed: list[dict]
+                      ) -> list[str]:
+    """What the figures above mean for a user, in plain words, each claim with its number."""
+    served = tags["served"]
+    lines = ["## Uses and limitations, in plain words", ""]
+    if "teff" in served:
+        lines.append(
+            f"- A Teff tag of an FGK star the tagger never saw is typically off by "
+            f"{served['teff']['fgk_sigma']:.0f} K (robust sigma), and half of all stars' tags are "
+            f"within {100 * served['teff']['median']:.1f}% of the catalogue: good for choosing "
+            "stars by type, not for a temperature to publish; full-spectrum fitting reaches about "
+            "60 K on MILES.")
+    if "logg" in served:
+        lines.append(
+            f"- log g is typically off by {served['logg']['fgk_sigma']:.2f} dex for FGK stars: "
+            "enough to tell dwarfs from giants, not subgiants from either.")
+    if "feh" in served:
+        lines.append(
+            f"- [Fe/H] is typically off by {served['feh']['fgk_sigma']:.2f} dex for FGK stars: "
+            "metal-poor from metal-rich, not finer.")
+    lines.append(
+        "- Trust the intervals more than the values: they are calibrated on stars the tagger did "
+        "not see and cover as often as they say overall (table above). They are symmetric "
+        "about the estimate, so where the PIT histogram slopes the errors lean one way; and they "
+        "describe stars like the archive's: for a spectrum unlike them (high ml_anomaly) they say "
+        "nothing.")
+    kinds = anomalies["kinds"]
+    weakest = min(kinds, key=lambda kind: kinds[kind]["ours"])
+    lines.append(
+        f"- ml_anomaly finds every injected defect with an AUROC of at least "
+        f"{kinds[weakest]['ours']:.2f} (the hardest: {weakest}); an isolation forest on the "
+        "latent vectors misses those the encoder smooths away. The shift and the tilt were "
+        "injected after preparation: the archive's preparation removes a star's real velocity "
+        "and calibration, so a fast star is not an oddity. Read ORDER BY ml_anomaly DESC as a "
+        "list to look at, not a verdict" + (": the archive's ten highest are " + ", ".join(
+            f"{' '.join(row['name'].split())} ({row['type'] or 'no type'})" for row in listed[:10])
+            if listed else "") + ".")
+    unseen = [name for name, row in probes.items()
+              if max(row["linear_r2"], row["knn_r2"]) < UNSEEN_R2]
+    seen = [name for name, row in probes.items() if name not in unseen]
+    if unseen:
+        lines.append(f"- The latent space does not see {', '.join(unseen)} (probe R^2 below "
+                     f"{UNSEEN_R2:g}): spectra differing only in those are neighbours.")
+    if seen:
+        lines.append("- It sees " + ", ".join(
+            f"{name} (R^2 up to {max(probes[name]['linear_r2'], probes[name]['knn_r2']):.2f})"
+            for name in seen) + "; a nuisance among these (a resolution lower than the "
+            "archive's cannot be sharpened to it) moves a spectrum's neighbours and its tags.")
+    return [*lines, ""]
 
 
 def _plot_pits(pits: Mapping[str, np.ndarray], path: Path) -> None:
