@@ -124,6 +124,7 @@ def test_xshooter_spectrum_ranks_the_same_star_first_in_an_archive_holding_its_m
 
 def test_a_velocity_shifted_spectrum_keeps_its_neighbours_and_noise_moves_it(spaces, tmp_path):
     from vo_ml.ml import invariance, probes
+    from vo_ml.ml.report import pyplot
 
     store = spaces["store"]
     figures = invariance.invariance([spaces["latent"], spaces["raw"]], spaces["sources"],
@@ -139,7 +140,7 @@ def test_a_velocity_shifted_spectrum_keeps_its_neighbours_and_noise_moves_it(spa
     coverage = figures["kinds"]["coverage"]
     assert coverage["levels"][:2] == ["100%", "blue 80%"] and "red 30%" in coverage["levels"]
     assert figures["acceptance"]["model"]["velocity"] is True
-    plots = invariance.plot(figures, tmp_path, _pyplot())
+    plots = invariance.plot(figures, tmp_path, pyplot())
     assert [p.name for p in plots] == ["invariance_velocity.png", "invariance_sn.png",
                                        "invariance_resolution.png", "invariance_tilt.png",
                                        "invariance_coverage.png"]
@@ -159,15 +160,6 @@ def test_an_archive_spectrum_whose_original_file_is_gone_or_broken_is_left_out_w
     assert "not a FITS file" in figures["unreadable"][0]["reason"]
     assert figures["kinds"]["velocity"]["prepared"] == [1] * 5
     assert f"- left out `{broken}`: not a FITS file" in "\n".join(invariance.markdown(figures))
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    return pyplot
 
 
 def test_evaluate_reports_held_out_neighbours_for_every_model_and_baseline(archive, tmp_path):

@@ -5,6 +5,8 @@ and the queries a pyvo or STILTS user writes against them.
 
 from __future__ import annotations
 
+import shutil
+
 import duckdb
 import numpy as np
 import pytest
@@ -242,3 +244,19 @@ def test_evaluate_tags_reports_every_measure_by_star(archive, tmp_path):
         assert f"| {quantity} |" in report
     for plot in ("pit.png", "mutual_information.png"):
         assert (out / plot).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tagging_again_gives_the_same_tags(archive, tmp_path):
+    """Tags are reproducible: PCA's randomised solver once made the served regressor, and so
+    every ml_teff, change between two runs on the same archive."""
+    from vo_ml.pipeline import tag
+
+    columns = "ml_teff, ml_logg_lo, ml_feh_hi95, ml_anomaly"
+    query = f"SELECT {columns} FROM miles.{TABLE} ORDER BY obs_publisher_did"
+    db = copy_with_store(archive, tmp_path)
+    shutil.copytree(f"{archive['db']}.neighbours", f"{db}.neighbours")
+    assert tag(db, TABLE) is not None
+    with duckdb.connect(str(archive["db"]), read_only=True) as first, duckdb.connect(
+            str(db), read_only=True) as second:
+        np.testing.assert_array_equal(np.array(first.execute(query).fetchall(), float),
+                                      np.array(second.execute(query).fetchall(), float))

@@ -461,9 +461,11 @@ class _TaggedRows:
 
 def _tagged_rows(backend: Backend, db: Path, spectra: tap_schema.Table, card: dict) -> _TaggedRows:
     """The embedded rows' stars, embeddings, reconstruction errors, noise and labels (those
-    the table declares a tag column for), and their flux at the model's sampling."""
+    the table declares a tag column for), and their flux at the model's sampling, read from the
+    store kept at that sampling (as training and embedding read it)."""
     from vo_ml.ml.anomaly import noise_of_snr
-    from vo_ml.ml.embedding import model_sampled
+    from vo_ml.ml.cards import load_card
+    from vo_ml.ml.models import downsampling
     from vo_ml.ml.tags import spectra_view
 
     existing = backend.table_columns(spectra.name)
@@ -478,16 +480,17 @@ def _tagged_rows(backend: Backend, db: Path, spectra: tap_schema.Table, card: di
     store = SpectrumStore(store_path(db, spectra.name))
     stored = [row for row, did in enumerate(store.dids) if did in by_did]
     order = np.array([by_did[did] for did in np.asarray(store.dids)[stored]], dtype=int)
-    flux, mask = store.read(0, len(store))
-    sampled = spectra_view(*model_sampled(flux[stored], mask[stored], _model_folder(card)))
+    sampled_store = store.coarsened(downsampling(load_card(_model_folder(card))["config"]))
+    flux, mask = sampled_store.read(0, len(sampled_store))
+    sampled = spectra_view(flux[stored], mask[stored])
     column = lambda i: np.ma.filled(result.columns[i].astype(float), np.nan)[order]  # noqa: E731
+    latent = np.stack(result.columns[2].data[order]).astype(np.float32)
     return _TaggedRows(
         [str(did) for did in result.columns[0].data[order]],
         np.asarray(result.columns[5].data[order], dtype=np.int64),
-        np.asarray(result.columns[1].data[order], dtype=str),
-        np.stack(result.columns[2].data[order]).astype(np.float32), column(3),
+        np.asarray(result.columns[1].data[order], dtype=str), latent, column(3),
         noise_of_snr(column(4)), {name: column(6 + i) for i, name in enumerate(labels)},
-        {"latent": np.stack(result.columns[2].data[order]).astype(np.float32), "spectra": sampled})
+        {"latent": latent, "spectra": sampled})
 
 
 def build_neighbour_index(db: Path, table: str, metric: str = "l2") -> Path:
@@ -528,12 +531,7 @@ def evaluate_models(db: Path, table: str, configs: Sequence[dict], models_dir: P
         sources = _original_files(backend, store.dids)
     finally:
         backend.close()
-    row_of = {did: i for i, did in enumerate(columns[0].data)}
-    missing = [did for did in store.dids if did not in row_of]
-    if missing:
-        raise ValueError(f"{len(missing)} stored spectra have no row in {table} (e.g. {missing[0]}): "
-                         "an ingest was interrupted; run 'vo-ml ingest' again to finish it")
-    order = np.array([row_of[did] for did in store.dids])
+    order = _in_store_order(columns[0].data, store, table)
     targets = [columns[1].data[i] for i in order]
     labels = {name: np.ma.filled(columns[i].astype(float), np.nan)[order]
               for i, name in ((2, "teff"), (3, "logg"), (4, "feh"))}
@@ -553,6 +551,7 @@ def evaluate_tagging(db: Path, table: str, config: dict, models_dir: Path, out: 
     original files (0: none). Return the report's path."""
     from vo_ml.ml.anomaly import noise_of_snr
     from vo_ml.ml.embedding import encode_rows, latent_vectors, model_sampled
+    from vo_ml.ml.evaluation import LABELS
     from vo_ml.ml.invariance import sample
     from vo_ml.ml.probes import store_preprocessing
     from vo_ml.ml.tag_report import TagData, evaluate_tags, nuisance_samples
@@ -562,7 +561,7 @@ def evaluate_tagging(db: Path, table: str, config: dict, models_dir: Path, out: 
     backend = open_backend(db, read_only=True)
     try:
         existing = backend.table_columns(table)
-        labels = [name for name in ("teff", "logg", "feh") if name in existing]
+        labels = [name for name in LABELS if name in existing]
         if not labels:
             raise ValueError(f"{table} has no teff, logg or feh column: the tags are learnt "
                              "from a catalogue's labels, such as the MILES demo's")
@@ -574,8 +573,7 @@ def evaluate_tagging(db: Path, table: str, config: dict, models_dir: Path, out: 
         sources = _original_files(backend, store.dids)
     finally:
         backend.close()
-    row_of = {did: i for i, did in enumerate(result.columns[0].data)}
-    order = np.array([row_of[did] for did in store.dids])
+    order = _in_store_order(result.columns[0].data, store, table)
     column = lambda i: np.ma.filled(result.columns[i].astype(float), np.nan)[order]  # noqa: E731
     targets = [result.columns[1].data[i] for i in order]
     held_out = split_by_star(targets, held_out_fraction, salt="evaluate")
@@ -611,6 +609,17 @@ def _spectral_types(sources: dict[int, Path]) -> dict[str, str] | None:
     if folder is None:
         return None
     return {star.name: star.sptype or "" for star in MilesDescriber(folder).stars.values()}
+
+
+def _in_store_order(dids: Sequence[str], store: SpectrumStore, table: str) -> np.ndarray:
+    """For each stored spectrum, the position of its row among ``dids`` (a query's rows of
+    ``table``); every stored spectrum must have one."""
+    row_of = {did: i for i, did in enumerate(dids)}
+    missing = [did for did in store.dids if did not in row_of]
+    if missing:
+        raise ValueError(f"{len(missing)} stored spectra have no row in {table} (e.g. {missing[0]}): "
+                         "an ingest was interrupted; run 'vo-ml ingest' again to finish it")
+    return np.array([row_of[did] for did in store.dids], dtype=int)
 
 
 def _original_files(backend: Backend, dids: Sequence[str]) -> dict[int, Path]:

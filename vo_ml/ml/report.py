@@ -16,6 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -28,7 +29,8 @@ from vo_ml.ml.projection import PrincipalComponents
 from vo_ml.spectra.grid import downsample
 from vo_ml.spectra.store import SpectrumStore
 
-__all__ = ["evaluate", "plot_training_curve", "model_view", "View", "REPORT_NAME", "BASELINE_DOWNSAMPLE"]
+__all__ = ["evaluate", "plot_training_curve", "model_view", "pyplot", "View", "REPORT_NAME",
+           "BASELINE_DOWNSAMPLE"]
 
 #: How the baselines see spectra: the dense family's sampling (4,096 / 4 pixels for MILES).
 BASELINE_DOWNSAMPLE = 4
@@ -143,7 +145,7 @@ def evaluate(store: SpectrumStore, labels: dict[str, np.ndarray], targets: Seque
     _plot_reconstructions(store, latents, np.flatnonzero(held_out & fgk), out / "reconstructions.png")
     _plot_recon_error(representations, out / "recon_error.png")
     if "invariance" in figures:
-        invariance.plot(figures["invariance"], out, _pyplot())
+        invariance.plot(figures["invariance"], out, pyplot())
     report = out / REPORT_NAME
     report.write_text("\n".join([
         _markdown(figures, representations),
@@ -266,19 +268,19 @@ def _format(scores: dict) -> list[str]:
     return [f"{scores['teff']:.4f}", f"{scores['logg']:.3f}", f"{scores['feh']:.3f}"]
 
 
-def _pyplot():
+def pyplot() -> ModuleType:
     """pyplot drawing to files only, imported when a figure is made (it is slow to import)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot
+    from matplotlib import pyplot as module
 
-    return pyplot
+    return module
 
 
 def plot_training_curve(history: dict, model_id: str, path: Path) -> None:
     """Training and validation loss by epoch, saved beside a trained model."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6, 4))
     epochs = np.arange(1, len(history["loss"]) + 1)
     axes.plot(epochs, history["loss"], label="training")
@@ -292,7 +294,7 @@ def plot_training_curve(history: dict, model_id: str, path: Path) -> None:
 
 
 def _plot_maps(latents: list[Representation], labels: dict[str, np.ndarray], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(len(latents), 3, figsize=(12, 3.6 * len(latents)), squeeze=False)
     for row, representation in zip(axes, latents, strict=True):
         for axis, (label, title) in zip(row, (("teff", "Teff (K)"), ("logg", "log g"),
@@ -311,7 +313,7 @@ def _plot_maps(latents: list[Representation], labels: dict[str, np.ndarray], pat
 
 def _plot_reconstructions(store: SpectrumStore, latents: list[Representation], rows: np.ndarray,
                           path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     examples = rows[np.linspace(0, rows.size - 1, 3).astype(int)] if rows.size else rows
     figure, axes = plt.subplots(len(examples), 1, figsize=(12, 3 * max(1, len(examples))), squeeze=False)
     centres = store.grid.centres
@@ -332,7 +334,7 @@ def _plot_reconstructions(store: SpectrumStore, latents: list[Representation], r
 
 
 def _plot_recon_error(representations: list[Representation], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
     families: dict[str, list[Representation]] = {}
     for r in representations:

@@ -36,6 +36,7 @@ from sklearn.preprocessing import StandardScaler
 
 from vo_ml.ml.anomaly import NEIGHBOURS, AnomalyScale
 from vo_ml.ml.invariance import degraded, noisy, prepared, shifted, tilted
+from vo_ml.ml.report import pyplot
 from vo_ml.ml.tags import (
     CLASSES,
     FOLDS,
@@ -51,7 +52,7 @@ from vo_ml.progress import tracked
 from vo_ml.spectra.grid import Preprocessing
 from vo_ml.spectra.record import Spectrum
 
-__all__ = ["TagData", "ACCEPTANCE", "INJECTIONS", "NUISANCES", "evaluate_tags", "inject",
+__all__ = ["TagData", "ACCEPTANCE", "INJECTIONS", "NUISANCES", "evaluate_tags",
            "tag_figures", "anomaly_figures", "nuisance_samples", "oddest", "probe_figures",
            "markdown"]
 
@@ -198,12 +199,6 @@ INJECTIONS: Mapping[str, Callable[[np.ndarray, np.ndarray, np.random.Generator],
     "emission lines": _emission, "cosmic-ray spikes": _spikes, "flux-calibration tilt": _tilt,
     "300 km/s shift": _shift, "zeroed stretch": _zeroed}
 BLEND = "blend of two stars > 1500 K apart"
-
-
-def inject(kind: str, flux: np.ndarray, wavelength: np.ndarray, rng: np.random.Generator
-           ) -> np.ndarray:
-    """One spectrum (normalised, on the store grid) with a defect of ``kind`` in it."""
-    return INJECTIONS[kind](flux, wavelength, rng)
 
 
 def _blends(flux: np.ndarray, teff: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -515,11 +510,7 @@ def _limitation_lines(tags: dict, anomalies: dict, probes: dict, listed: list[di
 
 
 def _plot_pits(pits: Mapping[str, np.ndarray], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
     figure, axes = plt.subplots(1, len(pits), figsize=(4 * len(pits), 3), squeeze=False)
     for axis, (label, values) in zip(axes[0], pits.items(), strict=True):
         values = values[np.isfinite(values)]
@@ -533,11 +524,7 @@ def _plot_pits(pits: Mapping[str, np.ndarray], path: Path) -> None:
 
 
 def _plot_information(probes: Mapping[str, dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
     names = list(probes)
     table = np.array([probes[name]["mutual_information"] for name in names])
     figure, axis = plt.subplots(figsize=(1 + 0.4 * table.shape[1], 0.6 + 0.4 * len(names)))

@@ -52,8 +52,10 @@ MIN_CLASS_RESIDUALS = 30
 LOG_LABELS = frozenset({"teff"})
 #: The label whose predictions put a star in its class.
 CLASS_LABEL = "teff"
+#: Seed of PCA's randomised solver, so the same archive is tagged the same way every run.
+PCA_SEED = 16
 #: The layout of a saved :class:`Tagging`; raised whenever what it holds changes.
-TAGGING_LAYOUT = 2
+TAGGING_LAYOUT = 3
 
 
 def spectral_class(teff: np.ndarray) -> np.ndarray:
@@ -105,7 +107,7 @@ def candidates() -> list[Candidate]:
         Candidate("5 nearest neighbours in the latent space", "latent",
                   lambda dim: make_pipeline(_neighbours())),
         Candidate("5 nearest neighbours in PCA of the flux, at the latent dimension", "spectra",
-                  lambda dim: make_pipeline(PCA(dim), _neighbours())),
+                  lambda dim: make_pipeline(PCA(dim, random_state=PCA_SEED), _neighbours())),
         Candidate("5 nearest neighbours in the standardised flux", "spectra",
                   lambda dim: make_pipeline(StandardScaler(), _neighbours())),
     ]
@@ -242,7 +244,6 @@ class Tagger:
     """The taggers of every label. Stars fall in their class by the Teff tagger's estimate."""
 
     labels: dict[str, LabelTagger]
-    dimension: int
 
     def estimates(self, views: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every label's estimate, in the learnt scale, for rows given in each view."""
@@ -289,7 +290,7 @@ def fit_tagger(labels: Mapping[str, np.ndarray], views: Mapping[str, np.ndarray]
             label, np.asarray(labels[label], float), views, groups, star_class, dimension, choices)
         if label == CLASS_LABEL:
             star_class = spectral_class(_in_unit(label, estimates[label]))
-    return Tagger(fitted, dimension), estimates
+    return Tagger(fitted), estimates
 
 
 def cross_validated_tags(labels: Mapping[str, np.ndarray], views: Mapping[str, np.ndarray],

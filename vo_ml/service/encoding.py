@@ -146,7 +146,9 @@ def _tags(encoding: adql.Encoding, model: _Model, latent: np.ndarray, error: np.
     wanted = set(encoding.tags_wanted)
     values: dict[str, np.ndarray] = {}
     if wanted - {"ml_anomaly"} and tagging.tagger is not None:
-        views = {"latent": latent, "spectra": spectra_view(*model_sampled(flux, mask, model.folder))}
+        views = {"latent": latent}
+        if "spectra" in tagging.tagger.views:
+            views["spectra"] = spectra_view(*model_sampled(flux, mask, model.folder))
         values |= tagging.tagger.tag(views)
     if "ml_anomaly" in wanted:
         index = current_index(encoding.table, encoding.embedding, "l2")
