@@ -235,12 +235,16 @@ class Backend(ABC):
         """All rows of a query that reads a few rows by an index, as tuples (None for NULL):
         no streaming, time limit or Arrow, whose set-up would cost more than such a query."""
 
-    @abstractmethod
     def ingested_source(self, did: str) -> tuple[str, str] | None:
         """(path, table name) of the file a publisher DID was ingested from, or None if unknown.
 
         The service serves original files only through this lookup, so no request can name a path.
         """
+        return self.ingested_sources([did]).get(did)
+
+    @abstractmethod
+    def ingested_sources(self, dids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """:meth:`ingested_source` of many DIDs in one lookup; unknown DIDs are left out."""
 
     @abstractmethod
     def read_tap_schema(self) -> TapSchema:

@@ -157,14 +157,10 @@ class DuckDBBackend(Backend):
             f"SELECT obs_publisher_did FROM {INTERNAL_SCHEMA}.ingested WHERE table_name = ?",
             [table_name])}
 
-    def ingested_source(self, did: str) -> tuple[str, str] | None:
-        """(path, table name) of the file a publisher DID was ingested from, or None if unknown.
-
-        The service serves original files only through this lookup, so no request can name a path.
-        """
-        rows = self._read(f"SELECT path, table_name FROM {INTERNAL_SCHEMA}.ingested "
-                          "WHERE obs_publisher_did = ? LIMIT 1", [did])
-        return rows[0] if rows else None
+    def ingested_sources(self, dids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        rows = self._read(f"SELECT obs_publisher_did, path, table_name FROM {INTERNAL_SCHEMA}.ingested "
+                          "WHERE obs_publisher_did IN (SELECT unnest(?::VARCHAR[]))", [list(dids)])
+        return {did: (path, table) for did, path, table in rows}
 
     def record_failures(self, failures: Sequence[tuple[str, str | None, str]]) -> None:
         """Keep one report line per file: the latest reason it failed."""

@@ -34,7 +34,7 @@ from vo_ml.service.context import archive, base_url
 from vo_ml.service.dali import DaliError, DaliParameters, parse_maxrec
 from vo_ml.service.formats import CappedRows, OutputFormat
 from vo_ml.service.settings import settings
-from vo_ml.service.votable import VOTABLE_MIME, error_votable
+from vo_ml.service.votable import VOTABLE_MIME, ServiceDescriptor, error_votable
 
 __all__ = ["DalQuery", "Plan", "SqlPlan", "Found", "Executor", "Answer", "execute", "serve",
            "install_error_handlers", "dali_error_response", "request_parameters",
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 #: Where the DAL endpoints live: an unknown route or method under them is answered with a
 #: DALI error document, as a DAL client expects, and elsewhere with Flask's page.
-DAL_PATHS = ("/tap", "/ssa")
+DAL_PATHS = ("/tap", "/ssa", "/datalink")
 
 
 def request_parameters() -> DaliParameters:
@@ -160,7 +160,8 @@ class DalQuery:
 
     ``columns`` gives, for each result column in order, the published column it shows (None
     for a computed value); ``tables`` are visible to every SQL statement of the plan (uploads);
-    ``infos`` go into a VOTable result as INFO elements (name, value).
+    ``infos`` go into a VOTable result as INFO elements (name, value), and ``descriptors``
+    after its table (the services a row leads to, their URLs relative to the service root).
     """
 
     plan: Plan
@@ -169,6 +170,7 @@ class DalQuery:
     maxrec: int
     tables: Mapping[str, pa.Table] = field(default_factory=dict)
     infos: tuple[tuple[str, str], ...] = ()
+    descriptors: tuple[ServiceDescriptor, ...] = ()
 
 
 @dataclass
@@ -199,7 +201,8 @@ def execute(query: DalQuery, timeout: float, service_url: str,
         stack.close()
         raise
     rows = CappedRows(absolute_access_urls(found.stream, query.columns, service_url), query.maxrec,
-                      query.infos + found.infos)
+                      query.infos + found.infos,
+                      tuple(d.under(service_url) for d in query.descriptors))
     return Answer(query.output.mime, _closing(query.output.writer(rows, query.columns), stack),
                   lambda: rows.failure)
 

@@ -45,14 +45,14 @@ from vo_ml.spectra.record import Spectrum, SpectrumMeta
 if TYPE_CHECKING:  # scikit-learn loads only when a query tags
     from vo_ml.ml.tags import Tagging
 
-__all__ = ["encode_uploads"]
+__all__ = ["encode_uploads", "TableModel", "table_model"]
 
 #: One thread loads a tagging at a time; the others wait for it and share it.
 _LOADING = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
-class _Model:
+class TableModel:
     """What encoding for a table needs: its model's folder, the preprocessing its spectra went
     through and its latent dimension."""
 
@@ -87,7 +87,7 @@ def encode_uploads(uploads: Sequence[Upload], encodings: Sequence[adql.Encoding]
 def _encoded(upload: Upload, encoding: adql.Encoding) -> tuple[dict[str, pa.Array], list[str]]:
     """The latent vectors and measures of the upload's spectra as columns by name (NULL for a
     row without wavelength or flux), and the warnings about its rows."""
-    model = _model(encoding.table)
+    model = table_model(encoding.table)
     prepared = _prepared_rows(upload, encoding, model.preprocessing)
     rows, count = list(prepared), upload.rows.num_rows
     latent, measures = _measured(encoding, model, prepared)
@@ -111,7 +111,7 @@ def _prepared_rows(upload: Upload, encoding: adql.Encoding, preprocessing: Prepr
             if wavelength is not None and flux is not None}
 
 
-def _measured(encoding: adql.Encoding, model: _Model,
+def _measured(encoding: adql.Encoding, model: TableModel,
               prepared: dict[int, tuple[np.ndarray, np.ndarray]]
               ) -> tuple[np.ndarray, dict[str, np.ndarray | None]]:
     """The latent vectors of the prepared rows, and each of :data:`adql.MEASURES` of them
@@ -133,7 +133,7 @@ def _measured(encoding: adql.Encoding, model: _Model,
     return latent, measures
 
 
-def _tags(encoding: adql.Encoding, model: _Model, latent: np.ndarray, error: np.ndarray,
+def _tags(encoding: adql.Encoding, model: TableModel, latent: np.ndarray, error: np.ndarray,
           flux: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     """The tag columns the query asks of the spectra (``ml_tag``), as ``vo-ml tag`` computed
     the table's: its tagger on the same views, its anomaly scale against the neighbour index
@@ -266,7 +266,7 @@ def _row_values(column: pa.ChunkedArray) -> list[np.ndarray | None]:
             if lists[row].is_valid else None for row in range(len(lists))]
 
 
-def _model(table: str) -> _Model:
+def table_model(table: str) -> TableModel:
     """The model that made ``table``'s embeddings, looked for in MODELS_DIR first, then where
     it was when the table was embedded, and how the table's spectra were prepared."""
     card = archive().backend.current_model(table)
@@ -283,7 +283,7 @@ def _model(table: str) -> _Model:
         raise adql.missing_model_error(
             table, f"model {card['model_id']} made its embeddings, but it is not in {looked}; "
                    "the operator must copy the model folder there or set MODELS_DIR")
-    return _Model(card["model_id"], found,
+    return TableModel(card["model_id"], found,
                   recorded_preprocessing(card["grid"], card.get("preprocess", {})),
                   int(card["latent_dim"]))
 

@@ -193,5 +193,8 @@ def landing() -> Response:
         '<input type="submit" value="Run query"/>\n</form>\n'
         f"<h2>Examples</h2>\n<ul>\n{items}</ul>\n"
         '<p><a href="tables">Tables</a> · <a href="capabilities">Capabilities</a> · '
-        '<a href="availability">Availability</a></p>\n')
+        '<a href="availability">Availability</a> · '
+        f'<a href="{escape(base_url())}/datalink/terms">DataLink</a>: every result row with an '
+        "obs_publisher_did leads to its file, a preview, similar spectra and why they are "
+        f'similar (<code>{escape(base_url())}/datalink/links?ID=...</code>)</p>\n')
     return _page("vo_ml TAP service", body)

@@ -22,7 +22,7 @@ from vo_ml.archive.backend import QueryError, ResultStream, arrow_to_masked
 from vo_ml.archive.tap_schema import Column
 from vo_ml.service.arrow_types import array_text, is_array, portable_schema
 from vo_ml.service.dali import DaliError
-from vo_ml.service.votable import VOTABLE_MIME, stream_votable
+from vo_ml.service.votable import VOTABLE_MIME, ServiceDescriptor, stream_votable
 from vo_ml.spectra.access import FITS_MIME
 
 __all__ = ["CappedRows", "OutputFormat", "OUTPUT_FORMATS", "VOTABLE_OUTPUTS", "output_format"]
@@ -36,10 +36,13 @@ class CappedRows:
     """
 
     def __init__(self, stream: ResultStream, maxrec: int,
-                 infos: tuple[tuple[str, str], ...] = ()) -> None:
+                 infos: tuple[tuple[str, str], ...] = (),
+                 descriptors: tuple[ServiceDescriptor, ...] = ()) -> None:
         self.schema = portable_schema(stream.schema)
         #: INFO elements (name, value) a VOTable of the rows carries, such as the plan used.
         self.infos = infos
+        #: The services a VOTable of the rows describes for each row (DataLink descriptors).
+        self.descriptors = descriptors
         self.overflow = False
         #: The error that ended the rows early, once one has (a time limit hit while sending).
         self.failure: QueryError | None = None
@@ -84,7 +87,7 @@ class OutputFormat:
 def _votable(serialization: str) -> Writer:
     def write(rows: CappedRows, columns: Sequence[Column | None]) -> Iterator[bytes]:
         return stream_votable(rows.schema, rows, columns, lambda: rows.overflow, serialization,
-                              rows.infos)
+                              rows.infos, rows.descriptors)
     return write
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from astropy import units as u
 from astropy.coordinates import Angle, SkyCoord
@@ -29,6 +28,8 @@ from vo_ml.archive.tap_schema import Column, Table
 from vo_ml.service.context import archive
 from vo_ml.service.dal import DalQuery, SqlPlan, maxrec_of, request_parameters, serve
 from vo_ml.service.dali import DaliError, DaliParameters
+from vo_ml.service.datalink import spectrum_file
+from vo_ml.service.descriptors import result_descriptors
 from vo_ml.service.formats import VOTABLE_OUTPUTS, output_format
 from vo_ml.service.settings import settings
 from vo_ml.spectra.access import FITS_MIME, VOTABLE_MIME, file_format
@@ -72,22 +73,8 @@ def query_data() -> Response:
 @bp.route("/data")
 def data() -> Response:
     """The original file of the spectrum whose publisher DID is ``ID``."""
-    path = _source_file(request_parameters().required("ID"))
+    path, _ = spectrum_file(request_parameters().required("ID"))
     return send_file(path, mimetype=file_format(path), download_name=path.name, conditional=True)
-
-
-def _source_file(did: str) -> Path:
-    """The ingested file of a DID in a published table; 404 if unknown, 410 if it has gone."""
-    state = archive()
-    source = state.backend.ingested_source(did)
-    if source is None or state.schema.table(source[1]) is None:
-        raise DaliError(f"ID={did!r} is not the publisher DID of any spectrum here: "
-                        "take the ID from an SSA or TAP result", 404)
-    path = Path(source[0])
-    if not path.is_file():
-        raise DaliError(f"the file of ID={did!r} has been moved or deleted since it was ingested; "
-                        "the archive operator must restore it", 410)
-    return path
 
 
 def parse_request(parameters: DaliParameters) -> DalQuery:
@@ -101,9 +88,10 @@ def parse_request(parameters: DaliParameters) -> DalQuery:
     query = parse_query(parameters)
     table = ssa_table()
     conditions, values = query_conditions(query)
-    return DalQuery(SqlPlan(_select(table, conditions), values), output,
-                    [column for _, column in RESULT_COLUMNS], maxrec,
-                    infos=(("SSA_TABLE", table.name),))
+    columns = [column for _, column in RESULT_COLUMNS]
+    return DalQuery(SqlPlan(_select(table, conditions), values), output, columns, maxrec,
+                    infos=(("SSA_TABLE", table.name),),
+                    descriptors=result_descriptors(columns, [c.name for c in columns]))
 
 
 def ssa_table() -> Table:

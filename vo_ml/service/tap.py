@@ -7,7 +7,8 @@ reachable), similarity references are checked, uploaded spectra are encoded (eac
 answer is uncertain named in an ``INFO name="warning"`` of the result), and the translation is
 planned
 (:func:`vo_ml.service.similarity.plan`). The pipeline runs the plan and streams the rows in the
-format asked for.
+format asked for; a VOTable with a publisher DID column ends with the DataLink service
+descriptors of :mod:`vo_ml.service.descriptors`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from vo_ml.service import similarity
 from vo_ml.service.context import archive
 from vo_ml.service.dal import DalQuery, maxrec_of, query_errors, request_part, serve
 from vo_ml.service.dali import DaliError, DaliParameters
+from vo_ml.service.descriptors import result_descriptors
 from vo_ml.service.encoding import encode_uploads
 from vo_ml.service.formats import output_format
 from vo_ml.service.settings import settings
@@ -76,5 +78,7 @@ def parse_query(parameters: DaliParameters, part: PartReader, timeout: float) ->
     tables = {adql.upload_view(u.name): u.rows for u in uploads}
     chosen = similarity.plan(translation.sql, translation.neighbours, embeddings, tables,
                              parameters.get("ML_SEARCH", "auto").lower())
-    return DalQuery(chosen, fmt, [o.column for o in translation.output_columns], maxrec, tables,
-                    tuple(("warning", warning) for warning in warnings))
+    columns = [o.column for o in translation.output_columns]
+    return DalQuery(chosen, fmt, columns, maxrec, tables,
+                    tuple(("warning", warning) for warning in warnings),
+                    result_descriptors(columns, [o.name for o in translation.output_columns]))

@@ -13,6 +13,8 @@ from lxml import etree
 from vo_ml import adql
 from vo_ml.archive.tap_schema import TAP_SCHEMA_KEYS, Column, Table
 from vo_ml.service.context import archive, base_url
+from vo_ml.service.datalink import LINKS_MIME
+from vo_ml.service.descriptors import LINKS_PATH, LINKS_STANDARD
 from vo_ml.service.formats import OUTPUT_FORMATS
 from vo_ml.service.settings import settings
 from vo_ml.service.xmldoc import XSI, sub, xml_response, xsi
@@ -54,7 +56,24 @@ def capabilities() -> Response:
     examples = sub(root, "capability", standardID="ivo://ivoa.net/std/DALI#examples")
     browser = xsi(sub(examples, "interface"), "type", "vr:WebBrowser")
     sub(browser, "accessURL", f"{tap_root}/examples", use="full")
+    _links_capability(root, f"{base_url()}{LINKS_PATH}")
     return xml_response(root)
+
+
+def _links_capability(root: etree._Element, url: str) -> None:
+    """DataLink 1.1 ``{links}``: GET or POST any number of IDs, a DataLink VOTable back."""
+    capability = sub(root, "capability", standardID=LINKS_STANDARD)
+    interface = xsi(sub(capability, "interface", role="std", version="1.1"), "type",
+                    "vs:ParamHTTP")
+    sub(interface, "accessURL", url, use="full")
+    for method in ("GET", "POST"):
+        sub(interface, "queryType", method)
+    sub(interface, "resultType", LINKS_MIME)
+    param = sub(interface, "param", std="true", use="required")
+    sub(param, "name", "ID")
+    sub(param, "description", "Publisher DID of a spectrum (obs_publisher_did); may be repeated")
+    sub(param, "ucd", "meta.id;meta.main")
+    sub(param, "dataType", "string")
 
 
 def _param_http(capability: etree._Element, url: str, role: str | None = "std",

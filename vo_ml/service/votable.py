@@ -7,6 +7,10 @@ MAXREC cut the result) or ERROR. Other INFOs of the results resource, after QUER
 how the rows were found (``vo_ml_plan``) and warn about them (``warning``: an uploaded
 spectrum whose answer is uncertain), as DALI allows.
 
+A result may end with DataLink service descriptors (:class:`ServiceDescriptor`: ``RESOURCE
+type="meta" utype="adhoc:service"``), whose input parameters name a FIELD of the table by its
+ID, as TOPCAT's "Invoke Service" and pyvo's ``iter_datalinks`` read them.
+
 Results are streamed (:func:`stream_votable`): astropy writes the header from the fields
 alone, then rows are encoded a batch at a time straight from Arrow buffers (BINARY2 with numpy,
 TABLEDATA with Arrow compute kernels), so memory does not grow with the number of rows.
@@ -15,14 +19,17 @@ TABLEDATA with Arrow compute kernels), so memory does not grow with the number o
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import io
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from astropy.io.votable.tree import Field, Info, Resource, TableElement, VOTableFile
+from lxml import etree
 
 from vo_ml import __version__
 from vo_ml.archive.backend import QueryError
@@ -30,7 +37,8 @@ from vo_ml.archive.tap_schema import Column
 from vo_ml.service.arrow_types import array_text, is_array, list_values, votable_datatype
 from vo_ml.spectra.access import VOTABLE_MIME
 
-__all__ = ["stream_votable", "error_votable", "VOTABLE_MIME"]
+__all__ = ["stream_votable", "error_votable", "VOTABLE_MIME", "ServiceDescriptor", "InputParam",
+           "field_id"]
 
 VOTABLE_VERSION = "1.4"
 
@@ -38,6 +46,88 @@ VOTABLE_VERSION = "1.4"
 #: DALI: when MAXREC cuts the result, an INFO after the table says so.
 _OVERFLOW = (b'<INFO name="QUERY_STATUS" value="OVERFLOW">the result was truncated at MAXREC rows'
              b'</INFO>\n')
+
+
+@dataclasses.dataclass(frozen=True)
+class InputParam:
+    """One input of a service descriptor: bound to a FIELD of the table (``ref``, a column
+    name), or with a default ``value`` the user may change (``options`` listing the allowed
+    ones, ``minimum``/``maximum`` bounding a number)."""
+
+    name: str
+    description: str
+    datatype: str = "char"
+    ref: str | None = None
+    value: str = ""
+    ucd: str | None = None
+    options: tuple[str, ...] = ()
+    minimum: str | None = None
+    maximum: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceDescriptor:
+    """A DataLink service descriptor: how to call a service with values from a row.
+
+    ``access_url`` may be relative to the service root (``/datalink/links``):
+    :meth:`under` makes it absolute, as the answer to each request knows its root.
+    """
+
+    id: str
+    name: str
+    description: str
+    access_url: str
+    inputs: tuple[InputParam, ...]
+    standard_id: str | None = None
+
+    def under(self, root: str) -> ServiceDescriptor:
+        if not self.access_url.startswith("/"):
+            return self
+        return dataclasses.replace(self, access_url=root.rstrip("/") + self.access_url)
+
+    def xml(self, field_ids: dict[str, str]) -> bytes:
+        """The RESOURCE element; ``field_ids`` gives the FIELD ID of each column named by a
+        ``ref``."""
+        resource = etree.Element("RESOURCE", type="meta", utype="adhoc:service", ID=self.id,
+                                 name=self.name)
+        etree.SubElement(resource, "DESCRIPTION").text = self.description
+        if self.standard_id:
+            _param(resource, "standardID", self.standard_id)
+        _param(resource, "accessURL", self.access_url)
+        group = etree.SubElement(resource, "GROUP", name="inputParams")
+        for given in self.inputs:
+            _input_param(group, given, field_ids)
+        return etree.tostring(resource, pretty_print=True)
+
+
+def _param(parent: etree._Element, name: str, value: str) -> etree._Element:
+    return etree.SubElement(parent, "PARAM", name=name, datatype="char", arraysize="*",
+                            value=value)
+
+
+def _input_param(group: etree._Element, given: InputParam, field_ids: dict[str, str]) -> None:
+    attributes = {"name": given.name, "datatype": given.datatype, "value": given.value}
+    if given.datatype == "char":
+        attributes["arraysize"] = "*"
+    if given.ref is not None:
+        attributes["ref"] = field_ids[given.ref]
+    if given.ucd:
+        attributes["ucd"] = given.ucd
+    param = etree.SubElement(group, "PARAM", attributes)
+    etree.SubElement(param, "DESCRIPTION").text = given.description
+    if given.options or given.minimum is not None or given.maximum is not None:
+        values = etree.SubElement(param, "VALUES")
+        if given.minimum is not None:
+            etree.SubElement(values, "MIN", value=given.minimum)
+        if given.maximum is not None:
+            etree.SubElement(values, "MAX", value=given.maximum)
+        for option in given.options:
+            etree.SubElement(values, "OPTION", value=option)
+
+
+def field_id(name: str) -> str:
+    """A FIELD ID for a column name: an XML name, unlikely to clash with other IDs."""
+    return "col_" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def error_votable(message: str) -> bytes:
@@ -98,14 +188,16 @@ def stream_votable(
     overflowed: Callable[[], bool],
     serialization: str = "binary2",
     infos: Sequence[tuple[str, str]] = (),
+    descriptors: Sequence[ServiceDescriptor] = (),
 ) -> Iterator[bytes]:
-    """The document for rows of a portable ``schema``, a piece at a time.
+    """The document for rows of a portable ``schema``, a piece at a time, with the service
+    ``descriptors`` after the results (those whose input names a missing column left out).
 
     ``overflowed()`` is asked once the rows are written: True adds the OVERFLOW marker. A query
     that fails while rows are being sent (its time limit, say) ends the table there, and an
     ``INFO name="QUERY_STATUS" value="ERROR"`` after it says why, as the HTTP status is gone.
     """
-    head, tail = _frame(schema, tuple(columns), serialization, tuple(infos))
+    head, tail = _frame(schema, tuple(columns), serialization, tuple(infos), tuple(descriptors))
     yield head
     encode = _Binary2() if serialization == "binary2" else _TableData()
     status = b""
@@ -132,7 +224,8 @@ def _status_info(value: str, message: str) -> bytes:
 
 @functools.lru_cache(maxsize=256)
 def _frame(schema: pa.Schema, columns: tuple[Column | None, ...], serialization: str,
-           infos: tuple[tuple[str, str], ...]) -> tuple[bytes, bytes]:
+           infos: tuple[tuple[str, str], ...],
+           descriptors: tuple[ServiceDescriptor, ...] = ()) -> tuple[bytes, bytes]:
     """The document before the first row (up to the data element) and after ``</TABLE>``.
 
     Kept for the last queries' result shapes: astropy takes milliseconds to write a header,
@@ -149,15 +242,24 @@ def _frame(schema: pa.Schema, columns: tuple[Column | None, ...], serialization:
     resource.tables.append(table)
     if len(columns) != len(schema):
         columns = [None] * len(schema)
-    for name, kind, column in zip(_unique(schema.names), schema.types, columns, strict=True):
+    names = _unique(schema.names)
+    descriptors = tuple(d for d in descriptors
+                        if all(i.ref is None or i.ref in names for i in d.inputs))
+    referenced = {i.ref: field_id(i.ref) for d in descriptors for i in d.inputs if i.ref}
+    for name, kind, column in zip(names, schema.types, columns, strict=True):
         datatype, arraysize = votable_datatype(kind)
-        field = Field(votable, name=name, datatype=datatype, arraysize=arraysize)
+        field = Field(votable, name=name, datatype=datatype, arraysize=arraysize,
+                      ID=referenced.get(name))
         _label(field, column)
         table.fields.append(field)
     table.create_arrays(0)
     document = _serialise(votable, "tabledata")
     end = document.rindex(b"</TABLE>")
-    return document[:end] + _DATA_START[serialization], document[end + len(b"</TABLE>\n"):]
+    tail = document[end + len(b"</TABLE>\n"):]
+    if descriptors:
+        closing = tail.rindex(b"</VOTABLE>")
+        tail = tail[:closing] + b"".join(d.xml(referenced) for d in descriptors) + tail[closing:]
+    return document[:end] + _DATA_START[serialization], tail
 
 
 class _Binary2:
