@@ -111,9 +111,15 @@ def test_datalinklint_finds_no_error_but_the_stale_vocabulary(client, stilts, tm
     assert votlint(stilts, document.read_bytes(), tmp_path) == ""
 
 
-def test_results_carry_what_invoke_service_needs(client):
-    response = client.get("/tap/sync", query_string={
-        "LANG": "ADQL", "QUERY": f"SELECT TOP 2 target_name, obs_publisher_did FROM {TABLE}"})
+@pytest.mark.parametrize("route, query", [
+    ("/tap/sync", {"LANG": "ADQL",
+                   "QUERY": f"SELECT TOP 2 target_name, obs_publisher_did FROM {TABLE}"}),
+    ("/tap/sync", {"LANG": "ADQL",
+                   "QUERY": "SELECT TOP 2 target_name, obs_publisher_did FROM ivoa.obscore"}),
+    ("/ssa", {"REQUEST": "queryData", "MAXREC": "2"}),
+])
+def test_results_carry_what_invoke_service_needs(client, route, query):
+    response = client.get(route, query_string=query)
     root = etree.fromstring(response.data)
     field_ids = {f.get("ID") for f in root.iterfind(".//v:FIELD", NS)}
     descriptors = root.findall(".//v:RESOURCE[@type='meta'][@utype='adhoc:service']", NS)
@@ -127,7 +133,8 @@ def test_results_carry_what_invoke_service_needs(client):
         bound = [p for p in inputs if p.get("ref")]
         assert [p.get("name") for p in bound] == ["ID"]
         assert bound[0].get("ref") in field_ids
-    (did_field,) = [f for f in root.iterfind(".//v:FIELD", NS) if f.get("name") == "obs_publisher_did"]
+    (did_field,) = [f for f in root.iterfind(".//v:FIELD", NS)
+                    if f.get("utype", "").endswith("Curation.PublisherDID")]
     assert did_field.get("ID") == bound[0].get("ref")
 
 

@@ -22,13 +22,15 @@ import base64
 import dataclasses
 import functools
 import io
-import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from astropy.io.votable.exceptions import VOWarning
 from astropy.io.votable.tree import Field, Info, Resource, TableElement, VOTableFile
+from astropy.io.votable.xmlutil import fix_id
 from lxml import etree
 
 from vo_ml import __version__
@@ -126,8 +128,12 @@ def _input_param(group: etree._Element, given: InputParam, field_ids: dict[str, 
 
 
 def field_id(name: str) -> str:
-    """A FIELD ID for a column name: an XML name, unlikely to clash with other IDs."""
-    return "col_" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    """The ID astropy gives the FIELD of a column ``name`` (the name made an XML name), which
+    astropy clients also use as the name of the column's array. Names of ADQL columns never
+    hold a ``-``, so the descriptors' IDs, which do, cannot clash with them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VOWarning)
+        return fix_id(name)
 
 
 def error_votable(message: str) -> bytes:
