@@ -510,6 +510,8 @@ def _demo(arguments: argparse.Namespace) -> int:
 
 
 def _print_examples(db: Path, table: str, host: str, port: int) -> None:
+    from urllib.parse import quote
+
     from vo_ml.archive.backends import open_backend
 
     with open_backend(db, read_only=True) as backend:
@@ -537,6 +539,11 @@ FROM {table}
 ORDER BY ml_anomaly DESC
 
 In TOPCAT: VO > Table Access Protocol (TAP) Query, TAP URL http://{host}:{port}/tap
+
+Every row leads on through DataLink (TOPCAT's Activation Actions, pyvo's iter_datalinks()):
+its file, a preview, its reconstruction, similar spectra and why they are similar:
+
+    http://{host}:{port}/datalink/links?ID={quote(reference, safe="")}
 """, flush=True)
 
 
