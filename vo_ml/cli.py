@@ -225,6 +225,20 @@ def _parser() -> argparse.ArgumentParser:
                        help="l2 serves ml_distance, cosine ml_cosine_distance")
     index.set_defaults(run=_index)
 
+    hips = commands.add_parser(
+        "hips", help="write the latent map as HiPS: density and mean-label image surveys and a "
+                     "catalogue of the spectra, for Aladin and other HiPS viewers")
+    hips.add_argument("--db", type=Path, required=True)
+    hips.add_argument("--table", help=_TABLE_HELP)
+    hips.add_argument("--out", type=Path, required=True,
+                      help="folder for the surveys (replaced whole when it holds an earlier HiPS)")
+    hips.add_argument("--order", type=int, default=3,
+                      help="deepest image order; order 3 has pixels of about 0.9 degree of the "
+                           "map's 180 by 120 degree patch, each order deeper halves them")
+    hips.add_argument("--label", default="teff",
+                      help="numeric column whose mean per pixel makes the second image survey")
+    hips.set_defaults(run=_hips)
+
     serve = commands.add_parser("serve", help="serve the archive over TAP")
     serve.add_argument("--db", type=Path, required=True)
     serve.add_argument("--host", default="127.0.0.1")
@@ -445,6 +459,13 @@ def _tag(arguments: argparse.Namespace) -> int:
     table = _table_of(arguments)
     summary = tag(arguments.db, table)
     print(summary or f"{table} is tagged already, from the model that embedded it")
+    return 0
+
+
+def _hips(arguments: argparse.Namespace) -> int:
+    from vo_ml.pipeline import hips
+
+    print(hips(arguments.db, _table_of(arguments), arguments.out, arguments.order, arguments.label))
     return 0
 
 

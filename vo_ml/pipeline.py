@@ -26,6 +26,7 @@ from astropy import units as u
 from vo_ml.archive import tap_schema
 from vo_ml.archive.backend import ML_COLUMNS, Backend, MlColumns
 from vo_ml.archive.backends import open_backend
+from vo_ml.archive.hips import MIN_ORDER, HipsSummary, read_latent_map, write_hips
 from vo_ml.archive.neighbours import NeighbourIndex, build_index, description_path
 from vo_ml.progress import progress
 from vo_ml.spectra.access import file_format, relative_access_url
@@ -36,7 +37,8 @@ from vo_ml.spectra.record import Spectrum, SpectrumReadError, der_snr, file_chec
 from vo_ml.spectra.store import SpectrumStore
 
 __all__ = ["ArchiveConfig", "IngestSummary", "DemoArchive", "ingest", "train_model", "embed",
-           "store_path", "build_demo", "evaluate_models", "archive_schema", "spectrum_tables"]
+           "store_path", "build_demo", "evaluate_models", "archive_schema", "spectrum_tables",
+           "hips"]
 
 FILES_PER_BATCH = 128
 
@@ -491,6 +493,15 @@ def _tagged_rows(backend: Backend, db: Path, spectra: tap_schema.Table, card: di
         np.asarray(result.columns[1].data[order], dtype=str), latent, column(3),
         noise_of_snr(column(4)), {name: column(6 + i) for i, name in enumerate(labels)},
         {"latent": latent, "spectra": sampled})
+
+
+def hips(db: Path, table: str, out: Path, order: int = MIN_ORDER,
+         label: str | None = "teff") -> HipsSummary:
+    """Write the table's latent map as HiPS into ``out`` (:mod:`vo_ml.archive.hips`): image
+    surveys of the density of spectra and of the mean ``label``, and a catalogue of them."""
+    with open_backend(db, read_only=True) as backend:
+        latent = read_latent_map(backend, table, label)
+    return write_hips(latent, out, order)
 
 
 def build_neighbour_index(db: Path, table: str, metric: str = "l2") -> Path:
