@@ -261,7 +261,7 @@ def test_check_with_schema_checks_names(schema):
 
 def test_function_registry_declares_ml_distance():
     function = adql.FUNCTIONS["ml_distance"]
-    assert function.form == "ml_distance(embedding REAL[], ref VARCHAR) -> DOUBLE"
+    assert function.form == "ml_distance(embedding REAL ARRAY, ref VARCHAR) -> DOUBLE"
     assert "duckdb" in function.generators
     assert function.description
 
@@ -454,14 +454,15 @@ def test_any_text_however_deep_gets_rows_or_a_dali_error(client, parts, template
 
 def test_each_latent_function_declares_its_form_and_output(schema):
     assert [f.form for f in adql.FUNCTIONS.values()] == [
-        "ml_distance(embedding REAL[], ref VARCHAR) -> DOUBLE",
-        "ml_cosine_distance(embedding REAL[], ref VARCHAR) -> DOUBLE",
-        "ml_vector(values VARCHAR) -> REAL[]",
-        "ml_encode(wavelength REAL[], flux REAL[]) -> REAL[]",
-        "ml_coverage(wavelength REAL[], flux REAL[]) -> DOUBLE",
-        "ml_encode_error(wavelength REAL[], flux REAL[]) -> DOUBLE",
-        "ml_typicality(wavelength REAL[], flux REAL[]) -> DOUBLE",
-        "ml_tag(wavelength REAL[], flux REAL[], tag VARCHAR) -> DOUBLE"]
+        "ml_distance(embedding REAL ARRAY, ref VARCHAR) -> DOUBLE",
+        "ml_cosine_distance(embedding REAL ARRAY, ref VARCHAR) -> DOUBLE",
+        "ml_vector(values VARCHAR) -> REAL ARRAY",
+        "ml_encode(wavelength REAL ARRAY, flux REAL ARRAY) -> REAL ARRAY",
+        "ml_coverage(wavelength REAL ARRAY, flux REAL ARRAY) -> DOUBLE",
+        "ml_encode_error(wavelength REAL ARRAY, flux REAL ARRAY) -> DOUBLE",
+        "ml_typicality(wavelength REAL ARRAY, flux REAL ARRAY) -> DOUBLE",
+        "ml_tag(wavelength REAL ARRAY, flux REAL ARRAY, tag VARCHAR) -> DOUBLE",
+        "ml_in_polygon(x DOUBLE, y DOUBLE, vertices VARCHAR) -> INTEGER"]
     translation = adql.translate(f"SELECT ml_distance(embedding, '{SELF}') AS d, "
                                  f"ml_cosine_distance(embedding, '{SELF}') FROM miles.spectra",
                                  schema)

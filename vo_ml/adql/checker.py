@@ -418,7 +418,7 @@ def _item_output(item: exp.Expr) -> ResolvedColumn:
     value = item.unalias()
     declared = output_column(value, item.alias_or_name)
     if declared is not None:
-        return ResolvedColumn(item.alias_or_name, declared, "double")
+        return ResolvedColumn(item.alias_or_name, declared, declared.datatype)
     kind = None if isinstance(value, exp.Column) else region_kind(value)
     if kind is not None:
         return ResolvedColumn(item.alias_or_name, region_column(item.alias_or_name, kind))

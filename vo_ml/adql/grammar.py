@@ -16,7 +16,6 @@ from sqlglot import exp
 from vo_ml.adql.calls import geometry_of
 from vo_ml.adql.dialect import CAST_TYPE_META_KEY
 from vo_ml.adql.errors import E01, position
-from vo_ml.adql.functions import AdqlFunction
 
 #: ADQL's reserved words (SQL-92's and ADQL's own): regular identifiers cannot be these.
 RESERVED_WORDS = frozenset("""
@@ -59,7 +58,7 @@ _VALUE_OPERATORS = {exp.DPipe: "||", exp.Add: "+", exp.Sub: "-", exp.Mul: "*", e
                     exp.BitwiseNot: "~"}
 
 #: Functions that return 1 or 0 where SQL would have a condition.
-_PREDICATE_FUNCTIONS = frozenset({"CONTAINS", "INTERSECTS"})
+_PREDICATE_FUNCTIONS = frozenset({"CONTAINS", "INTERSECTS", "ML_IN_POLYGON"})
 
 
 def check_grammar(tree: exp.Query) -> None:
@@ -176,7 +175,7 @@ def _require_condition(node: exp.Expr, clause: str) -> None:
     if isinstance(condition, (*_PREDICATES, exp.And, exp.Or, exp.Not)):
         return
     hint = (f"; compare it, e.g. {_snippet(condition)} = 1"
-            if isinstance(condition, AdqlFunction) and condition.sql_name() in _PREDICATE_FUNCTIONS
+            if isinstance(condition, exp.Func) and condition.sql_name() in _PREDICATE_FUNCTIONS
             else "")
     _fail(node, f"{clause} takes a condition, not the value {_snippet(condition)}{hint}")
 

@@ -25,6 +25,7 @@ from sqlglot.generator import Generator
 
 from vo_ml.adql.errors import E06, E08, E11, E12, E15, E16, E17, AdqlError, position
 from vo_ml.adql.model import UPLOAD_SCHEMA, Encoding, Reference
+from vo_ml.adql.planar import MlInPolygon, check_in_polygon, in_polygon_sql
 from vo_ml.archive.backend import Backend, derived_columns
 from vo_ml.archive.references import REFERENCE_KEYS, named_row_sql, reference_keys
 from vo_ml.archive.tap_schema import Column
@@ -479,7 +480,7 @@ def _latent_distance(node: type[LatentDistance], duckdb_function: str, descripti
                      meaning: str) -> LatentFunction:
     name = node.sql_name().lower()
     return LatentFunction(
-        name=name, parameters=("embedding REAL[]", "ref VARCHAR"), returns="DOUBLE",
+        name=name, parameters=("embedding REAL ARRAY", "ref VARCHAR"), returns="DOUBLE",
         description=description, node=node, check=_check_latent_distance,
         generators={"duckdb": _latent_distance_duckdb(duckdb_function)},
         output=Column(name, "double", meaning))
@@ -497,7 +498,7 @@ ML_COSINE_DISTANCE = _latent_distance(MlCosineDistance, "array_cosine_distance",
     "has no embedding."), "one minus the cosine similarity to the reference in the latent space")
 
 ML_VECTOR = LatentFunction(
-    name="ml_vector", parameters=("values VARCHAR",), returns="REAL[]",
+    name="ml_vector", parameters=("values VARCHAR",), returns="REAL ARRAY",
     description=(
         "A latent vector written as its numbers separated by spaces, as the ref of "
         "ml_distance or ml_cosine_distance; it must have the embedding's dimension."
@@ -506,7 +507,7 @@ ML_VECTOR = LatentFunction(
 )
 
 ML_ENCODE = LatentFunction(
-    name="ml_encode", parameters=("wavelength REAL[]", "flux REAL[]"), returns="REAL[]",
+    name="ml_encode", parameters=("wavelength REAL ARRAY", "flux REAL ARRAY"), returns="REAL ARRAY",
     description=(
         "The latent vector of a spectrum uploaded with the query (TAP UPLOAD), as the ref of "
         "ml_distance or ml_cosine_distance: wavelength and flux are array columns of one "
@@ -526,7 +527,7 @@ _MEASURED = ("It is measured for each spectrum of an uploaded table that the sam
 
 def _measure(node: type[UploadMeasure], description: str, output: Column) -> LatentFunction:
     return LatentFunction(
-        name=node.sql_name().lower(), parameters=("wavelength REAL[]", "flux REAL[]"),
+        name=node.sql_name().lower(), parameters=("wavelength REAL ARRAY", "flux REAL ARRAY"),
         returns="DOUBLE", description=f"{description} {_MEASURED}.", node=node,
         check=_check_measure, generators={"duckdb": _measured_duckdb}, output=output)
 
@@ -557,7 +558,7 @@ ML_TYPICALITY = _measure(MlTypicality, (
     ucd="stat.percentile"))
 
 ML_TAG = LatentFunction(
-    name="ml_tag", parameters=("wavelength REAL[]", "flux REAL[]", "tag VARCHAR"),
+    name="ml_tag", parameters=("wavelength REAL ARRAY", "flux REAL ARRAY", "tag VARCHAR"),
     returns="DOUBLE", description=(
         "What the table's tag column named by tag ('ml_teff', 'ml_teff_lo', 'ml_teff_hi95', "
         "'ml_logg', 'ml_feh', ..., 'ml_anomaly') would hold for the uploaded spectrum: the "
@@ -567,10 +568,23 @@ ML_TAG = LatentFunction(
     output=Column("ml_tag", "double", "value of the table's tag column named in ml_tag, for "
                   "the uploaded spectrum, in that column's unit"))
 
+ML_IN_POLYGON = LatentFunction(
+    name="ml_in_polygon", parameters=("x DOUBLE", "y DOUBLE", "vertices VARCHAR"),
+    returns="INTEGER", description=(
+        "1 when the point (x, y) lies inside the plane polygon that vertices lists "
+        "('x1 y1 x2 y2 x3 y3 ...', a string literal of at least 3 vertices, the last joined "
+        "to the first), else 0; NULL when x or y is NULL. Inside follows the even-odd rule, so "
+        "a self-crossing lasso alternates; a point on the boundary is inside on a left or "
+        "lower edge, outside on a right or upper one. It turns a lasso drawn on the latent "
+        "map into a condition: WHERE 1 = ml_in_polygon(ml_x, ml_y, '0 0 1 0 1 1')."),
+    node=MlInPolygon, check=check_in_polygon, generators={"duckdb": in_polygon_sql},
+    output=Column("ml_in_polygon", "int", "1 when the point is inside the polygon given to "
+                  "ml_in_polygon, else 0"))
+
 #: The service's functions by lower-case name: all the parser, generators and TAPRegExt know.
 FUNCTIONS: Mapping[str, LatentFunction] = MappingProxyType(
     {f.name: f for f in (ML_DISTANCE, ML_COSINE_DISTANCE, ML_VECTOR, ML_ENCODE, ML_COVERAGE,
-                         ML_ENCODE_ERROR, ML_TYPICALITY, ML_TAG)})
+                         ML_ENCODE_ERROR, ML_TYPICALITY, ML_TAG, ML_IN_POLYGON)})
 _BY_NODE = {f.node: f for f in FUNCTIONS.values()}
 
 
