@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from urllib.parse import quote
 import numpy as np
 import pyarrow as pa
 from astropy.io.votable.tree import Field, Param, Resource, TableElement, VOTableFile
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from vo_ml.archive.tap_schema import Column, Table
 from vo_ml.files import replacing
@@ -48,10 +47,9 @@ from vo_ml.service.descriptors import (
     similar_descriptor,
     why_descriptor,
 )
-from vo_ml.service.encoding import TableModel, table_model
+from vo_ml.service.encoding import TableModel, on_grid, spectrum_part, table_model
 from vo_ml.service.settings import settings
 from vo_ml.service.votable import VOTABLE_MIME, stream_votable
-from vo_ml.spectra.encodable import encodable
 from vo_ml.spectra.readers import read_spectrum
 from vo_ml.spectra.record import SpectrumReadError
 
@@ -276,7 +274,7 @@ def reconstruction(did: str) -> tuple[Reconstruction, TableModel]:
 
     path, table = spectrum_file(did)
     model = table_model(table)
-    flux, mask = _on_grid(_read(path, did), model, f"the file of ID={did!r}", 500)
+    flux, mask = on_grid(_read(path, did), model, f"the file of ID={did!r}", 500)
     seen, seen_mask, rebuilt = reconstruct(flux[None], mask[None], model.folder)
     wavelength, _ = model_wavelengths(model.folder)
     return Reconstruction(wavelength[:seen.shape[1]], seen[0], seen_mask[0], rebuilt[0]), model
@@ -430,7 +428,7 @@ def why() -> Response:
     path, table = spectrum_file(did)
     model = table_model(table)
     reference, (ref_flux, ref_mask) = _reference(parameters, table, model)
-    flux, mask = _on_grid(_read(path, did), model, f"the file of ID={did!r}", 500)
+    flux, mask = on_grid(_read(path, did), model, f"the file of ID={did!r}", 500)
     explanation = explain_rows(model.folder, flux, mask, ref_flux, ref_mask)
     if wanted == PNG_MIME:
         return Response(explanation_png(explanation, (did, reference)), mimetype=PNG_MIME)
@@ -459,7 +457,7 @@ def why() -> Response:
 def _reference(parameters: DaliParameters, table: str, model: TableModel
                ) -> tuple[str, tuple[np.ndarray, np.ndarray]]:
     """The name and grid spectrum of what ``ID`` is compared with: REF or the upload."""
-    upload = request.files.get("SPECTRUM")
+    upload = spectrum_part("SPECTRUM")
     ref = parameters.get("REF")
     if (ref is None) == (upload is None):
         raise DaliError("UsageFault: give exactly one of REF (the publisher DID of a spectrum) "
@@ -469,29 +467,9 @@ def _reference(parameters: DaliParameters, table: str, model: TableModel
         if ref_table != table:
             raise DaliError(f"UsageFault: REF={ref!r} is in table {ref_table} and ID in {table}, "
                             "whose models differ; compare spectra of one table")
-        return ref, _on_grid(_read(path, ref), model, f"the file of REF={ref!r}", 500)
-    limit = settings().upload_limit_bytes
-    data = upload.stream.read(limit + 1)
-    if len(data) > limit:
-        raise DaliError(f"UsageFault: SPECTRUM is larger than the service's {limit} bytes", 413)
-    with tempfile.NamedTemporaryFile(suffix=".spectrum") as sent:
-        sent.write(data)
-        sent.flush()
-        try:
-            spectrum = read_spectrum(sent.name)
-        except (SpectrumReadError, OSError, ValueError) as error:
-            raise DaliError(f"UsageFault: SPECTRUM {upload.filename!r} is not a spectrum this "
-                            f"service reads: {error}") from None
-        return upload.filename or "SPECTRUM", _on_grid(spectrum, model, "SPECTRUM", 400)
-
-
-def _on_grid(spectrum: object, model: TableModel, what: str, status: int
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """A spectrum on the model's grid, normalised, with its mask (the rule of ml_encode)."""
-    try:
-        return encodable(spectrum, model.preprocessing)
-    except ValueError as error:
-        raise DaliError(f"{what} cannot be compared: {error}", status) from None
+        return ref, on_grid(_read(path, ref), model, f"the file of REF={ref!r}", 500)
+    filename, spectrum = upload
+    return filename, on_grid(spectrum, model, "SPECTRUM", 400)
 
 
 # --- the terms of this service ----------------------------------------------------------------

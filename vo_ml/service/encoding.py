@@ -17,12 +17,18 @@ it from a star. The tags the query asks with ``ml_tag`` (any tag column of the t
 ``ml_anomaly`` included) are computed in the same pass, by the tagging ``vo-ml tag`` kept beside
 the archive. A spectrum the model cannot encode is refused (by the rule of
 :mod:`vo_ml.spectra.encodable`), naming the upload, its row and why.
+
+A spectrum sent as a file (multipart part ``SPECTRUM`` of DataLink's "why similar" and of the
+explorer's "place my spectrum") is read by :func:`spectrum_part`, put on the model's grid by
+:func:`on_grid` and encoded and measured by :func:`encode_measured`, which ``ml_encode`` runs
+too: every way in gets the same vector and the same trust measures.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,21 +37,25 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 from astropy import units as u
+from flask import request
 
 from vo_ml import adql
 from vo_ml.service.context import archive
+from vo_ml.service.dal import request_part
 from vo_ml.service.dali import DaliError
 from vo_ml.service.settings import settings
 from vo_ml.service.similarity import current_index
 from vo_ml.service.uploads import Upload
 from vo_ml.spectra.encodable import encodable, recorded_preprocessing
 from vo_ml.spectra.grid import Preprocessing
-from vo_ml.spectra.record import Spectrum, SpectrumMeta
+from vo_ml.spectra.readers import read_spectrum
+from vo_ml.spectra.record import Spectrum, SpectrumMeta, SpectrumReadError
 
 if TYPE_CHECKING:  # scikit-learn loads only when a query tags
     from vo_ml.ml.tags import Tagging
 
-__all__ = ["encode_uploads", "TableModel", "table_model"]
+__all__ = ["encode_measured", "encode_uploads", "on_grid", "spectrum_part", "trust_warnings",
+           "TableModel", "table_model"]
 
 #: One thread loads a tagging at a time; the others wait for it and share it.
 _LOADING = threading.Lock()
@@ -97,7 +107,8 @@ def _encoded(upload: Upload, encoding: adql.Encoding) -> tuple[dict[str, pa.Arra
     columns = {encoding.column: pa.array(vectors, type=pa.list_(pa.float32(), model.dimension))}
     for measure, values in measures.items():
         columns[encoding.measure_column(measure)] = _by_row(rows, values, count)
-    return columns, _warnings(encoding, rows, measures, model.preprocessing)
+    names = [f"TAP_UPLOAD.{encoding.upload} row {row + 1}" for row in rows]
+    return columns, trust_warnings(encoding.table, names, measures, model.preprocessing)
 
 
 def _prepared_rows(upload: Upload, encoding: adql.Encoding, preprocessing: Preprocessing
@@ -117,24 +128,42 @@ def _measured(encoding: adql.Encoding, model: TableModel,
     """The latent vectors of the prepared rows, and each of :data:`adql.MEASURES` of them
     (None when unknown: all of them without rows, the typicality without the archive's
     distances)."""
+    if not prepared:
+        return np.empty((0, model.dimension), np.float32), dict.fromkeys(
+            [*adql.MEASURES, *map(adql.tag_measure, encoding.tags_wanted)])
+    flux = np.stack([f for f, _ in prepared.values()])
+    mask = np.stack([m for _, m in prepared.values()])
+    return encode_measured(encoding.table, encoding.embedding, model, flux, mask,
+                           typicality_wanted=encoding.typicality_wanted,
+                           tags_wanted=encoding.tags_wanted)
+
+
+def encode_measured(table: str, embedding: str, model: TableModel, flux: np.ndarray,
+                    mask: np.ndarray, *, typicality_wanted: bool = False,
+                    tags_wanted: Sequence[str] = ()
+                    ) -> tuple[np.ndarray, dict[str, np.ndarray | None]]:
+    """The latent vectors of spectra on the model's grid (rows of ``flux`` and ``mask``, as
+    :func:`on_grid` or ml_encode's rows make them) to compare with ``table``'s ``embedding``,
+    each of :data:`adql.MEASURES` of them, and the tags wanted (by tag column name). The
+    typicality is None without the archive's nearest-neighbour distances, unless it is
+    wanted: then an error says what the operator must do. Every spectrum a user sends, in a
+    query or as a file, is encoded and measured here, so all ways in agree."""
     from vo_ml.ml.embedding import encode_rows  # TensorFlow loads only when a query encodes
 
     measures: dict[str, np.ndarray | None] = dict.fromkeys(
-        [*adql.MEASURES, *map(adql.tag_measure, encoding.tags_wanted)])
-    if not prepared:
-        return np.empty((0, model.dimension), np.float32), measures
-    flux = np.stack([f for f, _ in prepared.values()])
-    mask = np.stack([m for _, m in prepared.values()])
+        [*adql.MEASURES, *map(adql.tag_measure, tags_wanted)])
     latent, measures["error"] = encode_rows(flux, mask, model.folder)
     measures["coverage"] = (~mask).mean(axis=1)
-    measures["typicality"] = _typicality(encoding, latent)
-    if encoding.tags_wanted:
-        measures |= _tags(encoding, model, latent, measures["error"], flux, mask)
+    measures["typicality"] = _typicality(table, embedding, latent, typicality_wanted)
+    if tags_wanted:
+        measures |= _tags(table, embedding, tags_wanted, model, latent, measures["error"], flux,
+                          mask)
     return latent, measures
 
 
-def _tags(encoding: adql.Encoding, model: TableModel, latent: np.ndarray, error: np.ndarray,
-          flux: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+def _tags(table: str, embedding: str, tags_wanted: Sequence[str], model: TableModel,
+          latent: np.ndarray, error: np.ndarray, flux: np.ndarray, mask: np.ndarray
+          ) -> dict[str, np.ndarray]:
     """The tag columns the query asks of the spectra (``ml_tag``), as ``vo-ml tag`` computed
     the table's: its tagger on the same views, its anomaly scale against the neighbour index
     (the noise of an upload is not known: it counts as the archive's median)."""
@@ -142,8 +171,8 @@ def _tags(encoding: adql.Encoding, model: TableModel, latent: np.ndarray, error:
     from vo_ml.ml.embedding import model_sampled
     from vo_ml.ml.tags import spectra_view
 
-    tagging = _tagging(encoding.table, model.model_id)
-    wanted = set(encoding.tags_wanted)
+    tagging = _tagging(table, model.model_id)
+    wanted = set(tags_wanted)
     values: dict[str, np.ndarray] = {}
     if wanted - {"ml_anomaly"} and tagging.tagger is not None:
         views = {"latent": latent}
@@ -151,10 +180,10 @@ def _tags(encoding: adql.Encoding, model: TableModel, latent: np.ndarray, error:
             views["spectra"] = spectra_view(*model_sampled(flux, mask, model.folder))
         values |= tagging.tagger.tag(views)
     if "ml_anomaly" in wanted:
-        index = current_index(encoding.table, encoding.embedding, "l2")
+        index = current_index(table, embedding, "l2")
         if index is None:
             raise adql.missing_tags_error(
-                encoding.table, "has no up-to-date neighbour index to score anomalies against; "
+                table, "has no up-to-date neighbour index to score anomalies against; "
                                 "the operator builds it with 'vo-ml index'")
         ids, distances = index.nearest(latent, NEIGHBOURS)
         values["ml_anomaly"] = tagging.anomaly.score(error, np.full(len(error), np.nan), ids,
@@ -162,9 +191,9 @@ def _tags(encoding: adql.Encoding, model: TableModel, latent: np.ndarray, error:
     unknown = sorted(wanted - values.keys())
     if unknown:
         raise adql.missing_tags_error(
-            encoding.table, f"has no tag column {unknown[0]}; its tag columns are "
-                            f"{', '.join(sorted(_tag_columns(tagging)))}")
-    return {adql.tag_measure(name): values[name] for name in encoding.tags_wanted}
+            table, f"has no tag column {unknown[0]}; its tag columns are "
+                   f"{', '.join(sorted(_tag_columns(tagging)))}")
+    return {adql.tag_measure(name): values[name] for name in tags_wanted}
 
 
 def _tag_columns(tagging: Tagging) -> list[str]:
@@ -208,36 +237,38 @@ def _by_row(rows: list[int], values: np.ndarray | None, count: int) -> pa.Array:
     return pa.array(column, type=pa.float64())
 
 
-def _typicality(encoding: adql.Encoding, latent: np.ndarray) -> np.ndarray | None:
+def _typicality(table: str, embedding: str, latent: np.ndarray, wanted: bool
+                ) -> np.ndarray | None:
     """The typicality of each latent vector against the table's own nearest-neighbour
-    distances, which its up-to-date L2 index keeps; None when they are not known, unless the
-    query selects ``ml_typicality`` (then an error says what the operator must do)."""
-    index = current_index(encoding.table, encoding.embedding, "l2")
+    distances, which its up-to-date L2 index keeps; None when they are not known, unless
+    ``wanted`` (a query selects ``ml_typicality``: then an error says what the operator must
+    do)."""
+    index = current_index(table, embedding, "l2")
     if index is not None and index.knows_typicality:
         return index.typicality(latent)
-    if not encoding.typicality_wanted:
+    if not wanted:
         return None
     reason = ("there is no up-to-date l2 neighbour index of it" if index is None else
               "its neighbour index was built before they were recorded")
-    raise adql.missing_distances_error(encoding.table, encoding.embedding, reason)
+    raise adql.missing_distances_error(table, embedding, reason)
 
 
-def _warnings(encoding: adql.Encoding, rows: list[int], measures: dict[str, np.ndarray | None],
-              preprocessing: Preprocessing) -> list[str]:
-    """A warning for each row that covers too little of the model's range, or is too unlike
-    the archive, for its neighbours to be trusted."""
+def trust_warnings(table: str, names: Sequence[str], measures: dict[str, np.ndarray | None],
+                   preprocessing: Preprocessing) -> list[str]:
+    """A warning for each spectrum (``names`` says what each is, in the order of the
+    measures) that covers too little of the model's range, or is too unlike the archive, for
+    its neighbours in ``table`` to be trusted."""
     limits = settings()
     grid = preprocessing.grid
     coverage, typicality, error = (measures[m] for m in ("coverage", "typicality", "error"))
-    worst = _largest_recon_error(encoding.table) if rows else None
+    worst = _largest_recon_error(table) if names else None
     warnings = []
-    for number, row in enumerate(rows):
-        where = f"TAP_UPLOAD.{encoding.upload} row {row + 1}"
+    for number, where in enumerate(names):
         if coverage[number] < limits.ml_min_coverage:
             warnings.append(
                 f"{where}: covers {coverage[number]:.0%} of the model's {grid.start:.0f}-"
                 f"{grid.stop:.0f} A range (ml_coverage {coverage[number]:.2f}, below "
-                f"{limits.ml_min_coverage:g}); its neighbours in {encoding.table} are uncertain")
+                f"{limits.ml_min_coverage:g}); its neighbours in {table} are uncertain")
         unlike = []
         if typicality is not None and typicality[number] < limits.ml_min_typicality:
             unlike.append(f"typicality {typicality[number]:.1f}% (ml_typicality, below "
@@ -248,7 +279,7 @@ def _warnings(encoding: adql.Encoding, rows: list[int], measures: dict[str, np.n
                           f"(ml_encode_error), more than any archive spectrum's ml_recon_error "
                           f"(at most {worst:.3g})")
         if unlike:
-            warnings.append(f"{where}: unlike anything in {encoding.table}: {'; '.join(unlike)}; "
+            warnings.append(f"{where}: unlike anything in {table}: {'; '.join(unlike)}; "
                             "its neighbours may not be alike")
     return warnings
 
@@ -316,3 +347,36 @@ def _prepared(upload: Upload, encoding: adql.Encoding, row: int, wavelength: np.
         return encodable(spectrum, preprocessing)
     except ValueError as error:
         raise DaliError(str(error)) from None
+
+
+def spectrum_part(name: str = "SPECTRUM") -> tuple[str, Spectrum] | None:
+    """The spectrum file (FITS or VOTable, as :func:`read_spectrum` reads them) sent as
+    multipart part ``name`` of the current request, with its file name; None when there is no
+    such part. Refused with 413 when larger than the service takes, 400 naming the part when
+    it is no spectrum the service reads."""
+    limit = settings().upload_limit_bytes
+    data = request_part(name, limit)
+    if data is None:
+        return None
+    filename = request.files[name].filename or name
+    if len(data) > limit:
+        raise DaliError(f"UsageFault: {name} is larger than the service's {limit} bytes", 413)
+    with tempfile.NamedTemporaryFile(suffix=".spectrum") as sent:
+        sent.write(data)
+        sent.flush()
+        try:
+            return filename, read_spectrum(sent.name)
+        except (SpectrumReadError, OSError, ValueError) as error:
+            raise DaliError(f"UsageFault: {name} {filename!r} is not a spectrum this service "
+                            f"reads (FITS or VOTable): {error}") from None
+
+
+def on_grid(spectrum: Spectrum, model: TableModel, what: str, status: int = 400
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """A spectrum on the model's grid, normalised, with its mask, by the rule of ml_encode;
+    one the model cannot encode is refused with ``status`` (400 when the client sent it, 500
+    when it is the archive's own), naming it as ``what``."""
+    try:
+        return encodable(spectrum, model.preprocessing)
+    except ValueError as error:
+        raise DaliError(f"{what} cannot be encoded: {error}", status) from None
