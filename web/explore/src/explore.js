@@ -47,6 +47,7 @@ const state = {
   regionRows: [],
   lassoing: false,
   sample: null, // the indices drawn while the view moves; null when all are drawn anyway
+  stride: 1, // the sample is every stride-th point
   settling: null, // the timer that draws all points again once the view rests
   focus: null, // {index, neighbours: [{index, did, distance}]}
   placed: null, // the answer of /place, with the map indices of its neighbours
@@ -197,6 +198,7 @@ async function load() {
   subscribe(state.scatterplot);
   if (state.x.length > MOVING_POINTS) {
     const stride = Math.ceil(state.x.length / MOVING_POINTS);
+    state.stride = stride;
     state.sample = Array.from({ length: Math.ceil(state.x.length / stride) }, (_, i) => i * stride);
   }
   state.scatterplot.subscribe('draw', () => {
@@ -262,7 +264,7 @@ async function recolour() {
   const [x, y] = state.normalised;
   await state.scatterplot.draw({ x, y, valueA: colourValues() },
     { zDataType: 'continuous', spatialIndex: state.spatialIndex });
-  state.scatterplot.select(state.regionRows, { preventEvent: true });
+  showSelection();
   drawColourBar();
 }
 
@@ -294,16 +296,24 @@ function subscribe(plot) {
     const rectangle = plot.get('lassoType') === 'rectangle';
     if (rectangle) setRegion(boxRegion(points.map((p) => p[0]), points.map((p) => p[1])));
     else if (points.length >= 3) setRegion(lassoRegion(points));
-    else plot.select(state.regionRows, { preventEvent: true });
+    else showSelection();
   });
   plot.subscribe('select', ({ points }) => {
     if (state.lassoing) return;
     if (points.length === 1) focusPoint(points[0]);
-    plot.select(state.regionRows, { preventEvent: true });
+    showSelection();
   });
   plot.subscribe('deselect', () => {
     if (!state.lassoing) clearSelection();
   });
+}
+
+// regl-scatterplot keeps the array it is given and splices out of it, one point at a time, the
+// points filtered out: it gets a copy, cut to the drawn sample while the view moves.
+function showSelection() {
+  const moving = state.sample && state.settling !== null;
+  const rows = moving ? state.regionRows.filter((i) => i % state.stride === 0) : state.regionRows.slice();
+  state.scatterplot.select(rows, { preventEvent: true });
 }
 
 // Draw the sample while the view moves, and every point once it rests; the selection, which
@@ -316,7 +326,7 @@ function thinWhileMoving() {
   state.settling = setTimeout(async () => {
     state.settling = null;
     await plot.unfilter({ preventEvent: true });
-    plot.select(state.regionRows, { preventEvent: true });
+    showSelection();
   }, SETTLE_MS);
 }
 
@@ -408,7 +418,7 @@ function viewBounds() {
 function setRegion(region) {
   state.region = region;
   state.regionRows = rowsIn(region, state.x, state.y);
-  state.scatterplot.select(state.regionRows, { preventEvent: true });
+  showSelection();
   updateAdql();
   selectionStatus(`${state.regionRows.length.toLocaleString('en')} points selected by the ${region.kind}.`);
 }
