@@ -3,30 +3,22 @@
     python benchmarks/datalink.py --db vo-ml-demo/miles.duckdb [--table miles.spectra]
                                   [--ids 1000] [--repeat 5]
 
-Starts ``vo-ml serve`` on the archive (stopped by its process id at the end) and times, in the
-same run, as a client meets them: the baseline, one TAP query of ``--ids`` publisher DIDs; the
-links of one ID; the links of ``--ids`` IDs in one POST; and the "why similar" table of a
-spectrum and its nearest neighbour. Each figure is the median of ``--repeat`` requests after one
-warm-up request.
+Starts ``vo-ml serve`` on the archive (``served.start_server``, which stops it by its process
+id) and times, in the same run, as a client meets them: the baseline, one TAP query of
+``--ids`` publisher DIDs; the links of one ID; the links of ``--ids`` IDs in one POST; and the
+"why similar" table of a spectrum and its nearest neighbour. Each figure is the median of
+``--repeat`` requests after one warm-up request.
 """
 
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import requests
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from served import start_server
 
 
 def median_ms(repeat: int, request: callable) -> float:
@@ -40,19 +32,6 @@ def median_ms(repeat: int, request: callable) -> float:
     return 1e3 * statistics.median(times)
 
 
-def wait_until_serving(root: str, server: subprocess.Popen, limit: float = 60.0) -> None:
-    began = time.monotonic()
-    while time.monotonic() - began < limit:
-        if server.poll() is not None:
-            sys.exit(f"vo-ml serve ended with status {server.returncode}")
-        try:
-            if requests.get(f"{root}/tap/availability", timeout=2).ok:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    sys.exit(f"vo-ml serve did not answer on {root} within {limit:.0f} s")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, required=True)
@@ -60,13 +39,7 @@ def main() -> None:
     parser.add_argument("--ids", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
     arguments = parser.parse_args()
-    port = free_port()
-    root = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([str(Path(sys.executable).with_name("vo-ml")), "serve", "--db",
-                               str(arguments.db), "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until_serving(root, server)
+    with start_server(arguments.db) as root:
         query = {"LANG": "ADQL", "RESPONSEFORMAT": "csv", "MAXREC": str(arguments.ids),
                  "QUERY": f"SELECT TOP {arguments.ids} obs_publisher_did FROM {arguments.table}"}
         listing = lambda: requests.post(f"{root}/tap/sync", data=query, timeout=60)  # noqa: E731
@@ -80,9 +53,6 @@ def main() -> None:
             f"{root}/datalink/links", data={"ID": ids}, timeout=60))
         why = median_ms(arguments.repeat, lambda: requests.get(
             f"{root}/datalink/why", params={"ID": ids[0], "REF": nearest.strip('"')}, timeout=60))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     print(f"vo-ml serve on {arguments.db} ({arguments.table}), median of {arguments.repeat}")
     print(f"  TAP query of {len(ids)} DIDs (baseline)      {baseline:8.1f} ms")
     print(f"  {{links}} of 1 ID                         {one:8.1f} ms")

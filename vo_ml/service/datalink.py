@@ -35,7 +35,7 @@ from flask import Blueprint, Response, jsonify
 from vo_ml.archive.tap_schema import Column, Table
 from vo_ml.files import replacing
 from vo_ml.service.context import archive, base_url
-from vo_ml.service.dal import maxrec_of, request_parameters
+from vo_ml.service.dal import maxrec_of, request_parameters, request_part, serve
 from vo_ml.service.dali import DaliError, DaliParameters
 from vo_ml.service.descriptors import (
     DEFAULT_K,
@@ -49,6 +49,7 @@ from vo_ml.service.descriptors import (
 )
 from vo_ml.service.encoding import TableModel, on_grid, spectrum_part, table_model
 from vo_ml.service.settings import settings
+from vo_ml.service.tap import parse_query
 from vo_ml.service.votable import VOTABLE_MIME, stream_votable
 from vo_ml.spectra.readers import read_spectrum
 from vo_ml.spectra.record import SpectrumReadError
@@ -135,11 +136,11 @@ def links() -> Response:
         raise DaliError(f"UsageFault: RESPONSEFORMAT={wanted!r} is not supported: use "
                         f"{LINKS_MIME} (the default)")
     maxrec = maxrec_of(parameters)
-    rows = [link.values() for link in link_rows(ids, base_url())]
+    root = base_url()
+    rows = [link.values() for link in link_rows(ids, root)]
     overflow = len(rows) > maxrec
     batch = pa.RecordBatch.from_pylist(
         [dict(zip(_SCHEMA.names, row, strict=True)) for row in rows[:maxrec]], schema=_SCHEMA)
-    root = base_url()
     document = stream_votable(_SCHEMA, [batch], LINK_COLUMNS, lambda: overflow, "tabledata",
                               (("standardID", LINKS_STANDARD),),
                               (similar_descriptor("ID").under(root), why_descriptor("ID").under(root)))
@@ -274,20 +275,22 @@ def reconstruction(did: str) -> tuple[Reconstruction, TableModel]:
 
     path, table = spectrum_file(did)
     model = table_model(table)
-    flux, mask = on_grid(_read(path, did), model, f"the file of ID={did!r}", 500)
+    flux, mask = _archive_on_grid(path, did, model)
     seen, seen_mask, rebuilt = reconstruct(flux[None], mask[None], model.folder)
     wavelength, _ = model_wavelengths(model.folder)
     return Reconstruction(wavelength[:seen.shape[1]], seen[0], seen_mask[0], rebuilt[0]), model
 
 
-def _read(path: Path, did: str) -> object:
-    """The archive's own file of ``did`` as a spectrum; a file that no longer reads is the
-    archive's fault (500), said as such."""
+def _archive_on_grid(path: Path, did: str, model: TableModel, parameter: str = "ID"
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The archive's own file of ``did`` (given as ``parameter``) on the model's grid; a file
+    that no longer reads or encodes is the archive's fault (500), said as such."""
+    what = f"the file of {parameter}={did!r}"
     try:
-        return read_spectrum(path)
+        spectrum = read_spectrum(path)
     except (SpectrumReadError, OSError) as error:
-        raise DaliError(f"FatalFault: the file of ID={did!r} can no longer be read: {error}",
-                        500) from None
+        raise DaliError(f"FatalFault: {what} can no longer be read: {error}", 500) from None
+    return on_grid(spectrum, model, what, 500)
 
 
 @bp.route("/preview")
@@ -313,7 +316,7 @@ def preview() -> Response:
 
 
 def _preview_cache() -> Path:
-    return Path(f"{settings().jobs_folder}").with_suffix(".previews")
+    return Path(settings().jobs_folder).with_suffix(".previews")
 
 
 @bp.route("/reconstruction")
@@ -378,9 +381,6 @@ def model_card(model_id: str) -> Response:
 def similar() -> Response:
     """The K spectra nearest to ``ID`` in the latent space, as the ADQL query a TOPCAT user
     would write (``TOP K ... ORDER BY ml_distance(embedding, ID)``), run by the TAP service."""
-    from vo_ml.service.dal import request_part, serve
-    from vo_ml.service.tap import parse_query
-
     parameters = request_parameters()
     query = similar_query(parameters)
     tap = DaliParameters([("LANG", "ADQL"), ("QUERY", query),
@@ -428,7 +428,7 @@ def why() -> Response:
     path, table = spectrum_file(did)
     model = table_model(table)
     reference, (ref_flux, ref_mask) = _reference(parameters, table, model)
-    flux, mask = on_grid(_read(path, did), model, f"the file of ID={did!r}", 500)
+    flux, mask = _archive_on_grid(path, did, model)
     explanation = explain_rows(model.folder, flux, mask, ref_flux, ref_mask)
     if wanted == PNG_MIME:
         return Response(explanation_png(explanation, (did, reference)), mimetype=PNG_MIME)
@@ -467,7 +467,7 @@ def _reference(parameters: DaliParameters, table: str, model: TableModel
         if ref_table != table:
             raise DaliError(f"UsageFault: REF={ref!r} is in table {ref_table} and ID in {table}, "
                             "whose models differ; compare spectra of one table")
-        return ref, on_grid(_read(path, ref), model, f"the file of REF={ref!r}", 500)
+        return ref, _archive_on_grid(path, ref, model, "REF")
     filename, spectrum = upload
     return filename, on_grid(spectrum, model, "SPECTRUM", 400)
 
