@@ -29,6 +29,11 @@ const LABELS = ['teff', 'logg', 'feh'];
 // shape of the map in view while it moves.
 const MOVING_POINTS = 5000;
 const SETTLE_MS = 150;
+// A selection on the map: the points not in it are faded to this fraction of their opacity
+// (0.5 left a box on 270,000 points hard to see where clusters overlap), the points in it drawn
+// this many pixels larger.
+const INACTIVE_OPACITY = 0.12;
+const SELECTED_EXTRA = 2;
 const FOCUS_COLOUR = [0, 0, 0, 0.9];
 const PLACED_COLOUR = [0.84, 0.15, 0.16, 1];
 
@@ -183,12 +188,15 @@ async function load() {
     syncEvents: true,
     backgroundColor: '#ffffff',
     pointSize: state.x.length > 50000 ? 2 : 5,
-    pointSizeSelected: 1,
+    // A selection stands out on a dense map: its points are drawn on top, opaque, in their own
+    // colour and SELECTED_EXTRA pixels larger, the others faded to INACTIVE_OPACITY of theirs.
+    // (With colorBy set, regl-scatterplot draws selected points in their own colour whatever
+    // pointColorActive says.) No outlines (pointOutlineWidth 0): only more pixels to draw.
+    pointSizeSelected: SELECTED_EXTRA,
     pointOutlineWidth: 0,
-    pointColorActive: '#000000',
     pointColorHover: '#e0e0e0',
     opacity: 0.85,
-    opacityInactiveScale: 0.5,
+    opacityInactiveScale: INACTIVE_OPACITY,
     colorBy: 'valueA',
     lassoColor: [0.1, 0.1, 0.1, 1],
     annotationLineWidth: 2,
@@ -636,13 +644,14 @@ async function place(file) {
     ui.placed.replaceChildren(
       element('h2', { id: 'placed-title', text: `${file.name} on the map` }),
       element('dl', {},
-        element('dt', { text: 'Map position' }), element('dd', { text: `${figure(answer.ml_x, 4)}, ${figure(answer.ml_y, 4)}` }),
+        element('dt', { text: 'Map position' }),
+        element('dd', { id: 'placed-position', 'data-ml-x': String(answer.ml_x), 'data-ml-y': String(answer.ml_y), text: `${figure(answer.ml_x, 4)}, ${figure(answer.ml_y, 4)}` }),
         element('dt', { text: 'Coverage of the model grid' }), element('dd', { id: 'placed-coverage', text: figure(answer.coverage, 3) }),
         element('dt', { text: 'Typicality (% of archive spectra as far from their nearest)' }),
         element('dd', { id: 'placed-typicality', text: figure(answer.typicality, 3) })),
       element('ul', { class: 'warnings' }, ...(answer.warnings || []).map((w) => element('li', { text: w }))),
       element('h3', { text: 'Nearest archive spectra' }),
-      element('ol', {}, ...answer.neighbours.map((n) => element('li', {},
+      element('ol', { id: 'placed-neighbours' }, ...answer.neighbours.map((n) => element('li', { 'data-did': n.obs_publisher_did },
         button('', n.index >= 0 ? rowText(n.index, 'target_name') || n.obs_publisher_did : n.obs_publisher_did,
           () => n.index >= 0 && focusPoint(n.index)),
         ` d = ${figure(n.distance, 3)}`))),
