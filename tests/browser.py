@@ -5,12 +5,17 @@ benchmark measures the very page, archive and browser the tests check.
 Plain functions and context managers, no pytest: the benchmark imports this module with the
 tests folder on ``sys.path``. Every process started here is stopped by its process id; a wait
 that does not end raises :class:`TimeoutError` with what the page or process said.
+
+Screenshots (:func:`screenshot`) go to the folder named by the environment variable
+``VO_ML_SCREENSHOTS``, by default ``build/screenshots/`` of the checkout (``build/`` is not
+committed), where they outlive the test run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -28,6 +33,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.utils import free_port
 from selenium.webdriver.remote.file_detector import UselessFileDetector
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 
 from vo_ml.archive import tap_schema
 from vo_ml.archive.backend import MlColumns
@@ -68,6 +74,8 @@ requestAnimationFrame(tick);
 """
 PAN_KEYS = ("ArrowLeft", "ArrowUp", "ArrowRight", "ArrowDown")
 ZOOM_KEYS = ("+", "-")
+#: The folder of :func:`screenshot` when ``VO_ML_SCREENSHOTS`` is not set.
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "screenshots"
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -232,10 +240,41 @@ def frame_rate(browser: WebDriver, keys: Sequence[str], milliseconds: float) -> 
     return float(browser.execute_async_script(FRAME_RATE, list(keys), milliseconds))
 
 
-def canvas_image(browser: WebDriver) -> np.ndarray:
-    """The map's canvas as grey levels, at the screenshot's scale (see :func:`point_pixel`)."""
+def screenshot(browser: WebDriver, name: str, element: WebElement | None = None) -> Path:
+    """Save the browser's window (or only ``element``, scrolled into view) as ``name`` (``.png``
+    added if missing) in the folder given by ``VO_ML_SCREENSHOTS``, or :data:`SCREENSHOTS`, made
+    if missing; its path."""
+    folder = Path(os.environ.get("VO_ML_SCREENSHOTS") or SCREENSHOTS)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (name if name.endswith(".png") else f"{name}.png")
+    saved = element.screenshot(str(path)) if element else browser.save_screenshot(str(path))
+    if not saved:
+        raise OSError(f"the screenshot could not be written to {path}")
+    return path
+
+
+def drop_file(browser: WebDriver, target: WebElement, path: Path) -> None:
+    """Drop the file at ``path`` on ``target`` as a person drags it there from their desktop:
+    selenium cannot drag from outside the page, so the file is read by a file input made for it
+    (then removed) and goes to ``target`` in the ``dataTransfer`` of a ``drop`` event."""
+    chooser = browser.execute_script(
+        "const input = document.createElement('input'); input.type = 'file';"
+        "input.style.display = 'none'; document.body.append(input); return input;")
+    chooser.send_keys(str(Path(path).resolve()))
+    browser.execute_script(
+        "const [input, target] = arguments; const files = new DataTransfer();"
+        "files.items.add(input.files[0]); input.remove();"
+        "for (const type of ['dragenter', 'dragover', 'drop']) {"
+        "  target.dispatchEvent(new DragEvent(type, {dataTransfer: files, bubbles: true,"
+        "                                            cancelable: true}));"
+        "}", chooser, target)
+
+
+def canvas_image(browser: WebDriver, mode: str = "L") -> np.ndarray:
+    """The map's canvas as grey levels (or in another PIL ``mode``: ``"RGB"`` for its colours),
+    at the screenshot's scale (see :func:`point_pixel`)."""
     png = browser.find_element(By.ID, "canvas").screenshot_as_png
-    return np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    return np.asarray(Image.open(io.BytesIO(png)).convert(mode))
 
 
 def point_pixel(browser: WebDriver) -> tuple[int, int]:

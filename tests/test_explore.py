@@ -5,8 +5,12 @@ on a generated table of 270,000 mapped rows (the browser and the archive: ``test
 These tests check what the page does, never how fast: its speed is measured, against a baseline
 of the same run, by ``benchmarks/explore.py``. The timeouts here only keep a hung page from
 holding the suite. The selections' ADQL is run through TAP and must return exactly the rows the
-page selected, which the generated positions also give. Screenshots go to the test's temporary
-folder.
+page selected, which the generated positions also give. A MILES star the model never saw, dropped
+on the page, must be listed and drawn among archive stars of its temperature.
+
+Screenshots of each page checked go to ``build/screenshots/`` of the checkout, or to the folder
+named by the environment variable ``VO_ML_SCREENSHOTS`` (``browser.screenshot``); they are kept
+after the run, each test overwriting its own.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from browser import (
     canvas_image,
     chromium,
     click_for_neighbours,
+    drop_file,
     frame_rate,
     open_page,
     point_pixel,
+    screenshot,
     select_view,
     selection_status,
     session,
@@ -39,7 +45,7 @@ from browser import (
     view_box,
     wait,
 )
-from conftest import COMMAND_TIMEOUT, MILES, copy_archive, run, serving
+from conftest import COMMAND_TIMEOUT, DATA, TABLE, copy_archive, run, serving
 from matplotlib.path import Path as Polygon
 from selenium.webdriver import ActionChains
 from selenium.webdriver.common.by import By
@@ -48,6 +54,13 @@ from selenium.webdriver.common.keys import Keys
 #: Seconds the 270,000-point page may take to paint before it counts as hung: ten times the
 #: benchmark's target, so that a loaded machine does not fail it.
 PAINT_TIMEOUT = 30
+#: A MILES star kept out of the archive and of the model's training (as in ``tests/test_place.py``),
+#: and its catalogue Teff: a G/K dwarf.
+HELD_OUT = DATA / "miles_held_out" / "MILES_res2.50_star_m0416V.fits"
+HELD_OUT_TEFF = 5401
+#: The colour of a placed spectrum's marks on the map (the page's PLACED_COLOUR): red, which
+#: neither viridis nor cividis holds.
+PLACED_RGB = (214, 38, 41)
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -76,12 +89,17 @@ def synthetic(tmp_path_factory) -> dict:
         yield {"root": root, "xy": positions, "dids": dids, "db": db}
 
 
-def _tap_dids(root: str, query: str) -> set[str]:
+def _tap_rows(root: str, query: str) -> list[dict[str, str]]:
+    """The rows of ``query`` from the server's /tap/sync, as CSV (a missing value is '')."""
     answer = requests.post(f"{root}/tap/sync", data={
         "REQUEST": "doQuery", "LANG": "ADQL", "QUERY": query, "RESPONSEFORMAT": "csv",
         "MAXREC": str(ROWS)}, timeout=60)
     assert answer.ok, answer.text[-500:]
-    return {row["obs_publisher_did"] for row in csv.DictReader(io.StringIO(answer.text))}
+    return list(csv.DictReader(io.StringIO(answer.text)))
+
+
+def _tap_dids(root: str, query: str) -> set[str]:
+    return {row["obs_publisher_did"] for row in _tap_rows(root, query)}
 
 
 def _open_synthetic(browser, root: str) -> tuple[float, ...]:
@@ -150,14 +168,14 @@ def test_bundle_ships_with_its_licences(client):
 
 # --- the page at archive scale ----------------------------------------------------------------
 
-def test_map_of_270000_points(browser, synthetic, tmp_path):
+def test_map_of_270000_points(browser, synthetic):
     first = _open_synthetic(browser, synthetic["root"])
     assert browser.find_element(By.ID, "status").text.startswith(f"{ROWS:,} spectra;")
     # The whole map is in the first view: its box holds every row.
     x, y = synthetic["xy"].T
     assert first[0] <= x.min() and x.max() <= first[1] and first[2] <= y.min() and y.max() <= first[3]
     drawn = canvas_image(browser)
-    browser.save_screenshot(str(tmp_path / "map-270000.png"))
+    screenshot(browser, "map-270000")
 
     browser.find_element(By.ID, "map").send_keys("+")
     zoomed = view_box(browser)
@@ -176,7 +194,7 @@ def test_map_of_270000_points(browser, synthetic, tmp_path):
          "all the points again once the view rests", PAINT_TIMEOUT, 0.1)
 
 
-def test_box_selection_is_the_adql(browser, synthetic, tmp_path):
+def test_box_selection_is_the_adql(browser, synthetic):
     root = synthetic["root"]
     _open_synthetic(browser, root)
     browser.find_element(By.ID, "mode-box").click()
@@ -192,10 +210,10 @@ def test_box_selection_is_the_adql(browser, synthetic, tmp_path):
     assert _tap_dids(root, adql) == expected
     ran = _run_adql(browser)
     assert ran["same"] == "true" and int(ran["rows"]) == selected
-    browser.save_screenshot(str(tmp_path / "box-selection.png"))
+    screenshot(browser, "box-selection")
 
 
-def test_lasso_selection_is_the_adql(browser, synthetic, tmp_path):
+def test_lasso_selection_is_the_adql(browser, synthetic):
     root = synthetic["root"]
     _open_synthetic(browser, root)
     browser.find_element(By.ID, "mode-lasso").click()
@@ -216,12 +234,12 @@ def test_lasso_selection_is_the_adql(browser, synthetic, tmp_path):
     assert _tap_dids(root, adql) == expected
     ran = _run_adql(browser)
     assert ran["same"] == "true" and int(ran["rows"]) == selected
-    browser.save_screenshot(str(tmp_path / "lasso-selection.png"))
+    screenshot(browser, "lasso-selection")
 
 
 # --- a point, its neighbours and the keyboard, on the MILES archive ---------------------------
 
-def test_click_shows_neighbours(browser, miles_root, tmp_path):
+def test_click_shows_neighbours(browser, miles_root):
     open_page(browser, f"{miles_root}/explore/miles.spectra")
     x0, x1, y0, y1 = view_box(browser)
     browser.find_element(By.ID, "clear-selection").click()
@@ -259,10 +277,10 @@ def test_click_shows_neighbours(browser, miles_root, tmp_path):
     wait(browser, lambda: browser.execute_script(
         "return document.getElementById('preview').naturalWidth > 0 && "
         "arguments[0].naturalWidth > 0", why), "the preview and why-similar plots", 90, 0.2)
-    browser.save_screenshot(str(tmp_path / "point-panel.png"))
+    screenshot(browser, "point-panel")
 
 
-def test_keyboard(browser, miles_root, tmp_path):
+def test_keyboard(browser, miles_root):
     open_page(browser, f"{miles_root}/explore/miles.spectra")
     tabbed = []
     for _ in range(20):
@@ -291,15 +309,58 @@ def test_keyboard(browser, miles_root, tmp_path):
     browser.find_element(By.ID, "map").send_keys(Keys.ESCAPE)
     assert browser.find_element(By.ID, "adql").get_attribute("value") == ""
     assert selection_status(browser)["selected"] == "0"
-    browser.save_screenshot(str(tmp_path / "keyboard.png"))
+    screenshot(browser, "keyboard")
 
 
-def test_dropped_spectrum_is_placed(browser, miles_root, tmp_path):
-    open_page(browser, f"{miles_root}/explore/miles.spectra")
-    spectrum = next(MILES.glob("*.fits"))
-    browser.find_element(By.ID, "spectrum-file").send_keys(str(spectrum))
+def test_dropped_held_out_star_lands_among_stars_of_its_type(browser, miles_root):
+    """The acceptance of "place a spectrum": the held-out star, dropped on the map as a file, is
+    placed with a good coverage of the model grid; the neighbours the page lists are stars of its
+    type by their catalogue Teff, asked of TAP (the bar of ``tests/test_place.py``), and its mark
+    is drawn on the map where the page says it landed."""
+    open_page(browser, f"{miles_root}/explore/{TABLE}")
+    x0, x1, y0, y1 = view_box(browser)
+    browser.find_element(By.ID, "clear-selection").click()
+    before = canvas_image(browser, "RGB")
+    drop_file(browser, browser.find_element(By.ID, "map"), HELD_OUT)
     wait(browser, lambda: browser.find_element(By.ID, "placed-typicality").text != "",
          "the placed spectrum", 120, 0.1)
-    assert float(browser.find_element(By.ID, "placed-coverage").text) > 0
-    assert browser.find_elements(By.CSS_SELECTOR, "#placed ol li")
-    browser.save_screenshot(str(tmp_path / "placed.png"))
+    assert browser.find_element(By.ID, "placed-title").text == f"{HELD_OUT.name} on the map"
+    assert float(browser.find_element(By.ID, "placed-coverage").text) > 0.95
+    assert float(browser.find_element(By.ID, "placed-typicality").text) > 1
+
+    # The neighbours as the page lists them, each with its DID and the name on its button.
+    items = browser.find_elements(By.CSS_SELECTOR, "#placed-neighbours li")
+    listed = {item.get_attribute("data-did"): item.find_element(By.TAG_NAME, "button").text
+              for item in items}
+    assert len(items) == len(listed) == 10, listed
+    quoted = ", ".join(f"'{did}'" for did in listed)
+    rows = {row["obs_publisher_did"]: row for row in _tap_rows(
+        miles_root, f"SELECT obs_publisher_did, target_name, teff FROM {TABLE} "
+        f"WHERE obs_publisher_did IN ({quoted})")}
+    assert rows.keys() == listed.keys()
+    assert all(name == (rows[did]["target_name"] or did) for did, name in listed.items()), listed
+    # Stars of its type: a few archive stars have no catalogue Teff; most of the ten have one
+    # within 800 K of its own.
+    teffs = np.array([float(rows[did]["teff"] or "nan") for did in listed])
+    off = np.abs(teffs[np.isfinite(teffs)] - HELD_OUT_TEFF)
+    assert len(off) >= 7 and np.median(off) < 800 and (off < 800).sum() > len(teffs) / 2, teffs
+
+    # Its mark, in red, where the page says the spectrum landed: new red pixels around the spot
+    # of its map position in the view (the map's y axis points up, the screen's down).
+    position = browser.find_element(By.ID, "placed-position")
+    x, y = (float(position.get_attribute(name)) for name in ("data-ml-x", "data-ml-y"))
+    assert x0 < x < x1 and y0 < y < y1
+    canvas = browser.find_element(By.ID, "canvas")
+    scale = before.shape[1] / canvas.size["width"]
+    column, row = (x - x0) / (x1 - x0) * before.shape[1], (y1 - y) / (y1 - y0) * before.shape[0]
+    ys, xs = np.ogrid[:before.shape[0], :before.shape[1]]
+    spot = np.hypot(ys - row, xs - column) < 8 * scale
+
+    def red(image: np.ndarray) -> np.ndarray:
+        return (np.abs(image.astype(int) - PLACED_RGB) < 60).all(axis=-1)
+
+    assert not red(before)[spot].any()
+    wait(browser, lambda: red(canvas_image(browser, "RGB"))[spot].sum() >= 10,
+         "the placed spectrum's mark on the map")
+    screenshot(browser, "placed-held-out")
+    screenshot(browser, "placed-held-out-panel", browser.find_element(By.ID, "placed"))
