@@ -38,6 +38,7 @@ from astropy.io.votable.tree import Field, Resource, TableElement, VOTableFile
 
 from vo_ml import __version__
 from vo_ml.archive.backend import Backend
+from vo_ml.archive.references import did_authority
 from vo_ml.archive.tap_schema import Column
 from vo_ml.files import replacing_folder
 from vo_ml.progress import Progress, progress
@@ -123,8 +124,7 @@ class LatentMap:
     def authority(self) -> str:
         """The IVOA authority of the table's publisher DIDs, which names the HiPS too."""
         dids = self.columns["obs_publisher_did"]
-        did = str(dids[0]) if len(dids) else "ivo://vo-ml.example"
-        return did.removeprefix("ivo://").split("/")[0].split("?")[0]
+        return did_authority(str(dids[0]) if len(dids) else "ivo://vo-ml.example")
 
 
 @dataclass

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["REFERENCE_KEYS", "key_map_order", "named_position", "named_row_sql", "reference_keys"]
+__all__ = ["REFERENCE_KEYS", "did_authority", "key_map_order", "named_position", "named_row_sql",
+           "reference_keys"]
 
 #: The columns a row is named by as a similarity reference, in the order they are tried.
 REFERENCE_KEYS = ("obs_publisher_did", "obs_id")
@@ -59,3 +60,10 @@ def named_position(key_maps: Mapping[str, tuple[np.ndarray, np.ndarray]],
         if found < len(names) and names[found] == wanted:
             return int(positions[found])
     return None
+
+
+def did_authority(did: str) -> str:
+    """The IVOA authority of an ``ivo://`` identifier: ``vo-ml.example`` of
+    ``ivo://vo-ml.example/miles?m0067``; the HiPS and the registry records of an archive are
+    named under the authority of its publisher DIDs."""
+    return did.removeprefix("ivo://").split("/")[0].split("?")[0].split("#")[0]

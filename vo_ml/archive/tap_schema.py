@@ -92,6 +92,8 @@ class Table:
     type: str = "table"
     #: For a view over other tables: SQL constants for columns those tables do not have.
     constants: tuple[tuple[str, str], ...] = ()
+    #: Its number of rows when counted (a registry record tells it), else None.
+    nrows: int | None = None
 
     def with_values(self, **values: object) -> Table:
         """A copy with ``{placeholders}`` in descriptions and arraysizes filled from ``values``."""
@@ -108,6 +110,12 @@ class Table:
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def sql_name(self) -> str:
+        """The qualified name in the database's SQL, each part quoted: ``"miles"."spectra"``."""
+        schema, name = self.name.split(".")
+        return f'"{schema}"."{name}"'
 
     @property
     def holds_spectra(self) -> bool:

@@ -48,7 +48,7 @@ def create_app(config: dict | None = None) -> Flask:
     backend = open_backend(settings.archive_db, read_only=True)
     app.extensions["vo_ml"] = Archive(backend, backend.read_tap_schema())
 
-    from vo_ml.service import datalink, examples, explore, explore_place, ssa, tap, uws, vosi
+    from vo_ml.service import datalink, examples, explore, explore_place, oai, registry, ssa, tap, uws, vosi
     from vo_ml.service.dal import install_error_handlers
 
     install_error_handlers(app)
@@ -61,6 +61,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(datalink.bp)
     app.register_blueprint(explore.bp)
     app.register_blueprint(explore_place.bp)
+    app.register_blueprint(oai.bp)
+    registry.install(app)
     app.after_request(_allow_cross_origin)
     app.wsgi_app = AccessLog(app.wsgi_app)
     return app

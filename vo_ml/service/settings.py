@@ -20,6 +20,10 @@ from flask import current_app
 __all__ = ["Settings", "SettingsError", "DEFAULTS", "settings"]
 
 
+#: SSA 1.1's words for where spectra come from (the SimpleDALRegExt ``dataSource``).
+SSA_DATA_SOURCES = ("survey", "pointed", "custom", "theory", "artificial")
+
+
 class SettingsError(ValueError):
     """A configuration value the service cannot run with; the message names its key."""
 
@@ -63,6 +67,14 @@ class Settings:
     #: warning INFO of the result: its neighbours are uncertain.
     ml_min_coverage: float = 0.3
     ml_min_typicality: float = 1.0
+    #: Where SSA's spectra come from, in SSA's words (survey, pointed, custom, theory or
+    #: artificial); declared in the SSA capability.
+    ssa_data_source: str = "pointed"
+    #: The TOML file of what the registry records say of the service and its publisher
+    #: (:mod:`vo_ml.service.registry`); None means ``<ARCHIVE_DB>.registry.toml`` if it exists.
+    registry_config: str | None = None
+    #: Records in one page of an OAI-PMH list; a resumption token asks for the next.
+    oai_page_size: int = 100
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> Settings:
@@ -85,7 +97,17 @@ class Settings:
                 raise SettingsError(f"setting {key}={getattr(settings, key.lower())} is more "
                                     f"than {most}, the most it can be: set VO_ML_{key} (or {key} "
                                     "in the VO_ML_CONFIG file) to one within it")
+        if settings.ssa_data_source not in SSA_DATA_SOURCES:
+            raise SettingsError(f"setting SSA_DATA_SOURCE={settings.ssa_data_source!r} is not one "
+                                f"of SSA's words {', '.join(SSA_DATA_SOURCES)}: set "
+                                "VO_ML_SSA_DATA_SOURCE (or SSA_DATA_SOURCE in the VO_ML_CONFIG "
+                                "file) to the one that says where the spectra come from")
         return settings
+
+    @property
+    def registry_file(self) -> str:
+        """The registry's TOML file: ``REGISTRY_CONFIG``, or beside the archive."""
+        return self.registry_config or f"{self.archive_db}.registry.toml"
 
     @property
     def jobs_folder(self) -> str:

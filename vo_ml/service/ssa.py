@@ -1,4 +1,5 @@
-"""IVOA SSA 1.1 simple spectral access: ``/ssa`` finds spectra, ``/ssa/data`` hands out their files.
+"""IVOA SSA 1.1 simple spectral access: ``/ssa`` finds spectra, ``/ssa/data`` hands out their files,
+``/ssa/capabilities`` says what it can do (VOSI).
 
 SSA's part of the DAL pipeline (:mod:`vo_ml.service.dal`) is its parsing and its plan, one SQL
 statement on the same published table TAP reads, so a spectrum found by ADQL is found by SSA too;
@@ -25,6 +26,7 @@ from flask import Blueprint, Response, send_file
 
 from vo_ml.adql.geometry import great_circle_sql
 from vo_ml.archive.tap_schema import Column, Table
+from vo_ml.service.capabilities import add_ssa_capabilities
 from vo_ml.service.context import archive
 from vo_ml.service.dal import DalQuery, SqlPlan, maxrec_of, request_parameters, serve
 from vo_ml.service.dali import DaliError, DaliParameters
@@ -32,6 +34,7 @@ from vo_ml.service.datalink import spectrum_file
 from vo_ml.service.descriptors import result_descriptors
 from vo_ml.service.formats import VOTABLE_OUTPUTS, output_format
 from vo_ml.service.settings import settings
+from vo_ml.service.vosi import capabilities_response
 from vo_ml.spectra.access import FITS_MIME, VOTABLE_MIME, file_format
 
 __all__ = ["bp", "parse_request"]
@@ -68,6 +71,12 @@ class SsaQuery:
 @bp.route("", methods=["GET", "POST"])
 def query_data() -> Response:
     return serve(parse_request)
+
+
+@bp.route("/capabilities")
+def capabilities() -> Response:
+    """VOSI capabilities of the SSA service, as its registry record declares them."""
+    return capabilities_response(add_ssa_capabilities)
 
 
 @bp.route("/data")
@@ -305,7 +314,6 @@ RESULT_COLUMNS: tuple[tuple[str, Column], ...] = (
 
 def _select(table: Table, conditions: Sequence[str]) -> str:
     """The query for ``table`` under ``conditions``."""
-    schema, name = table.name.split(".")
     select = ", ".join(f'{sql} AS "{column.name}"' for sql, column in RESULT_COLUMNS)
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    return f'SELECT {select} FROM "{schema}"."{name}" AS t {where} ORDER BY t.obs_publisher_did'
+    return f"SELECT {select} FROM {table.sql_name} AS t {where} ORDER BY t.obs_publisher_did"

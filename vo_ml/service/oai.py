@@ -1,0 +1,342 @@
+"""The publishing registry's OAI-PMH 2.0 endpoint (IVOA Registry Interfaces 1.1), ``/oai.xml``.
+
+Full registries (the RofR, EuroVO, the EOSC ones) harvest the records of
+:mod:`vo_ml.service.registry` here: ``ivo_vor`` (one ``ri:Resource`` a record) and ``oai_dc``; the
+one set ``ivo_managed``; datestamps to the second; deleted records kept for good. Lists come in
+pages of OAI_PAGE_SIZE records; a resumption token carries the request, the identifier the page
+ended on and the moment the harvest began, so a record that changes during a harvest is left to
+the next incremental harvest (``from``) instead of shifting the pages. OAI-PMH errors are answered
+with HTTP 200, as the protocol asks (its section 3.6): the error is in the document.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from flask import Blueprint, Response, request
+from lxml import etree
+
+from vo_ml.service.context import base_url
+from vo_ml.service.registry import OAI_PATH, RI, Record, records, utc_stamp
+from vo_ml.service.settings import settings
+from vo_ml.service.xmldoc import XSI, sub, xml_response
+
+__all__ = ["bp", "OAI", "METADATA_FORMATS", "MANAGED_SET"]
+
+bp = Blueprint("oai", __name__)
+
+OAI = "http://www.openarchives.org/OAI/2.0/"
+OAI_DC = "http://www.openarchives.org/OAI/2.0/oai_dc/"
+DC = "http://purl.org/dc/elements/1.1/"
+MANAGED_SET = "ivo_managed"
+#: metadataPrefix -> (schema, namespace), as ListMetadataFormats declares them.
+METADATA_FORMATS = {
+    "ivo_vor": ("http://www.ivoa.net/xml/RegistryInterface/RegistryInterface-v1.0.xsd", RI),
+    "oai_dc": ("http://www.openarchives.org/OAI/2.0/oai_dc.xsd", OAI_DC),
+}
+SECOND = "%Y-%m-%dT%H:%M:%SZ"
+DAY = "%Y-%m-%d"
+_LIST_ARGUMENTS = ({"metadataPrefix"}, {"from", "until", "set"})
+#: verb -> (required arguments, optional ones); a resumption token, where a verb takes one,
+#: comes alone.
+VERBS = {
+    "Identify": (set(), set()),
+    "ListMetadataFormats": (set(), {"identifier"}),
+    "ListSets": (set(), set()),
+    "ListIdentifiers": _LIST_ARGUMENTS,
+    "ListRecords": _LIST_ARGUMENTS,
+    "GetRecord": ({"identifier", "metadataPrefix"}, set()),
+}
+RESUMABLE = ("ListSets", "ListIdentifiers", "ListRecords")
+
+
+class OaiError(Exception):
+    """An OAI-PMH error: its code (``badArgument``...) and a message saying what to change."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    """A list request, or the rest of one a resumption token carries on."""
+
+    verb: str
+    prefix: str
+    start: datetime | None
+    end: datetime
+    set_spec: str | None
+    after: str = ""
+
+    def token(self, after: str) -> str:
+        fields = [self.verb, self.prefix, _stamp(self.start), utc_stamp(self.end),
+                  self.set_spec, after]
+        return base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
+
+    @classmethod
+    def resumed(cls, verb: str, token: str) -> ListRequest:
+        try:
+            fields = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            told, prefix, start, end, set_spec, after = fields
+            resumed = cls(told, prefix, _parsed(start) if start else None, _parsed(end),
+                          set_spec, after)
+        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+            raise OaiError("badResumptionToken", f"resumptionToken {token!r} is not one this "
+                           "repository issued; start the list again without it") from None
+        if told != verb or prefix not in METADATA_FORMATS:
+            raise OaiError("badResumptionToken", f"resumptionToken {token!r} continues a "
+                           f"{told} list, not {verb}")
+        return resumed
+
+    def matches(self, record: Record) -> bool:
+        return (self.start is None or record.datestamp >= self.start) \
+            and record.datestamp <= self.end and self.set_spec in (None, MANAGED_SET)
+
+
+@bp.route(OAI_PATH, methods=["GET", "POST"])
+def endpoint() -> Response:
+    """One OAI-PMH request, answered with its document or its OAI-PMH error."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    root = _document(now)
+    arguments = [*request.args.items(multi=True), *request.form.items(multi=True)]
+    try:
+        verb, given = _checked(arguments)
+    except OaiError as error:
+        return _error(root, error, {})
+    try:
+        root.append(HANDLERS[verb](given, now))
+    except OaiError as error:
+        return _error(root, error, {"verb": verb, **given})
+    root[1].attrib.update({"verb": verb, **given})
+    return xml_response(root)
+
+
+def _document(now: datetime) -> etree._Element:
+    """The response's envelope. OAI-PMH's namespace has a prefix: as the default namespace it
+    would capture the unqualified elements of the VOResource records inside."""
+    root = etree.Element(f"{{{OAI}}}OAI-PMH", nsmap={"oai": OAI, "xsi": XSI})
+    root.set(f"{{{XSI}}}schemaLocation", f"{OAI} http://www.openarchives.org/OAI/2.0/OAI-PMH.xsd")
+    sub(root, f"{{{OAI}}}responseDate", utc_stamp(now))
+    sub(root, f"{{{OAI}}}request", _oai_url())
+    return root
+
+
+def _oai_url() -> str:
+    return f"{base_url()}{OAI_PATH}"
+
+
+def _error(root: etree._Element, error: OaiError, given: dict[str, str]) -> Response:
+    """The error document; after badVerb or badArgument the request element names no
+    arguments (OAI-PMH section 3.2)."""
+    if error.code not in ("badVerb", "badArgument"):
+        root[1].attrib.update(given)
+    sub(root, f"{{{OAI}}}error", str(error), code=error.code)
+    return xml_response(root)
+
+
+def _checked(arguments: Sequence[tuple[str, str]]) -> tuple[str, dict[str, str]]:
+    """The verb and its arguments, each given once and all of them legal for the verb."""
+    names = [name for name, _ in arguments]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    verb = dict(arguments).get("verb")
+    if verb not in VERBS:
+        raise OaiError("badVerb", f"verb {verb!r} is not an OAI-PMH verb; use one of "
+                       f"{', '.join(VERBS)}" if verb else "the request names no verb")
+    if repeated:
+        raise OaiError("badArgument", f"argument {repeated[0]!r} is given more than once")
+    given = {name: value for name, value in arguments if name != "verb"}
+    required, optional = VERBS[verb]
+    if "resumptionToken" in given and verb in RESUMABLE:
+        if len(given) > 1:
+            raise OaiError("badArgument", "resumptionToken is an exclusive argument: send it "
+                           "with the verb alone")
+        return verb, given
+    unknown = sorted(set(given) - required - optional)
+    if unknown:
+        raise OaiError("badArgument", f"{verb} takes no argument {unknown[0]!r}")
+    missing = sorted(required - set(given))
+    if missing:
+        raise OaiError("badArgument", f"{verb} needs the argument {missing[0]!r}")
+    return verb, given
+
+
+# --- the verbs ---------------------------------------------------------------------------------
+
+def _identify(_: dict[str, str], now: datetime) -> etree._Element:
+    published = records(base_url())
+    registry = next(r for r in published if r.identifier.endswith("/registry") and not r.deleted)
+    element = etree.Element(f"{{{OAI}}}Identify")
+    for tag, text in (("repositoryName", registry.resource.findtext("title")),
+                      ("baseURL", _oai_url()), ("protocolVersion", "2.0"),
+                      ("adminEmail", registry.resource.findtext("curation/contact/email")),
+                      ("earliestDatestamp", utc_stamp(min(r.datestamp for r in published))),
+                      ("deletedRecord", "persistent"), ("granularity", "YYYY-MM-DDThh:mm:ssZ")):
+        sub(element, f"{{{OAI}}}{tag}", text)
+    sub(element, f"{{{OAI}}}description").append(registry.resource)
+    return element
+
+
+def _list_metadata_formats(given: dict[str, str], now: datetime) -> etree._Element:
+    if "identifier" in given:
+        _record(given["identifier"])
+    element = etree.Element(f"{{{OAI}}}ListMetadataFormats")
+    for prefix, (schema, namespace) in METADATA_FORMATS.items():
+        entry = sub(element, f"{{{OAI}}}metadataFormat")
+        sub(entry, f"{{{OAI}}}metadataPrefix", prefix)
+        sub(entry, f"{{{OAI}}}schema", schema)
+        sub(entry, f"{{{OAI}}}metadataNamespace", namespace)
+    return element
+
+
+def _list_sets(given: dict[str, str], now: datetime) -> etree._Element:
+    if "resumptionToken" in given:
+        raise OaiError("badResumptionToken", "ListSets is answered in one page; it issues no "
+                       "resumption tokens")
+    element = etree.Element(f"{{{OAI}}}ListSets")
+    entry = sub(element, f"{{{OAI}}}set")
+    sub(entry, f"{{{OAI}}}setSpec", MANAGED_SET)
+    sub(entry, f"{{{OAI}}}setName", "Resources managed by this publishing registry")
+    return element
+
+
+def _get_record(given: dict[str, str], now: datetime) -> etree._Element:
+    prefix = _prefix(given["metadataPrefix"])
+    element = etree.Element(f"{{{OAI}}}GetRecord")
+    element.append(_record_element(_record(given["identifier"]), prefix))
+    return element
+
+
+def _list(verb: str) -> Callable[[dict[str, str], datetime], etree._Element]:
+    """ListIdentifiers or ListRecords: one page of the records the request selects."""
+    def handler(given: dict[str, str], now: datetime) -> etree._Element:
+        wanted = ListRequest.resumed(verb, given["resumptionToken"]) \
+            if "resumptionToken" in given else _new_list(verb, given, now)
+        selected = [r for r in records(base_url()) if wanted.matches(r)]
+        if not selected:
+            raise OaiError("noRecordsMatch", "no record matches these from, until and set "
+                           "arguments")
+        remaining = [r for r in selected if r.identifier > wanted.after]
+        page = remaining[:settings().oai_page_size]
+        element = etree.Element(f"{{{OAI}}}{verb}")
+        for record in page:
+            element.append(_header(record) if verb == "ListIdentifiers"
+                           else _record_element(record, wanted.prefix))
+        if len(remaining) < len(selected) or len(page) < len(remaining):
+            more = len(page) < len(remaining)
+            sub(element, f"{{{OAI}}}resumptionToken",
+                wanted.token(page[-1].identifier) if more else None,
+                completeListSize=str(len(selected)),
+                cursor=str(len(selected) - len(remaining)))
+        return element
+    return handler
+
+
+def _new_list(verb: str, given: dict[str, str], now: datetime) -> ListRequest:
+    start, end = _window(given.get("from"), given.get("until"))
+    return ListRequest(verb, _prefix(given["metadataPrefix"]), start, end or now,
+                       given.get("set"))
+
+
+HANDLERS: dict[str, Callable[[dict[str, str], datetime], etree._Element]] = {
+    "Identify": _identify,
+    "ListMetadataFormats": _list_metadata_formats,
+    "ListSets": _list_sets,
+    "ListIdentifiers": _list("ListIdentifiers"),
+    "ListRecords": _list("ListRecords"),
+    "GetRecord": _get_record,
+}
+
+
+# --- arguments ---------------------------------------------------------------------------------
+
+def _prefix(prefix: str) -> str:
+    if prefix not in METADATA_FORMATS:
+        raise OaiError("cannotDisseminateFormat", f"metadataPrefix {prefix!r} is not served; "
+                       f"use one of {', '.join(METADATA_FORMATS)}")
+    return prefix
+
+
+def _record(identifier: str) -> Record:
+    found = next((r for r in records(base_url()) if r.identifier == identifier), None)
+    if found is None:
+        raise OaiError("idDoesNotExist", f"identifier {identifier!r} is not a record of this "
+                       "registry; ListIdentifiers lists them")
+    return found
+
+
+def _window(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
+    """``from`` and ``until`` as the first and last second they admit, both inclusive."""
+    parsed = {name: _datestamp(name, text) for name, text in (("from", start), ("until", end))
+              if text is not None}
+    if start and end and len(start) != len(end):
+        raise OaiError("badArgument", f"from {start!r} and until {end!r} have different "
+                       "granularities; give both as dates or both to the second")
+    low = parsed.get("from")
+    high = parsed.get("until")
+    if high is not None and len(end) == len("YYYY-MM-DD"):
+        high += timedelta(days=1, seconds=-1)
+    if low is not None and high is not None and low > high:
+        raise OaiError("badArgument", f"from {start!r} is later than until {end!r}")
+    return low, high
+
+
+def _datestamp(name: str, text: str) -> datetime:
+    for form, pattern in ((DAY, r"\d{4}-\d{2}-\d{2}"), (SECOND, r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")):
+        if re.fullmatch(pattern, text):
+            try:
+                return datetime.strptime(text, form).replace(tzinfo=UTC)
+            except ValueError:
+                break
+    raise OaiError("badArgument", f"{name} {text!r} is not a UTC date (YYYY-MM-DD) or time "
+                   "(YYYY-MM-DDThh:mm:ssZ)")
+
+
+def _stamp(moment: datetime | None) -> str | None:
+    return utc_stamp(moment) if moment else None
+
+
+def _parsed(text: str) -> datetime:
+    return datetime.strptime(text, SECOND).replace(tzinfo=UTC)
+
+
+# --- records -----------------------------------------------------------------------------------
+
+def _header(record: Record) -> etree._Element:
+    header = etree.Element(f"{{{OAI}}}header")
+    if record.deleted:
+        header.set("status", "deleted")
+    sub(header, f"{{{OAI}}}identifier", record.identifier)
+    sub(header, f"{{{OAI}}}datestamp", utc_stamp(record.datestamp))
+    sub(header, f"{{{OAI}}}setSpec", MANAGED_SET)
+    return header
+
+
+def _record_element(record: Record, prefix: str) -> etree._Element:
+    element = etree.Element(f"{{{OAI}}}record")
+    element.append(_header(record))
+    if not record.deleted:
+        metadata = sub(element, f"{{{OAI}}}metadata")
+        metadata.append(record.resource if prefix == "ivo_vor" else _dublin_core(record.resource))
+    return element
+
+
+def _dublin_core(resource: etree._Element) -> etree._Element:
+    """The record in simple Dublin Core, read from its VOResource form."""
+    dc = etree.Element(f"{{{OAI_DC}}}dc", nsmap={"oai_dc": OAI_DC, "dc": DC, "xsi": XSI})
+    dc.set(f"{{{XSI}}}schemaLocation", f"{OAI_DC} http://www.openarchives.org/OAI/2.0/oai_dc.xsd")
+    for term, path in (("title", "title"), ("identifier", "identifier"),
+                       ("publisher", "curation/publisher"), ("subject", "content/subject"),
+                       ("description", "content/description"),
+                       ("identifier", "content/referenceURL")):
+        for found in resource.findall(path):
+            sub(dc, f"{{{DC}}}{term}", found.text)
+    sub(dc, f"{{{DC}}}date", resource.get("updated"))
+    sub(dc, f"{{{DC}}}type", resource.get(f"{{{XSI}}}type").split(":")[1])
+    return dc

@@ -1,0 +1,356 @@
+"""The service's records for the VO registries: VOResource 1.1 documents of its naming authority,
+its publishing registry, its TAP service and its SSA service, as the OAI-PMH endpoint
+(:mod:`vo_ml.service.oai`) and ``vo-ml registry`` hand them out.
+
+What only the operator knows (publisher, contact, subjects, description, creation date, status)
+comes from a TOML file (:class:`RegistryConfig`, ``REGISTRY_CONFIG``); what the service can do comes
+from the code that writes its VOSI documents (:mod:`vo_ml.service.capabilities`,
+:func:`vo_ml.service.vosi.add_schemas`), so the two cannot disagree.
+
+A record's ``updated`` date, which is also its OAI datestamp, is the moment the record's content
+last changed, kept in a small SQLite ledger beside the archive: each time the records are read,
+their content (without the dates, for a root URL that stands for any) is hashed and compared with
+the ledger's, so a new embedding (the column descriptions name the model) or more rows (``nrows``)
+move the records of the services publishing them, and an incremental harvest finds them. A record
+that is no longer published stays in the ledger as deleted (OAI-PMH ``deletedRecord``
+persistent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sqlite3
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from flask import Flask, current_app
+from lxml import etree
+
+from vo_ml.archive.references import did_authority
+from vo_ml.archive.tap_schema import Schema, Table
+from vo_ml.service.capabilities import NSMAP, add_ssa_capabilities, add_tap_capabilities
+from vo_ml.service.context import archive
+from vo_ml.service.dali import DaliError
+from vo_ml.service.settings import SettingsError, settings
+from vo_ml.service.ssa import ssa_table
+from vo_ml.service.vosi import add_schemas
+from vo_ml.service.xmldoc import sub, xsi
+
+__all__ = ["RI", "OAI_PATH", "RegistryConfig", "Record", "install", "records", "utc_stamp"]
+
+RI = "http://www.ivoa.net/xml/RegistryInterface/v1.0"
+#: Where the OAI-PMH endpoint is served, as DaCHS serves its own.
+OAI_PATH = "/oai.xml"
+REGISTRY_STANDARD = "ivo://ivoa.net/std/Registry"
+#: The root URL records are hashed with, so the URL a harvester asked by changes nothing.
+ANY_ROOT = "urn:x-vo-ml:service-root"
+STATUSES = ("active", "inactive")
+SERVICES = ("tap", "ssa")
+
+
+def utc_stamp(moment: datetime) -> str:
+    """A UTC timestamp to the second, as VOResource and OAI-PMH write them."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """What the records say of the service that the service cannot know itself.
+
+    Each field is a key of the TOML file. ``authority`` defaults to the authority of the
+    archive's publisher DIDs; the defaults of the rest make records that validate, and ``vo-ml
+    registry --check`` names each default still in place, which an operator should replace
+    before publishing."""
+
+    authority: str = ""
+    publisher: str = "vo_ml archive operator"
+    publisher_id: str | None = None
+    contact_name: str = "Archive operator"
+    contact_email: str = "operator@example.org"
+    subjects: tuple[str, ...] = ("spectroscopy", "stellar-astronomy", "astronomy-data-analysis")
+    description: str = ("Spectra of an astronomy archive with machine-learnt latent vectors, "
+                        "physical tags and anomaly scores; ADQL finds the spectra most like a "
+                        "given one (ml_distance), and SSA finds spectra by position, band and "
+                        "time.")
+    reference_url: str | None = None
+    created: datetime | None = None
+    status: str = "active"
+    wavebands: tuple[str, ...] = ("Optical",)
+    services: tuple[str, ...] = SERVICES
+
+    @classmethod
+    def load(cls, path: Path, default_authority: str) -> RegistryConfig:
+        """The file at ``path`` (defaults alone if there is none); SettingsError names a bad key."""
+        try:
+            values = tomllib.loads(path.read_text()) if path.exists() else {}
+        except tomllib.TOMLDecodeError as error:
+            raise SettingsError(f"{path} is not TOML: {error}") from None
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SettingsError(f"{path}: unknown key {unknown[0]!r}; the keys are "
+                                f"{', '.join(sorted(known))}")
+        for key in ("subjects", "wavebands", "services"):
+            if key in values:
+                values[key] = tuple(values[key])
+        values.setdefault("authority", default_authority)
+        config = cls(**values)
+        config.check(path)
+        return config
+
+    def check(self, path: Path) -> None:
+        for key, value, allowed in (("status", (self.status,), STATUSES),
+                                    ("services", self.services, SERVICES)):
+            wrong = [v for v in value if v not in allowed]
+            if wrong:
+                raise SettingsError(f"{path}: {key} {wrong[0]!r} is not one of "
+                                    f"{', '.join(allowed)}")
+        if self.created is not None:
+            if not isinstance(self.created, datetime) or self.created.tzinfo is None:
+                raise SettingsError(f"{path}: created must be a UTC date and time, such as "
+                                    "2026-11-24T00:00:00Z")
+            if self.created > datetime.now(UTC):
+                raise SettingsError(f"{path}: created {utc_stamp(self.created)} is in the future")
+        if not self.authority or "/" in self.authority:
+            raise SettingsError(f"{path}: authority {self.authority!r} is not an IVOA authority "
+                                "such as vo-ml.example")
+        if not self.subjects:
+            raise SettingsError(f"{path}: subjects is empty; VOResource needs at least one")
+
+    def defaults_in_place(self) -> list[str]:
+        """The keys still at a default an operator should replace before publishing."""
+        placeholders = ("publisher", "contact_name", "contact_email", "created")
+        return [key for key in placeholders
+                if getattr(self, key) == next(f.default for f in fields(self) if f.name == key)]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One resource the registry publishes; ``resource`` is None for a deleted one."""
+
+    identifier: str
+    datestamp: datetime
+    resource: etree._Element | None
+
+    @property
+    def deleted(self) -> bool:
+        return self.resource is None
+
+
+@dataclass(frozen=True)
+class _Resource:
+    """A record before its dates are known: its identifier and how to write it for a root URL."""
+
+    identifier: str
+    title: str
+    xsi_type: str
+    write: Callable[[etree._Element, str], None]
+
+
+def install(app: Flask) -> None:
+    """Read the app's registry configuration (REGISTRY_CONFIG), stopping the service at start
+    if it is wrong, and bring the ledger up to date with what the archive now publishes, so the
+    dates of records changed while the service was down are those of its start."""
+    with app.app_context():
+        app.extensions["vo_ml_registry"] = RegistryConfig.load(Path(settings().registry_file),
+                                                               _default_authority())
+        records(ANY_ROOT)
+
+
+def _default_authority() -> str:
+    for table in archive().schema.tables.values():
+        if table.holds_spectra:
+            rows = archive().backend.lookup(
+                f"SELECT obs_publisher_did FROM {table.sql_name} "
+                "WHERE obs_publisher_did IS NOT NULL LIMIT 1", ())
+            if rows:
+                return did_authority(rows[0][0])
+    return "vo-ml.example"
+
+
+def records(root: str) -> list[Record]:
+    """Every record of the registry, deleted ones too, written for the public ``root`` URL;
+    the ledger learns of any change first."""
+    config: RegistryConfig = current_app.extensions["vo_ml_registry"]
+    resources = _resources(config)
+    dates = _Ledger(_ledger_path()).sync(
+        {r.identifier: _fingerprint(config, r) for r in resources})
+    built = {r.identifier: r for r in resources}
+    return [Record(identifier, updated,
+                   _resource_element(config, built[identifier], root, created, updated)
+                   if identifier in built else None)
+            for identifier, (created, updated) in sorted(dates.items())]
+
+
+def _ledger_path() -> Path:
+    return Path(f"{settings().archive_db}.registry.sqlite3")
+
+
+def _fingerprint(config: RegistryConfig, resource: _Resource) -> str:
+    element = _resource_element(config, resource, ANY_ROOT, None, None)
+    return hashlib.sha256(etree.tostring(element, method="c14n")).hexdigest()
+
+
+def _resources(config: RegistryConfig) -> list[_Resource]:
+    authority = f"ivo://{config.authority}"
+    title = settings().service_title
+    found = [
+        _Resource(authority, f"The {config.authority} naming authority", "vg:Authority",
+                  lambda element, root: _managing_org(element, config)),
+        _Resource(f"{authority}/registry", f"{title}: publishing registry", "vg:Registry",
+                  lambda element, root: _registry(element, root, config)),
+    ]
+    if "tap" in config.services:
+        found.append(_Resource(f"{authority}/tap", title, "vs:CatalogService",
+                               lambda element, root: _tap(element, root, config)))
+    ssa = _ssa_table()
+    if "ssa" in config.services and ssa is not None:
+        found.append(_Resource(f"{authority}/ssa", f"{title}: spectra by SSA", "vs:CatalogService",
+                               lambda element, root: _ssa(element, root, config, ssa)))
+    return found
+
+
+def _ssa_table() -> Table | None:
+    try:
+        return ssa_table()
+    except DaliError:
+        return None
+
+
+def _resource_element(config: RegistryConfig, resource: _Resource, root: str,
+                      created: datetime | None, updated: datetime | None) -> etree._Element:
+    """``ri:Resource`` of ``resource``; without dates, the form its fingerprint is taken of."""
+    element = etree.Element(f"{{{RI}}}Resource", nsmap={"ri": RI, **NSMAP},
+                            status=config.status, version="1.1")
+    xsi(element, "type", resource.xsi_type)
+    if updated is not None:
+        element.set("created", utc_stamp(config.created or created))
+        element.set("updated", utc_stamp(updated))
+    sub(element, "title", resource.title)
+    sub(element, "identifier", resource.identifier)
+    _curation(element, config)
+    _content(element, config, root, resource)
+    resource.write(element, root)
+    return element
+
+
+def _curation(element: etree._Element, config: RegistryConfig) -> None:
+    curation = sub(element, "curation")
+    sub(curation, "publisher", config.publisher, **{"ivo-id": config.publisher_id})
+    contact = sub(curation, "contact")
+    sub(contact, "name", config.contact_name)
+    sub(contact, "email", config.contact_email)
+
+
+def _content(element: etree._Element, config: RegistryConfig, root: str,
+             resource: _Resource) -> None:
+    content = sub(element, "content")
+    for subject in config.subjects:
+        sub(content, "subject", subject)
+    sub(content, "description", config.description)
+    sub(content, "referenceURL", config.reference_url or f"{root}/tap/")
+    if resource.xsi_type == "vs:CatalogService":
+        sub(content, "type", "archive")
+    sub(content, "contentLevel", "research")
+
+
+def _managing_org(element: etree._Element, config: RegistryConfig) -> None:
+    sub(element, "managingOrg", config.publisher, **{"ivo-id": config.publisher_id})
+
+
+def _registry(element: etree._Element, root: str, config: RegistryConfig) -> None:
+    """A publishing registry (full=false) harvested over OAI-PMH, managing one authority."""
+    capability = xsi(sub(element, "capability", standardID=REGISTRY_STANDARD), "type",
+                     "vg:Harvest")
+    interface = xsi(sub(capability, "interface", role="std", version="1.0"), "type",
+                    "vg:OAIHTTP")
+    sub(interface, "accessURL", f"{root}{OAI_PATH}", use="base")
+    sub(capability, "maxRecords", settings().oai_page_size)
+    sub(element, "full", "false")
+    sub(element, "managedAuthority", config.authority)
+
+
+def _tap(element: etree._Element, root: str, config: RegistryConfig) -> None:
+    add_tap_capabilities(element, root)
+    _coverage(element, config)
+    add_schemas(sub(element, "tableset"), _counted(archive().schema.schemas))
+
+
+def _ssa(element: etree._Element, root: str, config: RegistryConfig, table: Table) -> None:
+    add_ssa_capabilities(element, root)
+    _coverage(element, config)
+    schema = next(s for s in archive().schema.schemas if table in s.tables)
+    add_schemas(sub(element, "tableset"), _counted([Schema(schema.name, schema.description,
+                                                          (table,))]))
+
+
+def _coverage(element: etree._Element, config: RegistryConfig) -> None:
+    coverage = sub(element, "coverage")
+    for waveband in config.wavebands:
+        sub(coverage, "waveband", waveband)
+
+
+def _counted(schemas: list[Schema]) -> list[Schema]:
+    """``schemas`` with the row count (VODataService ``nrows``) of each table of spectra, which a
+    registry user reads to judge it and which moves the record's date when rows are added."""
+    backend = archive().backend
+    def counted(table: Table) -> Table:
+        if not table.holds_spectra:
+            return table
+        return replace(table, nrows=backend.lookup(f"SELECT count(*) FROM {table.sql_name}", ())[0][0])
+
+    return [replace(schema, tables=tuple(counted(t) for t in schema.tables)) for schema in schemas]
+
+
+class _Ledger:
+    """When each record was first published and when its content last changed (SQLite: a crash
+    leaves the last committed state, and service processes take turns to write)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with self._transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS records (identifier TEXT PRIMARY KEY, "
+                       "fingerprint TEXT, created TEXT NOT NULL, updated TEXT NOT NULL)")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+    def sync(self, fingerprints: dict[str, str]) -> dict[str, tuple[datetime, datetime]]:
+        """Record ``fingerprints`` (identifier -> content hash) as now published; every record
+        ever published, with its (created, updated) dates. A record missing from
+        ``fingerprints`` is deleted: its fingerprint becomes NULL, its updated date now."""
+        now = utc_stamp(datetime.now(UTC))
+        with self._transaction() as db:
+            known = dict(db.execute("SELECT identifier, fingerprint FROM records").fetchall())
+            for identifier, fingerprint in fingerprints.items():
+                if identifier not in known:
+                    db.execute("INSERT INTO records VALUES (?, ?, ?, ?)",
+                               (identifier, fingerprint, now, now))
+                elif known[identifier] != fingerprint:
+                    db.execute("UPDATE records SET fingerprint = ?, updated = ? "
+                               "WHERE identifier = ?", (fingerprint, now, identifier))
+            for identifier in set(known) - set(fingerprints):
+                if known[identifier] is not None:
+                    db.execute("UPDATE records SET fingerprint = NULL, updated = ? "
+                               "WHERE identifier = ?", (now, identifier))
+            rows = db.execute("SELECT identifier, created, updated FROM records").fetchall()
+        return {identifier: (_parsed(created), _parsed(updated))
+                for identifier, created, updated in rows}
+
+
+def _parsed(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
