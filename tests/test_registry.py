@@ -14,10 +14,11 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from conftest import copy_archive
+from conftest import copy_archive, vo_ml
 from lxml import etree
 
 from vo_ml.service import create_app
+from vo_ml.service.registry_check import Report, check_records
 from vo_ml.service.settings import SettingsError
 from vo_ml.service.xmlschema import problems
 
@@ -41,9 +42,15 @@ IDENTIFIERS = [f"ivo://{AUTHORITY}", f"ivo://{AUTHORITY}/registry", f"ivo://{AUT
                f"ivo://{AUTHORITY}/tap"]
 
 
-def registry_app(db, folder, changes: dict[str, str] | None = None, **settings):
+def write_registry_file(folder, changes: dict[str, str] | None = None):
+    """The operator's registry file in ``folder``: :data:`REGISTRY` with ``changes``."""
     toml = "".join(f"{key} = {value}\n" for key, value in {**REGISTRY, **(changes or {})}.items())
     (folder / "registry.toml").write_text(toml)
+    return folder / "registry.toml"
+
+
+def registry_app(db, folder, changes: dict[str, str] | None = None, **settings):
+    write_registry_file(folder, changes)
     return create_app({"ARCHIVE_DB": str(db), "REGISTRY_CONFIG": str(folder / "registry.toml"),
                        "SERVICE_BASE_URL": ROOT, "OAI_PAGE_SIZE": 3, **settings})
 
@@ -51,6 +58,7 @@ def registry_app(db, folder, changes: dict[str, str] | None = None, **settings):
 @pytest.fixture(scope="module")
 def archive_copy(archive, tmp_path_factory):
     folder = tmp_path_factory.mktemp("registry")
+    write_registry_file(folder)
     return copy_archive(archive, folder), folder
 
 
@@ -332,6 +340,62 @@ def test_a_wrong_registry_file_stops_the_service_naming_the_key(archive, tmp_pat
     with pytest.raises(SettingsError, match=named) as raised:
         registry_app(db, tmp_path, changes)
     assert "registry.toml" in str(raised.value)
+
+
+# --- the operator's command ---------------------------------------------------------------------
+
+def test_vo_ml_registry_checks_and_prints_the_records(archive_copy):
+    db, folder = archive_copy
+    toml = folder / "registry.toml"
+    checked = vo_ml("registry", "--db", db, "--base-url", "https://archive.example.net/ml/",
+                    "--config", toml, "--check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "Identify: baseURL https://archive.example.net/ml/oai.xml" in checked.stdout
+    assert "4 records" in checked.stdout and "ERROR" not in checked.stdout
+    assert "the registry is ready to be harvested" in checked.stdout
+    printed = vo_ml("registry", "--db", db, "--base-url", "https://archive.example.net/ml",
+                    "--config", toml, "--identifier", f"ivo://{AUTHORITY}/tap")
+    assert printed.returncode == 0 and problems(printed.stdout.encode()) == []
+    resource = etree.fromstring(printed.stdout.encode()).find(f".//{{{RI}}}Resource")
+    assert resource.findtext("capability/interface/accessURL") == \
+        "https://archive.example.net/ml/tap"
+
+
+def test_vo_ml_registry_warns_of_defaults_and_names_a_wrong_file(archive_copy, tmp_path):
+    db, _ = archive_copy
+    defaults = vo_ml("registry", "--db", db, "--base-url", "http://127.0.0.1:8000", "--config",
+                     tmp_path / "none.toml", "--check")
+    assert defaults.returncode == 0
+    assert "warning: contact_email is the default" in defaults.stdout
+    assert "cannot be reached by harvesters" in defaults.stdout
+    (tmp_path / "wrong.toml").write_text('status = "retired"\n')
+    wrong = vo_ml("registry", "--db", db, "--base-url", "http://127.0.0.1:8000", "--config",
+                  tmp_path / "wrong.toml")
+    assert wrong.returncode != 0 and "wrong.toml" in wrong.stderr and "status" in wrong.stderr
+
+
+def test_the_check_finds_what_the_validator_would_refuse():
+    records = {
+        f"ivo://{AUTHORITY}/registry": f"""<ri:Resource xmlns:ri="{RI}" xmlns:xsi="{XSI}"
+            xsi:type="vg:Registry" created="2026-01-01T00:00:00Z" updated="2026-01-01T00:00:00Z"
+            status="active"><identifier>ivo://{AUTHORITY}/registry</identifier>
+            <managedAuthority>{AUTHORITY}</managedAuthority></ri:Resource>""",
+        f"ivo://{AUTHORITY}/tap": f"""<ri:Resource xmlns:ri="{RI}" xmlns:xsi="{XSI}"
+            xsi:type="vs:CatalogService" created="2999-01-01T00:00:00Z" status="active">
+            <identifier>ivo://elsewhere.org/tap</identifier>
+            <capability standardID="ivo://ivoa.net/std/TAP"/></ri:Resource>""",
+    }
+    report = Report()
+    check_records({k: etree.fromstring(v) for k, v in records.items()}, report)
+    assert report.errors == [
+        f"no vg:Authority record for the managed authority {AUTHORITY}",
+        f"ivo://{AUTHORITY}/registry (vg:Registry) is a service without a capability",
+        f"header identifier ivo://{AUTHORITY}/tap is not the record's ivo://elsewhere.org/tap",
+        "ivo://elsewhere.org/tap is not under an authority this registry manages",
+        "ivo://elsewhere.org/tap: capability ivo://ivoa.net/std/TAP has no interface",
+        "ivo://elsewhere.org/tap has no updated",
+        "ivo://elsewhere.org/tap: created 2999-01-01T00:00:00Z is in the future",
+    ]
 
 
 def _canonical(element: etree._Element) -> bytes:

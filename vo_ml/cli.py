@@ -239,6 +239,21 @@ def _parser() -> argparse.ArgumentParser:
                       help="numeric column whose mean per pixel makes the second image survey")
     hips.set_defaults(run=_hips)
 
+    registry = commands.add_parser(
+        "registry", help="print the service's registry records, or check them as the Registry of "
+                         "Registries would before publishing")
+    registry.add_argument("--db", type=Path, required=True)
+    registry.add_argument("--base-url", required=True,
+                          help="the service's public root URL, as SERVICE_BASE_URL gives it")
+    registry.add_argument("--config", type=Path,
+                          help="the registry file (default: REGISTRY_CONFIG, else "
+                               "ARCHIVE_DB.registry.toml)")
+    registry.add_argument("--check", action="store_true",
+                          help="validate every OAI-PMH answer and record; exit 1 on an error")
+    registry.add_argument("--identifier", help="print only this record")
+    registry.add_argument("--format", choices=("ivo_vor", "oai_dc"), default="ivo_vor")
+    registry.set_defaults(run=_registry)
+
     serve = commands.add_parser("serve", help="serve the archive over TAP")
     serve.add_argument("--db", type=Path, required=True)
     serve.add_argument("--host", default="127.0.0.1")
@@ -466,6 +481,29 @@ def _hips(arguments: argparse.Namespace) -> int:
     from vo_ml.pipeline import hips
 
     print(hips(arguments.db, _table_of(arguments), arguments.out, arguments.order, arguments.label))
+    return 0
+
+
+def _registry(arguments: argparse.Namespace) -> int:
+    from urllib.parse import urlencode
+
+    from vo_ml.service import create_app
+    from vo_ml.service.registry_check import check_registry
+
+    root = arguments.base_url.rstrip("/")
+    config = {"ARCHIVE_DB": str(arguments.db), "SERVICE_BASE_URL": root}
+    if arguments.config:
+        config["REGISTRY_CONFIG"] = str(arguments.config)
+    app = create_app(config)
+    if arguments.check:
+        report = check_registry(app, root)
+        print(report)
+        return 1 if report.errors else 0
+    query = {"verb": "GetRecord", "identifier": arguments.identifier} if arguments.identifier \
+        else {"verb": "ListRecords"}
+    response = app.test_client().get(
+        f"/oai.xml?{urlencode({**query, 'metadataPrefix': arguments.format})}")
+    print(response.text)
     return 0
 
 

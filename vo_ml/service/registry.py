@@ -123,7 +123,7 @@ class RegistryConfig:
 
     def defaults_in_place(self) -> list[str]:
         """The keys still at a default an operator should replace before publishing."""
-        placeholders = ("publisher", "contact_name", "contact_email", "created")
+        placeholders = ("publisher", "contact_name", "contact_email")
         return [key for key in placeholders
                 if getattr(self, key) == next(f.default for f in fields(self) if f.name == key)]
 
