@@ -8,9 +8,9 @@ from the code that writes its VOSI documents (:mod:`vo_ml.service.capabilities`,
 :func:`vo_ml.service.vosi.add_schemas`), so the two cannot disagree.
 
 A record's ``updated`` date, which is also its OAI datestamp, is the moment the record's content
-last changed, kept in a small SQLite ledger beside the archive: each time the records are read,
-their content (without the dates, for a root URL that stands for any) is hashed and compared with
-the ledger's, so a new embedding (the column descriptions name the model) or more rows (``nrows``)
+last changed, kept in a small SQLite ledger with the async jobs (JOBS_DIR): each time the records
+are read, their content (without the dates, for a root URL that stands for any) is hashed and
+compared with the ledger's, so a new embedding (the column descriptions name the model) or more rows (``nrows``)
 move the records of the services publishing them, and an incremental harvest finds them. A record
 that is no longer published stays in the ledger as deleted (OAI-PMH ``deletedRecord``
 persistent).
@@ -187,7 +187,12 @@ def records(root: str) -> list[Record]:
 
 
 def _ledger_path() -> Path:
-    return Path(f"{settings().archive_db}.registry.sqlite3")
+    """The ledger lives with the async jobs (JOBS_DIR): the service's own state, writable even
+    when the archive is not, and shared by every process serving the archive, so all of them
+    give a record the same dates."""
+    folder = Path(settings().jobs_folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "registry.sqlite3"
 
 
 def _fingerprint(config: RegistryConfig, resource: _Resource) -> str:
