@@ -333,6 +333,7 @@ def test_a_withdrawn_service_stays_as_a_deleted_record(archive, tmp_path):
     ({"services": '["tap", "sia"]'}, "sia"),
     ({"authority": '"example.org/sub"'}, "authority"),
     ({"subjects": "[]"}, "subjects"),
+    ({"publisher_id": '"https://example.org/us"'}, "publisher_id"),
     ({"publisher": "unquoted words"}, "registry.toml"),
 ])
 def test_a_wrong_registry_file_stops_the_service_naming_the_key(archive, tmp_path, changes, named):

@@ -171,7 +171,8 @@ def _checked(arguments: Sequence[tuple[str, str]]) -> tuple[str, dict[str, str]]
 
 def _identify(_: dict[str, str], now: datetime) -> etree._Element:
     published = records(base_url())
-    registry = next(r for r in published if r.identifier.endswith("/registry") and not r.deleted)
+    registry = next(r for r in published if not r.deleted
+                    and r.resource.get(f"{{{XSI}}}type") == "vg:Registry")
     element = etree.Element(f"{{{OAI}}}Identify")
     for tag, text in (("repositoryName", registry.resource.findtext("title")),
                       ("baseURL", _oai_url()), ("protocolVersion", "2.0"),

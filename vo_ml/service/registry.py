@@ -10,16 +10,17 @@ from the code that writes its VOSI documents (:mod:`vo_ml.service.capabilities`,
 A record's ``updated`` date, which is also its OAI datestamp, is the moment the record's content
 last changed, kept in a small SQLite ledger with the async jobs (JOBS_DIR): each time the records
 are read, their content (without the dates, for a root URL that stands for any) is hashed and
-compared with the ledger's, so a new embedding (the column descriptions name the model) or more rows (``nrows``)
-move the records of the services publishing them, and an incremental harvest finds them. A record
-that is no longer published stays in the ledger as deleted (OAI-PMH ``deletedRecord``
-persistent).
+compared with the ledger's, so a new embedding (the column descriptions name the model) or more
+rows (``nrows``) move the records of the services publishing them, and an incremental harvest
+finds them. A record that is no longer published stays in the ledger as deleted (OAI-PMH
+``deletedRecord`` persistent).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import sqlite3
 import tomllib
 from collections.abc import Callable, Iterator
@@ -49,6 +50,8 @@ REGISTRY_STANDARD = "ivo://ivoa.net/std/Registry"
 #: The root URL records are hashed with, so the URL a harvester asked by changes nothing.
 ANY_ROOT = "urn:x-vo-ml:service-root"
 STATUSES = ("active", "inactive")
+#: A registry reference, as VOResource's IdentifierURI admits it.
+IVOID = r"ivo://[\w\-.!~*'()+=]{3,}(/[\w\-.!~*'()+=]+)*"
 SERVICES = ("tap", "ssa")
 
 
@@ -118,6 +121,9 @@ class RegistryConfig:
         if not self.authority or "/" in self.authority:
             raise SettingsError(f"{path}: authority {self.authority!r} is not an IVOA authority "
                                 "such as vo-ml.example")
+        if self.publisher_id is not None and not re.fullmatch(IVOID, self.publisher_id):
+            raise SettingsError(f"{path}: publisher_id {self.publisher_id!r} is not an IVOA "
+                                "registry identifier such as ivo://example.org/org")
         if not self.subjects:
             raise SettingsError(f"{path}: subjects is empty; VOResource needs at least one")
 
