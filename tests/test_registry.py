@@ -222,6 +222,14 @@ def test_vosi_capabilities_and_the_records_say_the_same(archive_copy, oai):
         assert [_canonical(c) for c in served] == [_canonical(c) for c in recorded]
 
 
+def test_the_tap_page_links_to_the_registry(archive_copy):
+    db, folder = archive_copy
+    client = registry_app(db, folder).test_client()
+    link = f'href="{ENDPOINT}?verb=Identify"'
+    assert link in client.get("/tap").text
+    assert client.get("/oai.xml?verb=Identify").status_code == 200
+
+
 def test_oai_dc_says_what_the_record_says(oai):
     dc_ns = "http://purl.org/dc/elements/1.1/"
     record = oai(f"verb=GetRecord&metadataPrefix=oai_dc&identifier=ivo://{AUTHORITY}/tap")

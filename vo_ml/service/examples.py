@@ -196,5 +196,7 @@ def landing() -> Response:
         '<a href="availability">Availability</a> · '
         f'<a href="{escape(base_url())}/datalink/terms">DataLink</a>: every result row with an '
         "obs_publisher_did leads to its file, a preview, similar spectra and why they are "
-        f'similar (<code>{escape(base_url())}/datalink/links?ID=...</code>)</p>\n')
+        f'similar (<code>{escape(base_url())}/datalink/links?ID=...</code>) · '
+        f'<a href="{escape(base_url())}/oai.xml?verb=Identify">Registry</a>: the records '
+        "the VO registries harvest (OAI-PMH)</p>\n")
     return _page("vo_ml TAP service", body)
