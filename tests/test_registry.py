@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -272,13 +273,16 @@ def test_from_and_until_select_by_datestamp(oai):
 @pytest.mark.parametrize(("query", "code"), [
     ("", "badVerb"),
     ("verb=Frobnicate", "badVerb"),
-    ("verb=Identify&verb=ListSets", "badArgument"),
+    ("verb=Identify&verb=ListSets", "badVerb"),
+    ("verb=Identify&verb=Identify", "badVerb"),
     ("verb=Identify&metadataPrefix=ivo_vor", "badArgument"),
     ("verb=ListRecords", "badArgument"),
     ("verb=GetRecord&metadataPrefix=ivo_vor", "badArgument"),
     ("verb=ListRecords&metadataPrefix=ivo_vor&metadataPrefix=oai_dc", "badArgument"),
     ("verb=ListRecords&metadataPrefix=ivo_vor&from=yesterday", "badArgument"),
     ("verb=ListRecords&metadataPrefix=ivo_vor&from=2026-02-30", "badArgument"),
+    ("verb=ListRecords&metadataPrefix=ivo_vor&from=%D9%A2%D9%A0%D9%A2%D9%A0-01-01",
+     "badArgument"),
     ("verb=ListRecords&metadataPrefix=ivo_vor&from=2026-01-01T00:00:00.5Z", "badArgument"),
     ("verb=ListRecords&metadataPrefix=ivo_vor&from=2026-01-01&until=2026-12-31T00:00:00Z",
      "badArgument"),
@@ -288,6 +292,8 @@ def test_from_and_until_select_by_datestamp(oai):
     (f"verb=GetRecord&metadataPrefix=marc21&identifier=ivo://{AUTHORITY}/tap",
      "cannotDisseminateFormat"),
     ("verb=GetRecord&metadataPrefix=ivo_vor&identifier=ivo://elsewhere.org/tap",
+     "idDoesNotExist"),
+    ("verb=GetRecord&metadataPrefix=marc21&identifier=ivo://elsewhere.org/tap",
      "idDoesNotExist"),
     ("verb=ListMetadataFormats&identifier=ivo://elsewhere.org/tap", "idDoesNotExist"),
     ("verb=ListRecords&metadataPrefix=ivo_vor&set=ivo_standard", "noRecordsMatch"),
@@ -305,12 +311,68 @@ def test_errors_are_oai_errors_in_a_valid_document(oai, query, code):
         assert dict(request.attrib) == {}
 
 
+def _token(*fields: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(fields).encode()).decode()
+
+
+@pytest.mark.parametrize("fields", [
+    ("ListRecords", "marc21", [f"ivo://{AUTHORITY}/tap"], 1),
+    ("ListRecords", ["ivo_vor"], [f"ivo://{AUTHORITY}/tap"], 1),
+    ("ListRecords", "ivo_vor", f"ivo://{AUTHORITY}/tap", 1),
+    ("ListRecords", "ivo_vor", [5], 1),
+    ("ListRecords", "ivo_vor", [f"ivo://{AUTHORITY}/tap"], "1"),
+    ("ListRecords", "ivo_vor", [], 0),
+    ("ListRecords", "ivo_vor", [f"ivo://{AUTHORITY}/gone"], 1),
+    ("ListRecords", "ivo_vor", None, 2999),
+    ("ListRecords",),
+])
+def test_a_forged_token_is_a_bad_resumption_token(oai, fields):
+    assert _error(oai(f"verb=ListRecords&resumptionToken={_token(*fields)}")) == \
+        "badResumptionToken"
+
+
 def test_a_token_of_one_list_does_not_continue_another(oai):
     token = oai("verb=ListIdentifiers&metadataPrefix=ivo_vor").find(
         f".//{{{OAI}}}resumptionToken").text
     assert _error(oai(f"verb=ListRecords&resumptionToken={token}")) == "badResumptionToken"
-    forged = base64.urlsafe_b64encode(json.dumps(["ListRecords", "marc21"]).encode()).decode()
-    assert _error(oai(f"verb=ListRecords&resumptionToken={forged}")) == "badResumptionToken"
+
+
+def test_a_harvest_goes_on_across_a_change_of_the_records(archive, tmp_path):
+    """The operator edits the registry file and restarts while a harvest is half done: the
+    next page holds the rest of the list, as the records now are."""
+    db = copy_archive(archive, tmp_path)
+    first = registry_app(db, tmp_path).test_client()
+    page = etree.fromstring(first.get("/oai.xml?verb=ListRecords&metadataPrefix=ivo_vor").data)
+    token = page.find(f".//{{{OAI}}}resumptionToken").text
+    time.sleep(1.1)
+    changed = registry_app(db, tmp_path, {"description": '"Edited."'}).test_client()
+    response = changed.get(f"/oai.xml?verb=ListRecords&resumptionToken={token}")
+    assert problems(response.data) == []
+    rest = etree.fromstring(response.data).find(f"{{{OAI}}}ListRecords")
+    assert [r.findtext(f"{{{OAI}}}header/{{{OAI}}}identifier")
+            for r in rest.findall(f"{{{OAI}}}record")] == IDENTIFIERS[3:]
+    assert rest.findtext(f".//{{{RI}}}Resource/content/description") == "Edited."
+    end = rest.find(f"{{{OAI}}}resumptionToken")
+    assert (end.text, end.get("completeListSize"), end.get("cursor")) == (None, "4", "3")
+    stamps = [h.findtext(f"{{{OAI}}}datestamp") for h in page.iter(f"{{{OAI}}}header")]
+    assert rest.findtext(f".//{{{OAI}}}datestamp") > max(stamps)
+
+
+def test_a_service_moved_to_a_new_url_is_harvested_again(archive, tmp_path):
+    db = copy_archive(archive, tmp_path)
+
+    def stamps(root: str) -> dict[str, str]:
+        client = registry_app(db, tmp_path, SERVICE_BASE_URL=root, OAI_PAGE_SIZE=10).test_client()
+        listed = etree.fromstring(client.get(
+            "/oai.xml?verb=ListIdentifiers&metadataPrefix=ivo_vor").data)
+        return {h.findtext(f"{{{OAI}}}identifier"): h.findtext(f"{{{OAI}}}datestamp")
+                for h in listed.iter(f"{{{OAI}}}header")}
+
+    before = stamps("http://old.example.org/ml")
+    time.sleep(1.1)
+    after = stamps("https://new.example.org/ml")
+    assert sorted(i for i in after if after[i] > before[i]) == IDENTIFIERS  # every referenceURL
+    assert stamps("https://new.example.org/ml") == after
 
 
 # --- records that change and go -----------------------------------------------------------------
@@ -361,13 +423,23 @@ def test_vo_ml_registry_checks_and_prints_the_records(archive_copy):
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "Identify: baseURL https://archive.example.net/ml/oai.xml" in checked.stdout
     assert "4 records" in checked.stdout and "ERROR" not in checked.stdout
+    assert "7 illegal requests get their OAI errors" in checked.stdout
     assert "the registry is ready to be harvested" in checked.stdout
     printed = vo_ml("registry", "--db", db, "--base-url", "https://archive.example.net/ml",
                     "--config", toml, "--identifier", f"ivo://{AUTHORITY}/tap")
     assert printed.returncode == 0 and problems(printed.stdout.encode()) == []
-    resource = etree.fromstring(printed.stdout.encode()).find(f".//{{{RI}}}Resource")
-    assert resource.findtext("capability/interface/accessURL") == \
+    resources = etree.fromstring(printed.stdout.encode()).findall(f"{{{RI}}}Resource")
+    assert [r.findtext("identifier") for r in resources] == [f"ivo://{AUTHORITY}/tap"]
+    assert resources[0].findtext("capability/interface/accessURL") == \
         "https://archive.example.net/ml/tap"
+    every = vo_ml("registry", "--db", db, "--base-url", "https://archive.example.net/ml",
+                  "--config", toml)
+    assert every.returncode == 0 and problems(every.stdout.encode()) == []
+    assert [r.findtext("identifier") for r in etree.fromstring(every.stdout.encode())] == \
+        IDENTIFIERS
+    unknown = vo_ml("registry", "--db", db, "--base-url", "https://archive.example.net/ml",
+                    "--config", toml, "--identifier", "ivo://nowhere.invalid/x")
+    assert unknown.returncode != 0 and "ivo://nowhere.invalid/x" in unknown.stderr
 
 
 def test_vo_ml_registry_warns_of_defaults_and_names_a_wrong_file(archive_copy, tmp_path):

@@ -251,7 +251,6 @@ def _parser() -> argparse.ArgumentParser:
     registry.add_argument("--check", action="store_true",
                           help="validate every OAI-PMH answer and record; exit 1 on an error")
     registry.add_argument("--identifier", help="print only this record")
-    registry.add_argument("--format", choices=("ivo_vor", "oai_dc"), default="ivo_vor")
     registry.set_defaults(run=_registry)
 
     serve = commands.add_parser("serve", help="serve the archive over TAP")
@@ -485,9 +484,8 @@ def _hips(arguments: argparse.Namespace) -> int:
 
 
 def _registry(arguments: argparse.Namespace) -> int:
-    from urllib.parse import urlencode
-
     from vo_ml.service import create_app
+    from vo_ml.service.registry import published_document
     from vo_ml.service.registry_check import check_registry
 
     root = arguments.base_url.rstrip("/")
@@ -499,11 +497,8 @@ def _registry(arguments: argparse.Namespace) -> int:
         report = check_registry(app, root)
         print(report)
         return 1 if report.errors else 0
-    query = {"verb": "GetRecord", "identifier": arguments.identifier} if arguments.identifier \
-        else {"verb": "ListRecords"}
-    response = app.test_client().get(
-        f"/oai.xml?{urlencode({**query, 'metadataPrefix': arguments.format})}")
-    print(response.text)
+    with app.app_context():
+        print(published_document(root, arguments.identifier))
     return 0
 
 

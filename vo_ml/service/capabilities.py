@@ -81,7 +81,7 @@ def add_ssa_capabilities(parent: etree._Element, root: str) -> None:
 
 def _vosi_capability(parent: etree._Element, name: str, url: str) -> None:
     capability = sub(parent, "capability", standardID=f"ivo://ivoa.net/std/VOSI#{name}")
-    _param_http(capability, url, role=None)
+    _param_http(capability, url, role=None, use="full")
 
 
 def _links_capability(parent: etree._Element, url: str) -> None:
@@ -101,10 +101,12 @@ def _links_capability(parent: etree._Element, url: str) -> None:
 
 
 def _param_http(capability: etree._Element, url: str, role: str | None = "std",
-                version: str | None = None) -> None:
+                version: str | None = None, use: str = "base") -> None:
+    """A ParamHTTP interface: ``use`` is "base" for a root that takes the protocol's parameters
+    (TAP, SSA), "full" for a URL used as it is (a VOSI document)."""
     interface = xsi(sub(capability, "interface", role=role, version=version), "type",
                     "vs:ParamHTTP")
-    sub(interface, "accessURL", url, use="base" if role else "full")
+    sub(interface, "accessURL", url, use=use)
 
 
 def _tap_capability(parent: etree._Element, tap_root: str) -> None:

@@ -33,7 +33,7 @@ import psutil
 
 from vo_ml.files import replacing
 
-__all__ = ["Job", "JobStore", "JobRunner", "JobNotFound", "PhaseError", "ACTIVE_PHASES",
+__all__ = ["sqlite_transaction", "Job", "JobStore", "JobRunner", "JobNotFound", "PhaseError", "ACTIVE_PHASES",
            "FINAL_PHASES", "utc_now", "iso"]
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,26 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
     for name, sql_type in _ADDED_COLUMNS.items():
         if name not in present:
             db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {sql_type}")
+
+
+@contextmanager
+def sqlite_transaction(path: Path, write: bool = True) -> Iterator[sqlite3.Connection]:
+    """One transaction on the SQLite file at ``path``, in WAL mode: a write takes the lock at
+    once (BEGIN IMMEDIATE: other writers wait), a read works on a snapshot and never blocks or
+    waits for a writer. A crash leaves the last committed state; an error rolls back, and a
+    lock never obtained is reported as itself."""
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    finally:
+        db.close()
 
 
 def utc_now() -> datetime:
@@ -149,21 +169,9 @@ class JobStore:
 
     @contextmanager
     def _transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """One transaction: a write takes the lock at once (BEGIN IMMEDIATE: other writers wait),
-        a read works on a snapshot and never blocks or waits for a writer (WAL)."""
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        try:
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
+        with sqlite_transaction(self.path, write) as db:
+            db.row_factory = sqlite3.Row
+            yield db
 
     def folder(self, job_id: str) -> Path:
         return self.directory / job_id

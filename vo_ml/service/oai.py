@@ -3,10 +3,9 @@
 Full registries (the RofR, EuroVO, the EOSC ones) harvest the records of
 :mod:`vo_ml.service.registry` here: ``ivo_vor`` (one ``ri:Resource`` a record) and ``oai_dc``; the
 one set ``ivo_managed``; datestamps to the second; deleted records kept for good. Lists come in
-pages of OAI_PAGE_SIZE records; a resumption token carries the request, the identifier the page
-ended on and the moment the harvest began, so a record that changes during a harvest is left to
-the next incremental harvest (``from``) instead of shifting the pages. OAI-PMH errors are answered
-with HTTP 200, as the protocol asks (its section 3.6): the error is in the document.
+pages of OAI_PAGE_SIZE records; a resumption token carries the rest of the list its first request
+selected (:class:`ListState`). OAI-PMH errors are answered with HTTP 200, as the protocol asks
+(its section 3.6): the error is in the document.
 """
 
 from __future__ import annotations
@@ -16,14 +15,14 @@ import binascii
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, Response, request
 from lxml import etree
 
 from vo_ml.service.context import base_url
-from vo_ml.service.registry import OAI_PATH, RI, Record, records, utc_stamp
+from vo_ml.service.registry import OAI_PATH, RI, SECOND, Record, records, utc_stamp
 from vo_ml.service.settings import settings
 from vo_ml.service.xmldoc import XSI, sub, xml_response
 
@@ -40,7 +39,6 @@ METADATA_FORMATS = {
     "ivo_vor": ("http://www.ivoa.net/xml/RegistryInterface/RegistryInterface-v1.0.xsd", RI),
     "oai_dc": ("http://www.openarchives.org/OAI/2.0/oai_dc.xsd", OAI_DC),
 }
-SECOND = "%Y-%m-%dT%H:%M:%SZ"
 DAY = "%Y-%m-%d"
 _LIST_ARGUMENTS = ({"metadataPrefix"}, {"from", "until", "set"})
 #: verb -> (required arguments, optional ones); a resumption token, where a verb takes one,
@@ -65,65 +63,69 @@ class OaiError(Exception):
 
 
 @dataclass(frozen=True)
-class ListRequest:
-    """A list request, or the rest of one a resumption token carries on."""
+class ListState:
+    """Where a list stands: its verb and format, the identifiers still to send, and its size.
+
+    The list is fixed by its first request and the token carries what is left of it (the
+    registry holds a handful of records): a record that changes during a harvest is sent as it
+    is when its page is asked for, and no page comes back empty or shifted."""
 
     verb: str
     prefix: str
-    start: datetime | None
-    end: datetime
-    set_spec: str | None
-    after: str = ""
+    remaining: tuple[str, ...]
+    size: int
 
-    def token(self, after: str) -> str:
-        fields = [self.verb, self.prefix, _stamp(self.start), utc_stamp(self.end),
-                  self.set_spec, after]
+    def token(self) -> str:
+        fields = [self.verb, self.prefix, list(self.remaining), self.size]
         return base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
 
     @classmethod
-    def resumed(cls, verb: str, token: str) -> ListRequest:
+    def resumed(cls, verb: str, token: str) -> ListState:
         try:
-            fields = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-            told, prefix, start, end, set_spec, after = fields
-            resumed = cls(told, prefix, _parsed(start) if start else None, _parsed(end),
-                          set_spec, after)
+            told, prefix, remaining, size = json.loads(
+                base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            valid = isinstance(told, str) and isinstance(prefix, str) \
+                and prefix in METADATA_FORMATS and isinstance(remaining, list) \
+                and all(isinstance(i, str) for i in remaining) and type(size) is int \
+                and 0 < len(remaining) <= size
         except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+            valid = False
+        if not valid:
             raise OaiError("badResumptionToken", f"resumptionToken {token!r} is not one this "
-                           "repository issued; start the list again without it") from None
-        if told != verb or prefix not in METADATA_FORMATS:
+                           "repository issued; start the list again without it")
+        if told != verb:
             raise OaiError("badResumptionToken", f"resumptionToken {token!r} continues a "
                            f"{told} list, not {verb}")
-        return resumed
-
-    def matches(self, record: Record) -> bool:
-        return (self.start is None or record.datestamp >= self.start) \
-            and record.datestamp <= self.end and self.set_spec in (None, MANAGED_SET)
+        return cls(told, prefix, tuple(remaining), size)
 
 
 @bp.route(OAI_PATH, methods=["GET", "POST"])
 def endpoint() -> Response:
-    """One OAI-PMH request, answered with its document or its OAI-PMH error."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    root = _document(now)
+    """One OAI-PMH request, answered with its document or its OAI-PMH error. The response
+    date is taken last, so it is never earlier than a datestamp the response carries."""
+    root = _document()
     arguments = [*request.args.items(multi=True), *request.form.items(multi=True)]
+    verb, given, error = None, {}, None
     try:
         verb, given = _checked(arguments)
-    except OaiError as error:
-        return _error(root, error, {})
-    try:
-        root.append(HANDLERS[verb](given, now))
-    except OaiError as error:
-        return _error(root, error, {"verb": verb, **given})
-    root[1].attrib.update({"verb": verb, **given})
+        root.append(HANDLERS[verb](given))
+    except OaiError as raised:
+        error = raised
+        sub(root, f"{{{OAI}}}error", str(error), code=error.code)
+    if error is None or error.code not in ("badVerb", "badArgument"):
+        root[1].attrib.update({"verb": verb, **given})
+    root[0].text = utc_stamp(datetime.now(UTC))
     return xml_response(root)
 
 
-def _document(now: datetime) -> etree._Element:
-    """The response's envelope. OAI-PMH's namespace has a prefix: as the default namespace it
-    would capture the unqualified elements of the VOResource records inside."""
+def _document() -> etree._Element:
+    """The response's envelope, its date to be set. OAI-PMH's namespace has a prefix: as the
+    default namespace it would capture the unqualified elements of the VOResource records
+    inside. After badVerb or badArgument the request element names no arguments (OAI-PMH
+    section 3.2)."""
     root = etree.Element(f"{{{OAI}}}OAI-PMH", nsmap={"oai": OAI, "xsi": XSI})
     root.set(f"{{{XSI}}}schemaLocation", f"{OAI} http://www.openarchives.org/OAI/2.0/OAI-PMH.xsd")
-    sub(root, f"{{{OAI}}}responseDate", utc_stamp(now))
+    sub(root, f"{{{OAI}}}responseDate")
     sub(root, f"{{{OAI}}}request", _oai_url())
     return root
 
@@ -132,19 +134,12 @@ def _oai_url() -> str:
     return f"{base_url()}{OAI_PATH}"
 
 
-def _error(root: etree._Element, error: OaiError, given: dict[str, str]) -> Response:
-    """The error document; after badVerb or badArgument the request element names no
-    arguments (OAI-PMH section 3.2)."""
-    if error.code not in ("badVerb", "badArgument"):
-        root[1].attrib.update(given)
-    sub(root, f"{{{OAI}}}error", str(error), code=error.code)
-    return xml_response(root)
-
-
 def _checked(arguments: Sequence[tuple[str, str]]) -> tuple[str, dict[str, str]]:
     """The verb and its arguments, each given once and all of them legal for the verb."""
     names = [name for name, _ in arguments]
     repeated = sorted({name for name in names if names.count(name) > 1})
+    if "verb" in repeated:
+        raise OaiError("badVerb", "the verb is given more than once; send one")
     verb = dict(arguments).get("verb")
     if verb not in VERBS:
         raise OaiError("badVerb", f"verb {verb!r} is not an OAI-PMH verb; use one of "
@@ -169,7 +164,7 @@ def _checked(arguments: Sequence[tuple[str, str]]) -> tuple[str, dict[str, str]]
 
 # --- the verbs ---------------------------------------------------------------------------------
 
-def _identify(_: dict[str, str], now: datetime) -> etree._Element:
+def _identify(_: dict[str, str]) -> etree._Element:
     published = records(base_url())
     registry = next(r for r in published if not r.deleted
                     and r.resource.get(f"{{{XSI}}}type") == "vg:Registry")
@@ -184,7 +179,7 @@ def _identify(_: dict[str, str], now: datetime) -> etree._Element:
     return element
 
 
-def _list_metadata_formats(given: dict[str, str], now: datetime) -> etree._Element:
+def _list_metadata_formats(given: dict[str, str]) -> etree._Element:
     if "identifier" in given:
         _record(given["identifier"])
     element = etree.Element(f"{{{OAI}}}ListMetadataFormats")
@@ -196,7 +191,7 @@ def _list_metadata_formats(given: dict[str, str], now: datetime) -> etree._Eleme
     return element
 
 
-def _list_sets(given: dict[str, str], now: datetime) -> etree._Element:
+def _list_sets(given: dict[str, str]) -> etree._Element:
     if "resumptionToken" in given:
         raise OaiError("badResumptionToken", "ListSets is answered in one page; it issues no "
                        "resumption tokens")
@@ -207,45 +202,58 @@ def _list_sets(given: dict[str, str], now: datetime) -> etree._Element:
     return element
 
 
-def _get_record(given: dict[str, str], now: datetime) -> etree._Element:
-    prefix = _prefix(given["metadataPrefix"])
+def _get_record(given: dict[str, str]) -> etree._Element:
+    """One record; an unknown identifier is reported before an unknown format, which is
+    defined as one the identified item cannot be disseminated in."""
+    record = _record(given["identifier"])
     element = etree.Element(f"{{{OAI}}}GetRecord")
-    element.append(_record_element(_record(given["identifier"]), prefix))
+    element.append(_record_element(record, _prefix(given["metadataPrefix"])))
     return element
 
 
-def _list(verb: str) -> Callable[[dict[str, str], datetime], etree._Element]:
-    """ListIdentifiers or ListRecords: one page of the records the request selects."""
-    def handler(given: dict[str, str], now: datetime) -> etree._Element:
-        wanted = ListRequest.resumed(verb, given["resumptionToken"]) \
-            if "resumptionToken" in given else _new_list(verb, given, now)
-        selected = [r for r in records(base_url()) if wanted.matches(r)]
-        if not selected:
-            raise OaiError("noRecordsMatch", "no record matches these from, until and set "
-                           "arguments")
-        remaining = [r for r in selected if r.identifier > wanted.after]
-        page = remaining[:settings().oai_page_size]
+def _list(verb: str) -> Callable[[dict[str, str]], etree._Element]:
+    """ListIdentifiers or ListRecords: the next page of the list the request starts or goes on."""
+    def handler(given: dict[str, str]) -> etree._Element:
+        published = records(base_url())
+        if "resumptionToken" in given:
+            state = ListState.resumed(verb, given["resumptionToken"])
+            by_identifier = {r.identifier: r for r in published}
+            pending = [by_identifier[i] for i in state.remaining if i in by_identifier]
+            if not pending:
+                raise OaiError("badResumptionToken", "the records this token goes on to are "
+                               "no longer known; start the list again")
+        else:
+            pending = _selected(published, given)
+            state = ListState(verb, _prefix(given["metadataPrefix"]),
+                              tuple(r.identifier for r in pending), len(pending))
+        page, rest = pending[:settings().oai_page_size], pending[settings().oai_page_size:]
         element = etree.Element(f"{{{OAI}}}{verb}")
         for record in page:
             element.append(_header(record) if verb == "ListIdentifiers"
-                           else _record_element(record, wanted.prefix))
-        if len(remaining) < len(selected) or len(page) < len(remaining):
-            more = len(page) < len(remaining)
-            sub(element, f"{{{OAI}}}resumptionToken",
-                wanted.token(page[-1].identifier) if more else None,
-                completeListSize=str(len(selected)),
-                cursor=str(len(selected) - len(remaining)))
+                           else _record_element(record, state.prefix))
+        if state.size > len(page):
+            following = replace(state, remaining=tuple(r.identifier for r in rest))
+            sub(element, f"{{{OAI}}}resumptionToken", following.token() if rest else None,
+                completeListSize=str(state.size), cursor=str(state.size - len(pending)))
         return element
     return handler
 
 
-def _new_list(verb: str, given: dict[str, str], now: datetime) -> ListRequest:
+def _selected(published: list[Record], given: dict[str, str]) -> list[Record]:
+    """The records a new list request's from, until and set select (OAI-PMH 3.3.1: both dates
+    inclusive); noRecordsMatch when there are none."""
+    prefix = _prefix(given["metadataPrefix"])
     start, end = _window(given.get("from"), given.get("until"))
-    return ListRequest(verb, _prefix(given["metadataPrefix"]), start, end or now,
-                       given.get("set"))
+    selected = [r for r in published if (start is None or r.datestamp >= start)
+                and (end is None or r.datestamp <= end)
+                and given.get("set", MANAGED_SET) == MANAGED_SET]
+    if not selected:
+        raise OaiError("noRecordsMatch", f"no record matches these from, until and set "
+                       f"arguments for {prefix}")
+    return selected
 
 
-HANDLERS: dict[str, Callable[[dict[str, str], datetime], etree._Element]] = {
+HANDLERS: dict[str, Callable[[dict[str, str]], etree._Element]] = {
     "Identify": _identify,
     "ListMetadataFormats": _list_metadata_formats,
     "ListSets": _list_sets,
@@ -289,7 +297,8 @@ def _window(start: str | None, end: str | None) -> tuple[datetime | None, dateti
 
 
 def _datestamp(name: str, text: str) -> datetime:
-    for form, pattern in ((DAY, r"\d{4}-\d{2}-\d{2}"), (SECOND, r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")):
+    for form, pattern in ((DAY, r"[0-9]{4}-[0-9]{2}-[0-9]{2}"),
+                          (SECOND, r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")):
         if re.fullmatch(pattern, text):
             try:
                 return datetime.strptime(text, form).replace(tzinfo=UTC)
@@ -299,12 +308,6 @@ def _datestamp(name: str, text: str) -> datetime:
                    "(YYYY-MM-DDThh:mm:ssZ)")
 
 
-def _stamp(moment: datetime | None) -> str | None:
-    return utc_stamp(moment) if moment else None
-
-
-def _parsed(text: str) -> datetime:
-    return datetime.strptime(text, SECOND).replace(tzinfo=UTC)
 
 
 # --- records -----------------------------------------------------------------------------------
@@ -339,5 +342,6 @@ def _dublin_core(resource: etree._Element) -> etree._Element:
         for found in resource.findall(path):
             sub(dc, f"{{{DC}}}{term}", found.text)
     sub(dc, f"{{{DC}}}date", resource.get("updated"))
-    sub(dc, f"{{{DC}}}type", resource.get(f"{{{XSI}}}type").split(":")[1])
+    if resource.find("capability") is not None:
+        sub(dc, f"{{{DC}}}type", "Service")
     return dc

@@ -23,7 +23,7 @@ import hashlib
 import re
 import sqlite3
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,12 +36,14 @@ from vo_ml.archive.tap_schema import Schema, Table
 from vo_ml.service.capabilities import NSMAP, add_ssa_capabilities, add_tap_capabilities
 from vo_ml.service.context import archive
 from vo_ml.service.dali import DaliError
+from vo_ml.service.jobs import sqlite_transaction
 from vo_ml.service.settings import SettingsError, settings
 from vo_ml.service.ssa import ssa_table
 from vo_ml.service.vosi import add_schemas
 from vo_ml.service.xmldoc import sub, xsi
 
-__all__ = ["RI", "OAI_PATH", "RegistryConfig", "Record", "install", "records", "utc_stamp"]
+__all__ = ["RI", "OAI_PATH", "SECOND", "RegistryConfig", "Record", "install", "records",
+           "published_document", "utc_stamp", "parse_stamp"]
 
 RI = "http://www.ivoa.net/xml/RegistryInterface/v1.0"
 #: Where the OAI-PMH endpoint is served, as DaCHS serves its own.
@@ -50,14 +52,16 @@ REGISTRY_STANDARD = "ivo://ivoa.net/std/Registry"
 #: The root URL records are hashed with, so the URL a harvester asked by changes nothing.
 ANY_ROOT = "urn:x-vo-ml:service-root"
 STATUSES = ("active", "inactive")
-#: A registry reference, as VOResource's IdentifierURI admits it.
-IVOID = r"ivo://[\w\-.!~*'()+=]{3,}(/[\w\-.!~*'()+=]+)*"
+#: A registry reference, as VOResource's IdentifierURI admits it (ASCII only).
+IVOID = re.compile(r"ivo://[\w\-.!~*'()+=]{3,}(/[\w\-.!~*'()+=]+)*", re.ASCII)
+#: Dates to the second, VOResource's and OAI-PMH's granularity.
+SECOND = "%Y-%m-%dT%H:%M:%SZ"
 SERVICES = ("tap", "ssa")
 
 
 def utc_stamp(moment: datetime) -> str:
     """A UTC timestamp to the second, as VOResource and OAI-PMH write them."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime(SECOND)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class RegistryConfig:
     before publishing."""
 
     authority: str = ""
+    #: The archive's name, which the titles of the authority, registry and SSA records begin
+    #: with (the TAP record has the service's own title, SERVICE_TITLE).
+    title: str = "vo_ml spectra archive"
     publisher: str = "vo_ml archive operator"
     publisher_id: str | None = None
     contact_name: str = "Archive operator"
@@ -121,7 +128,7 @@ class RegistryConfig:
         if not self.authority or "/" in self.authority:
             raise SettingsError(f"{path}: authority {self.authority!r} is not an IVOA authority "
                                 "such as vo-ml.example")
-        if self.publisher_id is not None and not re.fullmatch(IVOID, self.publisher_id):
+        if self.publisher_id is not None and not IVOID.fullmatch(self.publisher_id):
             raise SettingsError(f"{path}: publisher_id {self.publisher_id!r} is not an IVOA "
                                 "registry identifier such as ivo://example.org/org")
         if not self.subjects:
@@ -129,7 +136,7 @@ class RegistryConfig:
 
     def defaults_in_place(self) -> list[str]:
         """The keys still at a default an operator should replace before publishing."""
-        placeholders = ("publisher", "contact_name", "contact_email")
+        placeholders = ("title", "publisher", "contact_name", "contact_email")
         return [key for key in placeholders
                 if getattr(self, key) == next(f.default for f in fields(self) if f.name == key)]
 
@@ -192,6 +199,22 @@ def records(root: str) -> list[Record]:
             for identifier, (created, updated) in sorted(dates.items())]
 
 
+def published_document(root: str, identifier: str | None = None) -> str:
+    """The active records (or the one named ``identifier``) for the public ``root`` URL, as
+    one ``ri:VOResources`` document: what an operator reads before publishing."""
+    chosen = [r.resource for r in records(root) if not r.deleted
+              and identifier in (None, r.identifier)]
+    if not chosen:
+        raise ValueError(f"the registry publishes no record {identifier}; leave out "
+                         "--identifier to see them all")
+    document = etree.Element(f"{{{RI}}}VOResources", nsmap={"ri": RI, **NSMAP},
+                             attrib={"from": "1", "numberReturned": str(len(chosen)),
+                                     "more": "false"})
+    document.extend(chosen)
+    return etree.tostring(document, xml_declaration=True, encoding="UTF-8",
+                          pretty_print=True).decode()
+
+
 def _ledger_path() -> Path:
     """The ledger lives with the async jobs (JOBS_DIR): the service's own state, writable even
     when the archive is not, and shared by every process serving the archive, so all of them
@@ -202,25 +225,29 @@ def _ledger_path() -> Path:
 
 
 def _fingerprint(config: RegistryConfig, resource: _Resource) -> str:
-    element = _resource_element(config, resource, ANY_ROOT, None, None)
+    """The hash of what ``resource`` says, for the configured public URL: a service moved to a
+    new URL is harvested again; without one, the URL each request came by changes nothing."""
+    root = settings().service_base_url or ANY_ROOT
+    element = _resource_element(config, resource, root.rstrip("/"), None, None)
     return hashlib.sha256(etree.tostring(element, method="c14n")).hexdigest()
 
 
 def _resources(config: RegistryConfig) -> list[_Resource]:
+    """The records now published: the authority, the registry, and the services asked for."""
     authority = f"ivo://{config.authority}"
-    title = settings().service_title
     found = [
-        _Resource(authority, f"The {config.authority} naming authority", "vg:Authority",
-                  lambda element, root: _managing_org(element, config)),
-        _Resource(f"{authority}/registry", f"{title}: publishing registry", "vg:Registry",
+        _Resource(authority, f"{config.title}: the naming authority {config.authority}",
+                  "vg:Authority", lambda element, root: _managing_org(element, config)),
+        _Resource(f"{authority}/registry", f"{config.title}: publishing registry", "vg:Registry",
                   lambda element, root: _registry(element, root, config)),
     ]
     if "tap" in config.services:
-        found.append(_Resource(f"{authority}/tap", title, "vs:CatalogService",
+        found.append(_Resource(f"{authority}/tap", settings().service_title, "vs:CatalogService",
                                lambda element, root: _tap(element, root, config)))
     ssa = _ssa_table()
     if "ssa" in config.services and ssa is not None:
-        found.append(_Resource(f"{authority}/ssa", f"{title}: spectra by SSA", "vs:CatalogService",
+        found.append(_Resource(f"{authority}/ssa", f"{config.title}: spectra by SSA",
+                               "vs:CatalogService",
                                lambda element, root: _ssa(element, root, config, ssa)))
     return found
 
@@ -239,7 +266,7 @@ def _resource_element(config: RegistryConfig, resource: _Resource, root: str,
                             status=config.status, version="1.1")
     xsi(element, "type", resource.xsi_type)
     if updated is not None:
-        element.set("created", utc_stamp(config.created or created))
+        element.set("created", utc_stamp(min(config.created or created, updated)))
         element.set("updated", utc_stamp(updated))
     sub(element, "title", resource.title)
     sub(element, "identifier", resource.identifier)
@@ -318,50 +345,52 @@ def _counted(schemas: list[Schema]) -> list[Schema]:
 
 
 class _Ledger:
-    """When each record was first published and when its content last changed (SQLite: a crash
-    leaves the last committed state, and service processes take turns to write)."""
+    """When each record was first published and when its content last changed, in SQLite
+    (:func:`~vo_ml.service.jobs.sqlite_transaction`: a crash leaves the last committed state,
+    readers never wait, and service processes take turns to write)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        with self._transaction() as db:
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS records (identifier TEXT PRIMARY KEY, "
                        "fingerprint TEXT, created TEXT NOT NULL, updated TEXT NOT NULL)")
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
+            db.commit()
 
     def sync(self, fingerprints: dict[str, str]) -> dict[str, tuple[datetime, datetime]]:
         """Record ``fingerprints`` (identifier -> content hash) as now published; every record
         ever published, with its (created, updated) dates. A record missing from
-        ``fingerprints`` is deleted: its fingerprint becomes NULL, its updated date now."""
-        now = utc_stamp(datetime.now(UTC))
-        with self._transaction() as db:
-            known = dict(db.execute("SELECT identifier, fingerprint FROM records").fetchall())
-            for identifier, fingerprint in fingerprints.items():
-                if identifier not in known:
-                    db.execute("INSERT INTO records VALUES (?, ?, ?, ?)",
-                               (identifier, fingerprint, now, now))
-                elif known[identifier] != fingerprint:
-                    db.execute("UPDATE records SET fingerprint = ?, updated = ? "
-                               "WHERE identifier = ?", (fingerprint, now, identifier))
-            for identifier in set(known) - set(fingerprints):
-                if known[identifier] is not None:
-                    db.execute("UPDATE records SET fingerprint = NULL, updated = ? "
-                               "WHERE identifier = ?", (now, identifier))
-            rows = db.execute("SELECT identifier, created, updated FROM records").fetchall()
-        return {identifier: (_parsed(created), _parsed(updated))
-                for identifier, created, updated in rows}
+        ``fingerprints`` is deleted: its fingerprint becomes NULL, its updated date now.
+
+        Most calls change nothing and only read; a change is written under the write lock, and
+        stamped with the time the lock was taken, so no response given before it carries a
+        later date."""
+        with sqlite_transaction(self.path, write=False) as db:
+            rows = db.execute("SELECT identifier, fingerprint, created, updated FROM records")
+            known = {row[0]: row[1:] for row in rows.fetchall()}
+        if _changes(known, fingerprints):
+            with sqlite_transaction(self.path) as db:
+                now = utc_stamp(datetime.now(UTC))
+                rows = db.execute("SELECT identifier, fingerprint, created, updated FROM records")
+                known = {row[0]: row[1:] for row in rows.fetchall()}
+                for identifier, fingerprint in _changes(known, fingerprints):
+                    db.execute("INSERT INTO records VALUES (?, ?, ?, ?) ON CONFLICT (identifier) "
+                               "DO UPDATE SET fingerprint = excluded.fingerprint, "
+                               "updated = excluded.updated", (identifier, fingerprint, now, now))
+                    known[identifier] = (fingerprint, known.get(identifier, (None, now))[1], now)
+        return {identifier: (parse_stamp(created), parse_stamp(updated))
+                for identifier, (_, created, updated) in known.items()}
 
 
-def _parsed(stamp: str) -> datetime:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+def _changes(known: dict[str, tuple], fingerprints: dict[str, str]) -> list[tuple[str, str | None]]:
+    """(identifier, new fingerprint or None for deleted) of each record whose content changed."""
+    published = [(i, f) for i, f in fingerprints.items()
+                 if i not in known or known[i][0] != f]
+    withdrawn = [(i, None) for i, (f, *_) in known.items()
+                 if i not in fingerprints and f is not None]
+    return published + withdrawn
+
+
+def parse_stamp(stamp: str) -> datetime:
+    """The moment a :func:`utc_stamp` text names."""
+    return datetime.strptime(stamp, SECOND).replace(tzinfo=UTC)

@@ -11,6 +11,7 @@ harvester can reach.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlencode, urlsplit
@@ -19,7 +20,7 @@ from flask import Flask
 from lxml import etree
 
 from vo_ml.service.oai import MANAGED_SET, METADATA_FORMATS, OAI
-from vo_ml.service.registry import OAI_PATH, RI, RegistryConfig
+from vo_ml.service.registry import OAI_PATH, RI, RegistryConfig, parse_stamp
 from vo_ml.service.xmldoc import XSI
 from vo_ml.service.xmlschema import problems
 
@@ -30,6 +31,19 @@ LEGAL_REQUESTS = (
     {"verb": "Identify"}, {"verb": "ListMetadataFormats"}, {"verb": "ListSets"},
     *({"verb": verb, "metadataPrefix": prefix} for verb in ("ListIdentifiers", "ListRecords")
       for prefix in METADATA_FORMATS),
+    {"verb": "ListRecords", "metadataPrefix": "ivo_vor", "set": MANAGED_SET},
+)
+#: Requests the validator sends to see the protocol's errors, and the error each must get.
+ILLEGAL_REQUESTS = (
+    ({"verb": "Nonsense"}, "badVerb"),
+    ({"verb": "ListRecords"}, "badArgument"),
+    ({"verb": "ListRecords", "metadataPrefix": "ivo_vor", "from": "yesterday"}, "badArgument"),
+    ({"verb": "ListRecords", "metadataPrefix": "nonsense"}, "cannotDisseminateFormat"),
+    ({"verb": "GetRecord", "metadataPrefix": "ivo_vor", "identifier": "ivo://nowhere.invalid/x"},
+     "idDoesNotExist"),
+    ({"verb": "ListRecords", "metadataPrefix": "ivo_vor", "from": "2999-01-01"},
+     "noRecordsMatch"),
+    ({"verb": "ListRecords", "resumptionToken": "nonsense"}, "badResumptionToken"),
 )
 
 
@@ -57,34 +71,40 @@ def check_registry(app: Flask, root: str) -> Report:
     endpoint = f"{root}{OAI_PATH}"
     parts = urlsplit(root)
 
-    def ask(arguments: dict[str, str]) -> etree._Element | None:
+    def ask(arguments: dict[str, str], expected: str | None = None) -> etree._Element | None:
+        """The valid answer to ``arguments``, an error recorded unless it is ``expected``."""
         response = client.get(f"{OAI_PATH}?{urlencode(arguments)}",
                               base_url=f"{parts.scheme}://{parts.netloc}")
         found = problems(response.data)
-        if found:
-            report.errors.append(f"{arguments}: not schema-valid: {found[0]}")
+        if response.status_code != 200 or found:
+            report.errors.append(f"{arguments}: HTTP {response.status_code}, not schema-valid: "
+                                 f"{found[:1]}")
             return None
         document = etree.fromstring(response.data)
-        error = document.find(f"{{{OAI}}}error")
-        if error is not None:
-            report.errors.append(f"{arguments}: OAI error {error.get('code')}: {error.text}")
+        code = document.find(f"{{{OAI}}}error").get("code") \
+            if document.find(f"{{{OAI}}}error") is not None else None
+        if code != expected:
+            report.errors.append(f"{arguments}: answered with {code or 'no error'}, "
+                                 f"not {expected or 'without an error'}")
         return document
 
-    documents = {request["verb"] + request.get("metadataPrefix", ""): ask(request)
-                 for request in LEGAL_REQUESTS}
+    documents = {str(request): ask(request) for request in LEGAL_REQUESTS}
     report.checked.append(f"{len(LEGAL_REQUESTS)} legal requests validate, none an OAI error "
                           "(first pages)")
-    identify = documents["Identify"]
+    for request, code in ILLEGAL_REQUESTS:
+        ask(request, code)
+    report.checked.append(f"{len(ILLEGAL_REQUESTS)} illegal requests get their OAI errors")
+    identify = documents[str(LEGAL_REQUESTS[0])]
     if identify is not None:
         _check_identify(identify, endpoint, report)
     resources = _harvest(ask)
     check_records(resources, report)
-    _check_sets(documents["ListSets"], report)
+    _check_sets(documents[str(LEGAL_REQUESTS[2])], report)
     _warn(app.extensions["vo_ml_registry"], root, report)
     return report
 
 
-def _harvest(ask: object) -> dict[str, etree._Element]:
+def _harvest(ask: Callable[[dict[str, str]], etree._Element | None]) -> dict[str, etree._Element]:
     """Every active record (ivo_vor), following resumption tokens."""
     resources, arguments = {}, {"verb": "ListRecords", "metadataPrefix": "ivo_vor"}
     while True:
@@ -136,7 +156,7 @@ def check_records(resources: dict[str, etree._Element], report: Report) -> None:
 
 def _check_record(header: str, resource: etree._Element, managed: set[str], now: datetime,
                   report: Report) -> None:
-    identifier = resource.findtext("identifier")
+    identifier = resource.findtext("identifier") or ""
     if header != identifier:
         report.errors.append(f"header identifier {header} is not the record's {identifier}")
     if identifier.removeprefix("ivo://").split("/")[0] not in managed:
@@ -154,7 +174,7 @@ def _check_record(header: str, resource: etree._Element, managed: set[str], now:
             report.errors.append(f"{identifier} has no {name}")
     for name in ("created", "updated"):
         stamp = resource.get(name)
-        if stamp and datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) > now:
+        if stamp and parse_stamp(stamp) > now:
             report.errors.append(f"{identifier}: {name} {stamp} is in the future")
 
 
@@ -174,7 +194,8 @@ def _warn(config: RegistryConfig, root: str, report: Report) -> None:
     for key in config.defaults_in_place():
         report.warnings.append(f"{key} is the default; set it in the registry file")
     host = urlsplit(root).hostname or ""
-    if host in ("localhost", "127.0.0.1", "::1") or host.endswith(".example") \
-            or host.endswith("example.org"):
+    domain = ".".join(host.split(".")[-2:])
+    if host in ("localhost", "127.0.0.1", "::1") or host.endswith((".example", ".invalid")) \
+            or domain in ("example.org", "example.com", "example.net"):
         report.warnings.append(f"the service root {root} cannot be reached by harvesters; set "
                                "SERVICE_BASE_URL to the public URL")
