@@ -171,6 +171,7 @@ def install(app: Flask) -> None:
     with app.app_context():
         app.extensions["vo_ml_registry"] = RegistryConfig.load(Path(settings().registry_file),
                                                                _default_authority())
+        app.extensions["vo_ml_ledger"] = _Ledger(_ledger_path())
         records(ANY_ROOT)
 
 
@@ -190,8 +191,8 @@ def records(root: str) -> list[Record]:
     the ledger learns of any change first."""
     config: RegistryConfig = current_app.extensions["vo_ml_registry"]
     resources = _resources(config)
-    dates = _Ledger(_ledger_path()).sync(
-        {r.identifier: _fingerprint(config, r) for r in resources})
+    ledger: _Ledger = current_app.extensions["vo_ml_ledger"]
+    dates = ledger.sync({r.identifier: _fingerprint(config, r) for r in resources})
     built = {r.identifier: r for r in resources}
     return [Record(identifier, updated,
                    _resource_element(config, built[identifier], root, created, updated)
