@@ -13,6 +13,7 @@ import base64
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from conftest import copy_archive, vo_ml
@@ -229,6 +230,31 @@ def test_the_tap_page_links_to_the_registry(archive_copy):
     link = f'href="{ENDPOINT}?verb=Identify"'
     assert link in client.get("/tap").text
     assert client.get("/oai.xml?verb=Identify").status_code == 200
+
+
+#: The project's shared conformance schemas, beside the checkout when it has them.
+SHARED_SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "xsd"
+
+
+@pytest.mark.skipif(not (SHARED_SCHEMAS / "vo-all.xsd").exists(),
+                    reason="../shared/conformance/xsd is not beside this checkout")
+def test_against_the_shared_schemas_only_the_erratum_differs(oai):
+    """The shared TAPRegExt schema predates TAPRegExt 1.0 Erratum 1 (vo_ml/service/schemas/
+    README.md): against it, ObsCore 1.1's own identifier in dataModel is the one difference."""
+    schema = etree.XMLSchema(etree.parse(str(SHARED_SCHEMAS / "vo-all.xsd")))
+    differences = set()
+    for verb in ("Identify", "ListRecords&metadataPrefix=ivo_vor&set=ivo_managed",
+                 "ListRecords&metadataPrefix=oai_dc", "ListSets", "ListMetadataFormats"):
+        document = oai(f"verb={verb}")
+        while True:
+            schema.validate(document)
+            differences |= {(e.path.rsplit("/", 1)[-1], "ObsCore#core-1.1" in e.message)
+                            for e in schema.error_log}
+            token = document.findtext(f".//{{{OAI}}}resumptionToken")
+            if not token:
+                break
+            document = oai(f"verb={verb.split('&')[0]}&resumptionToken={token}")
+    assert differences == {("dataModel", True)}
 
 
 def test_oai_dc_says_what_the_record_says(oai):
