@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
-from conftest import copy_archive, vo_ml
+from conftest import DATA, copy_archive, vo_ml
 from lxml import etree
 
 from vo_ml.service import create_app
 from vo_ml.service.registry_check import Report, check_records
 from vo_ml.service.settings import SettingsError
-from vo_ml.service.xmlschema import problems
+from vo_ml.service.xmlschema import SCHEMAS, problems, schema_in
 
 OAI = "http://www.openarchives.org/OAI/2.0/"
 RI = "http://www.ivoa.net/xml/RegistryInterface/v1.0"
@@ -232,16 +232,18 @@ def test_the_tap_page_links_to_the_registry(archive_copy):
     assert client.get("/oai.xml?verb=Identify").status_code == 200
 
 
-#: The project's shared conformance schemas, beside the checkout when it has them.
-SHARED_SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "xsd"
+#: TAPRegExt 1.0 as the ivoa-std repository and the shared conformance folder have it, before
+#: its Erratum 1 (tests/data/README.md).
+TAPREGEXT_BEFORE_ERRATUM = DATA / "xsd" / "TAPRegExt-v1.0-before-erratum.xsd"
 
 
-@pytest.mark.skipif(not (SHARED_SCHEMAS / "vo-all.xsd").exists(),
-                    reason="../shared/conformance/xsd is not beside this checkout")
-def test_against_the_shared_schemas_only_the_erratum_differs(oai):
-    """The shared TAPRegExt schema predates TAPRegExt 1.0 Erratum 1 (vo_ml/service/schemas/
-    README.md): against it, ObsCore 1.1's own identifier in dataModel is the one difference."""
-    schema = etree.XMLSchema(etree.parse(str(SHARED_SCHEMAS / "vo-all.xsd")))
+def test_before_the_tapregext_erratum_only_its_attribute_differs(oai, tmp_path):
+    """Against the schemas with TAPRegExt as it was before Erratum 1 (vo_ml/service/schemas/
+    README.md), ObsCore 1.1's own identifier in dataModel is the one difference."""
+    folder = tmp_path / "schemas"
+    shutil.copytree(SCHEMAS, folder)
+    shutil.copy(TAPREGEXT_BEFORE_ERRATUM, folder / "TAPRegExt-v1.0.xsd")
+    schema = schema_in(folder)
     differences = set()
     for verb in ("Identify", "ListRecords&metadataPrefix=ivo_vor&set=ivo_managed",
                  "ListRecords&metadataPrefix=oai_dc", "ListSets", "ListMetadataFormats"):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lxml import etree
 
-__all__ = ["SCHEMAS", "CATALOG", "problems"]
+__all__ = ["SCHEMAS", "CATALOG", "problems", "schema_in"]
 
 SCHEMAS = Path(__file__).with_name("schemas")
 #: Namespace -> the schema file that defines it.
@@ -36,20 +36,22 @@ CATALOG = {
 
 
 @functools.cache
-def _schema() -> etree.XMLSchema:
+def schema_in(folder: Path = SCHEMAS) -> etree.XMLSchema:
+    """One schema of every namespace in :data:`CATALOG`, its files read from ``folder`` (the
+    package's own by default)."""
     xs = "http://www.w3.org/2001/XMLSchema"
     driver = etree.Element(f"{{{xs}}}schema", nsmap={"xs": xs},
                            targetNamespace="urn:x-vo-ml:all-schemas")
     for namespace, file in CATALOG.items():
         etree.SubElement(driver, f"{{{xs}}}import", namespace=namespace, schemaLocation=file)
-    document = etree.fromstring(etree.tostring(driver), base_url=f"{SCHEMAS.as_uri()}/")
+    document = etree.fromstring(etree.tostring(driver), base_url=f"{folder.as_uri()}/")
     return etree.XMLSchema(document)
 
 
 def problems(document: bytes | etree._Element) -> list[str]:
     """Every schema violation of ``document``, each with its line; empty when it is valid."""
     tree = etree.fromstring(document) if isinstance(document, bytes) else document
-    schema = _schema()
+    schema = schema_in()
     if schema.validate(tree):
         return []
     return [f"line {error.line}: {error.message}" for error in schema.error_log]
