@@ -113,6 +113,7 @@ class RegistryConfig:
         return config
 
     def check(self, path: Path) -> None:
+        """SettingsError, naming ``path`` and the key, for a value the records cannot carry."""
         for key, value, allowed in (("status", (self.status,), STATUSES),
                                     ("services", self.services, SERVICES)):
             wrong = [v for v in value if v not in allowed]
@@ -172,7 +173,7 @@ def install(app: Flask) -> None:
         app.extensions["vo_ml_registry"] = RegistryConfig.load(Path(settings().registry_file),
                                                                _default_authority())
         app.extensions["vo_ml_ledger"] = _Ledger(_ledger_path())
-        records(ANY_ROOT)
+        _synced(app.extensions["vo_ml_registry"], _resources(app.extensions["vo_ml_registry"]))
 
 
 def _default_authority() -> str:
@@ -191,13 +192,20 @@ def records(root: str) -> list[Record]:
     the ledger learns of any change first."""
     config: RegistryConfig = current_app.extensions["vo_ml_registry"]
     resources = _resources(config)
-    ledger: _Ledger = current_app.extensions["vo_ml_ledger"]
-    dates = ledger.sync({r.identifier: _fingerprint(config, r) for r in resources})
+    dates = _synced(config, resources)
     built = {r.identifier: r for r in resources}
     return [Record(identifier, updated,
                    _resource_element(config, built[identifier], root, created, updated)
                    if identifier in built else None)
             for identifier, (created, updated) in sorted(dates.items())]
+
+
+def _synced(config: RegistryConfig,
+            resources: list[_Resource]) -> dict[str, tuple[datetime, datetime]]:
+    """The (created, updated) dates of every record ever published, once the ledger has
+    compared ``resources`` with what it knows."""
+    ledger: _Ledger = current_app.extensions["vo_ml_ledger"]
+    return ledger.sync({r.identifier: _fingerprint(config, r) for r in resources})
 
 
 def published_document(root: str, identifier: str | None = None) -> str:

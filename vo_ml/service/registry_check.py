@@ -81,8 +81,7 @@ def check_registry(app: Flask, root: str) -> Report:
                                  f"{found[:1]}")
             return None
         document = etree.fromstring(response.data)
-        code = document.find(f"{{{OAI}}}error").get("code") \
-            if document.find(f"{{{OAI}}}error") is not None else None
+        code = next((e.get("code") for e in document.iter(f"{{{OAI}}}error")), None)
         if code != expected:
             report.errors.append(f"{arguments}: answered with {code or 'no error'}, "
                                  f"not {expected or 'without an error'}")
